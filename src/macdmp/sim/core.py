@@ -1,0 +1,441 @@
+"""The batched MF-TDMA core: B independent networks of N nodes, stepped one frame at a time.
+
+Each network has its own topology, traffic and random stream (xoshiro256** seeded from its own
+seed), so network b evolves bit for bit the same whether it runs alone or in a batch of 1024.
+The frame loop is compiled with Numba: it is a packet-level loop over slots and RBs with ring
+buffer queues, which NumPy cannot vectorise without materialising every packet
+(`benchmarks/sim_throughput.py` measures it; `docs/simulator.md` has the numbers).
+
+One frame (spec section 2):
+  1. management: demands -> clip to [0, ML] -> scale down to sum <= ML -> systematic rounding
+     to integer grants -> random placement of the granted RBs on the (slot, channel) grid;
+  2. transmission, slot by slot: each held RB sends the queued packet with the earliest
+     generation time; successes move to the next hop (received packets can be forwarded
+     from the next slot on), failures stay at the sender for retransmission (dropped after
+     `max_retries` retries); then the slot's Poisson arrivals join the generation queues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from .config import ScenarioConfig
+from .network import Network, build_network
+
+# Columns of the per-frame statistics array returned by `step`.
+STAT_FIELDS = (
+    "generated",
+    "delivered",
+    "dropped_buffer",
+    "dropped_retry",
+    "delay_sum_ms",
+    "transmissions",
+)
+GEN, DELIV, DROP_BUF, DROP_RETRY, DELAY_SUM, TX = range(len(STAT_FIELDS))
+N_STATS = len(STAT_FIELDS)
+
+_SCHED = {"earliest": 0, "transit_first": 1, "own_first": 2}
+
+
+class ActionError(ValueError):
+    """Demands that the MAC cannot take (wrong shape, negative or not finite)."""
+
+
+# --------------------------------------------------------------------------------------
+# Random numbers: xoshiro256** per network, so streams are independent of batch layout.
+# --------------------------------------------------------------------------------------
+def _splitmix64_states(seed: int) -> np.ndarray:
+    mask = (1 << 64) - 1
+    x = int(seed) & mask
+    out = np.empty(4, dtype=np.uint64)
+    for k in range(4):
+        x = (x + 0x9E3779B97F4A7C15) & mask
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out[k] = z ^ (z >> 31)
+    return out
+
+
+@nb.njit(inline="always")
+def _rotl(x, k):
+    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
+
+
+@nb.njit(inline="always")
+def _uniform(s, b):
+    """A float in [0, 1) from network b's stream."""
+    s0 = s[b, 0]
+    s1 = s[b, 1]
+    s2 = s[b, 2]
+    s3 = s[b, 3]
+    result = _rotl(s1 * np.uint64(5), 7) * np.uint64(9)
+    t = s1 << np.uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, 45)
+    s[b, 0] = s0
+    s[b, 1] = s1
+    s[b, 2] = s2
+    s[b, 3] = s3
+    return np.float64(result >> np.uint64(11)) * 1.1102230246251565e-16
+
+
+@nb.njit(inline="always")
+def _exp_ms(s, b, rate_per_ms):
+    if rate_per_ms <= 0.0:
+        return np.inf
+    return -np.log(1.0 - _uniform(s, b)) / rate_per_ms
+
+
+# --------------------------------------------------------------------------------------
+# The frame kernel
+# --------------------------------------------------------------------------------------
+@nb.njit(cache=True, parallel=True)
+def _step_kernel(
+    demands,  # (B, N) float64, already checked finite and >= 0
+    slots,
+    channels,
+    cap,
+    max_retries,
+    sched_mode,
+    frame_ms,
+    next_hop,  # (B, N, N)
+    per,  # (B, N, N)
+    rate_per_ms,  # (B, N)
+    dest,  # (B, N)
+    q_time,  # (B, N, 2, Q) generation time, ms from episode start
+    q_dst,  # (B, N, 2, Q)
+    q_retry,  # (B, N, 2, Q)
+    q_head,  # (B, N, 2)
+    q_len,  # (B, N, 2)
+    next_arr,  # (B, N) time of the next arrival, ms
+    rng,  # (B, 4) uint64
+    frame,  # (B,)
+    last_delay,  # (B, N)
+    obs,  # out (B, N, 4) float32
+    reward,  # out (B, N)
+    grants,  # out (B, N) int64
+    stats,  # out (B, N_STATS)
+    node_deliv,  # scratch/out (B, N) packets delivered to each node this frame
+    cells,  # scratch (B, ML)
+    owner,  # scratch (B, ML)
+    pend_node,  # scratch (B, L)
+    pend_time,
+    pend_dst,
+    pend_retry,
+):
+    n_env, n = demands.shape
+    ml = slots * channels
+    slot_ms = frame_ms / slots
+    for b in nb.prange(n_env):
+        for k in range(N_STATS):
+            stats[b, k] = 0.0
+        # ---- stage 1: management ---------------------------------------------------
+        total = 0.0
+        for i in range(n):
+            a = min(demands[b, i], float(ml))
+            total += a
+        scale = float(ml) / total if total > ml else 1.0
+        u = _uniform(rng, b)
+        csum = 0.0
+        prev_k = 0
+        for i in range(n):
+            csum += min(demands[b, i], float(ml)) * scale
+            k = int(np.ceil(min(csum, float(ml)) - u))
+            if k > ml:
+                k = ml
+            if k < prev_k:
+                k = prev_k
+            grants[b, i] = k - prev_k
+            prev_k = k
+        for c in range(ml):
+            cells[b, c] = c
+            owner[b, c] = -1
+        for c in range(ml - 1, 0, -1):  # Fisher-Yates
+            j = int(_uniform(rng, b) * (c + 1))
+            tmp = cells[b, c]
+            cells[b, c] = cells[b, j]
+            cells[b, j] = tmp
+        p = 0
+        for i in range(n):
+            for _ in range(grants[b, i]):
+                owner[b, cells[b, p]] = i
+                p += 1
+        # ---- stage 2: transmission -------------------------------------------------
+        t0 = frame[b] * frame_ms
+        for i in range(n):
+            node_deliv[b, i] = 0.0
+            obs[b, i, 1] = 0.0
+            obs[b, i, 3] = 0.0
+        dsum_node = reward[b]  # reuse the output row as the per-node delay accumulator
+        for i in range(n):
+            dsum_node[i] = 0.0
+        for s in range(slots):
+            slot_end = t0 + (s + 1) * slot_ms
+            npend = 0
+            for ch in range(channels):
+                i = owner[b, s * channels + ch]
+                if i < 0:
+                    continue
+                lg = q_len[b, i, 0]
+                lt = q_len[b, i, 1]
+                if lg == 0 and lt == 0:
+                    continue
+                if lg == 0:
+                    q = 1
+                elif lt == 0:
+                    q = 0
+                elif sched_mode == 0:
+                    q = 1 if q_time[b, i, 1, q_head[b, i, 1]] < q_time[b, i, 0, q_head[b, i, 0]] else 0
+                elif sched_mode == 1:
+                    q = 1
+                else:
+                    q = 0
+                h = q_head[b, i, q]
+                t_gen = q_time[b, i, q, h]
+                dst = q_dst[b, i, q, h]
+                retry = q_retry[b, i, q, h]
+                q_head[b, i, q] = (h + 1) % cap
+                q_len[b, i, q] -= 1
+                nh = next_hop[b, i, dst]
+                stats[b, TX] += 1.0
+                if _uniform(rng, b) >= per[b, i, nh]:
+                    if nh == dst:
+                        delay = slot_end - t_gen
+                        stats[b, DELIV] += 1.0
+                        stats[b, DELAY_SUM] += delay
+                        node_deliv[b, nh] += 1.0
+                        dsum_node[nh] += delay
+                    else:
+                        pend_node[b, npend] = nh
+                        pend_time[b, npend] = t_gen
+                        pend_dst[b, npend] = dst
+                        pend_retry[b, npend] = 0
+                        npend += 1
+                elif retry >= max_retries:
+                    stats[b, DROP_RETRY] += 1.0
+                else:
+                    pend_node[b, npend] = i
+                    pend_time[b, npend] = t_gen
+                    pend_dst[b, npend] = dst
+                    pend_retry[b, npend] = retry + 1
+                    npend += 1
+            # received and failed packets join transmission queues at the end of the slot
+            for k in range(npend):
+                j = pend_node[b, k]
+                if q_len[b, j, 1] >= cap:
+                    stats[b, DROP_BUF] += 1.0
+                    continue
+                idx = (q_head[b, j, 1] + q_len[b, j, 1]) % cap
+                q_time[b, j, 1, idx] = pend_time[b, k]
+                q_dst[b, j, 1, idx] = pend_dst[b, k]
+                q_retry[b, j, 1, idx] = pend_retry[b, k]
+                q_len[b, j, 1] += 1
+            for i in range(n):
+                if q_len[b, i, 0] > obs[b, i, 1]:
+                    obs[b, i, 1] = q_len[b, i, 0]
+                if q_len[b, i, 1] > obs[b, i, 3]:
+                    obs[b, i, 3] = q_len[b, i, 1]
+            # Poisson arrivals during this slot; sendable from the next slot on
+            for i in range(n):
+                while next_arr[b, i] < slot_end:
+                    stats[b, GEN] += 1.0
+                    t_gen = next_arr[b, i]
+                    next_arr[b, i] = t_gen + _exp_ms(rng, b, rate_per_ms[b, i])
+                    if dest[b, i] >= 0:
+                        dst = dest[b, i]
+                    else:
+                        dst = int(_uniform(rng, b) * (n - 1))
+                        if dst >= i:
+                            dst += 1
+                    if q_len[b, i, 0] >= cap:
+                        stats[b, DROP_BUF] += 1.0
+                        continue
+                    idx = (q_head[b, i, 0] + q_len[b, i, 0]) % cap
+                    q_time[b, i, 0, idx] = t_gen
+                    q_dst[b, i, 0, idx] = dst
+                    q_retry[b, i, 0, idx] = 0
+                    q_len[b, i, 0] += 1
+                if q_len[b, i, 0] > obs[b, i, 1]:
+                    obs[b, i, 1] = q_len[b, i, 0]
+        # ---- observations and reward ----------------------------------------------
+        for i in range(n):
+            obs[b, i, 0] = q_len[b, i, 0]
+            obs[b, i, 2] = q_len[b, i, 1]
+            if node_deliv[b, i] > 0:
+                last_delay[b, i] = dsum_node[i] / node_deliv[b, i]
+            reward[b, i] = -last_delay[b, i]
+        frame[b] += 1
+
+
+@nb.njit(cache=True)
+def _reset_arrivals(rng, rate_per_ms, next_arr):
+    n_env, n = rate_per_ms.shape
+    for b in range(n_env):
+        for i in range(n):
+            next_arr[b, i] = _exp_ms(rng, b, rate_per_ms[b, i])
+
+
+# --------------------------------------------------------------------------------------
+# The Python-facing batch
+# --------------------------------------------------------------------------------------
+@dataclass
+class FrameResult:
+    """What one frame returns for every network and node."""
+
+    obs: np.ndarray  # (B, N, 4) float32: gen, gen_max, tran, tran_max
+    reward: np.ndarray  # (B, N) float64: -delay of packets delivered to the node (ms)
+    grants: np.ndarray  # (B, N) int64: RBs granted this frame
+    stats: np.ndarray  # (B, N_STATS) float64: see STAT_FIELDS
+    delivered_to: np.ndarray  # (B, N) packets delivered to each node this frame
+
+
+class BatchedNetworks:
+    """B independent networks of one scenario, each with its own seed."""
+
+    def __init__(self, cfg: ScenarioConfig, seeds: Sequence[int]):
+        if len(seeds) < 1:
+            raise ValueError("seeds: give at least one seed (one per network)")
+        self.cfg = cfg
+        self.reset(seeds)
+
+    # ---- set-up ----------------------------------------------------------------------
+    def reset(self, seeds: Sequence[int] | None = None) -> np.ndarray:
+        """Rebuild every network from its seed and empty the queues; returns observations."""
+        if seeds is not None:
+            self.seeds = [_check_seed(s) for s in seeds]
+        cfg = self.cfg
+        b, n, q = len(self.seeds), cfg.n_nodes, cfg.queue_capacity
+        self.networks: list[Network] = []
+        rng_states = np.empty((b, 4), dtype=np.uint64)
+        for k, seed in enumerate(self.seeds):
+            topo_seq, traffic_seq = np.random.SeedSequence(seed).spawn(2)
+            self.networks.append(build_network(cfg, np.random.default_rng(topo_seq)))
+            rng_states[k] = _splitmix64_states(int(traffic_seq.generate_state(1, np.uint64)[0]))
+        self.rng = rng_states
+        nets = self.networks
+        self.adjacency = np.stack([net.adjacency for net in nets])
+        self.next_hop = np.stack([net.next_hop for net in nets])
+        self.per = np.stack([net.per for net in nets])
+        self.rates_ppf = np.stack([net.rates_ppf for net in nets])
+        self.dest = np.stack([net.dest for net in nets])
+        self.carried_ppf = np.stack([net.carried_ppf for net in nets])
+        self.is_high = np.stack([net.is_high for net in nets])
+        self.degree = self.adjacency.sum(axis=2)
+        self._rate_per_ms = self.rates_ppf / cfg.frame_ms
+        self.q_time = np.zeros((b, n, 2, q))
+        self.q_dst = np.zeros((b, n, 2, q), dtype=np.int64)
+        self.q_retry = np.zeros((b, n, 2, q), dtype=np.int64)
+        self.q_head = np.zeros((b, n, 2), dtype=np.int64)
+        self.q_len = np.zeros((b, n, 2), dtype=np.int64)
+        self.next_arr = np.zeros((b, n))
+        _reset_arrivals(self.rng, self._rate_per_ms, self.next_arr)
+        self.frame = np.zeros(b, dtype=np.int64)
+        self.last_delay = np.zeros((b, n))
+        ml, ch = cfg.rbs, cfg.channels
+        self._cells = np.zeros((b, ml), dtype=np.int64)
+        self._owner = np.zeros((b, ml), dtype=np.int64)
+        self._pend = (
+            np.zeros((b, ch), dtype=np.int64),
+            np.zeros((b, ch)),
+            np.zeros((b, ch), dtype=np.int64),
+            np.zeros((b, ch), dtype=np.int64),
+        )
+        self.obs = np.zeros((b, n, 4), dtype=np.float32)
+        self.totals = np.zeros((b, N_STATS))
+        return self.obs.copy()
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.cfg.n_nodes
+
+    def queued(self) -> np.ndarray:
+        """Packets in all queues, per network."""
+        return self.q_len.sum(axis=(1, 2))
+
+    def mean_field(self, obs: np.ndarray | None = None) -> np.ndarray:
+        """Mean of the 1-hop neighbours' observations (paper Eq. 11), shape (B, N, 4)."""
+        obs = self.obs if obs is None else obs
+        summed = np.einsum("bij,bjk->bik", self.adjacency.astype(np.float32), obs)
+        return summed / np.maximum(self.degree, 1)[..., None].astype(np.float32)
+
+    # ---- one frame -------------------------------------------------------------------
+    def step(self, demands: np.ndarray) -> FrameResult:
+        """Advance every network one frame with the given RB demands, shape (B, N)."""
+        cfg = self.cfg
+        d = check_demands(demands, (self.batch_size, self.n_nodes))
+        b, n = d.shape
+        reward = np.empty((b, n))
+        grants = np.empty((b, n), dtype=np.int64)
+        stats = np.empty((b, N_STATS))
+        delivered_to = np.empty((b, n))
+        obs = np.empty((b, n, 4), dtype=np.float32)
+        _step_kernel(
+            d,
+            cfg.slots,
+            cfg.channels,
+            cfg.queue_capacity,
+            cfg.max_retries,
+            _SCHED[cfg.scheduling],
+            cfg.frame_ms,
+            self.next_hop,
+            self.per,
+            self._rate_per_ms,
+            self.dest,
+            self.q_time,
+            self.q_dst,
+            self.q_retry,
+            self.q_head,
+            self.q_len,
+            self.next_arr,
+            self.rng,
+            self.frame,
+            self.last_delay,
+            obs,
+            reward,
+            grants,
+            stats,
+            delivered_to,
+            self._cells,
+            self._owner,
+            *self._pend,
+        )
+        self.obs = obs
+        self.totals += stats
+        return FrameResult(obs, reward, grants, stats, delivered_to)
+
+
+def check_demands(demands: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Demands as float64 of the given shape; raises ActionError naming what is wrong."""
+    try:
+        d = np.asarray(demands, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ActionError(f"actions: expected numbers of RBs with shape {shape}") from None
+    if d.shape != shape:
+        if d.size == int(np.prod(shape)):
+            d = d.reshape(shape)
+        else:
+            raise ActionError(f"actions: expected shape {shape} (networks, nodes), got {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ActionError("actions: every demand must be a finite number of RBs (got NaN or inf)")
+    if np.any(d < 0):
+        raise ActionError("actions: demands must be >= 0 RBs (values above M x L are clipped)")
+    return np.ascontiguousarray(d)
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or int(seed) < 0:
+        raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
+    return int(seed)
