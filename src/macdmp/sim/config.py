@@ -153,7 +153,9 @@ class ScenarioConfig:
                 raise ConfigError(f"dest: expected {n} destination indices, one per node")
             for i, d in enumerate(self.dest):
                 if not isinstance(d, int) or not 0 <= d < n or d == i:
-                    raise ConfigError(f"dest[{i}]: must be a node index in [0, {n - 1}] other than {i}, got {d!r}")
+                    raise ConfigError(
+                        f"dest[{i}]: must be a node index in [0, {n - 1}] other than {i}, got {d!r}"
+                    )
         if self.destinations == "fixed" and self.dest is None:
             raise ConfigError("destinations: 'fixed' needs the field dest (one index per node)")
         if self.high_nodes is not None:
@@ -215,7 +217,9 @@ class ScenarioConfig:
             rf_fields = {f.name for f in dataclasses.fields(RFConfig)}
             bad = set(rf) - rf_fields
             if bad:
-                raise ConfigError(f"rf: unknown field(s) {sorted(bad)}; allowed: {sorted(rf_fields)}")
+                raise ConfigError(
+                    f"rf: unknown field(s) {sorted(bad)}; allowed: {sorted(rf_fields)}"
+                )
             base = rf_preset(rf["name"]) if rf.get("name") in RF_PRESETS else RFConfig()
             rf = dataclasses.replace(base, **rf)
         for key in ("positions_m", "rates_ppf", "dest", "high_nodes"):

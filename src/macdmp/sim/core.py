@@ -125,6 +125,7 @@ def _step_kernel(
     grants,  # out (B, N) int64
     stats,  # out (B, N_STATS)
     node_deliv,  # scratch/out (B, N) packets delivered to each node this frame
+    min_delay,  # out (B,) smallest delay delivered this frame (inf if none)
     cells,  # scratch (B, ML)
     owner,  # scratch (B, ML)
     pend_node,  # scratch (B, L)
@@ -138,6 +139,7 @@ def _step_kernel(
     for b in nb.prange(n_env):
         for k in range(N_STATS):
             stats[b, k] = 0.0
+        min_delay[b] = np.inf
         # ---- stage 1: management ---------------------------------------------------
         total = 0.0
         for i in range(n):
@@ -194,7 +196,11 @@ def _step_kernel(
                 elif lt == 0:
                     q = 0
                 elif sched_mode == 0:
-                    q = 1 if q_time[b, i, 1, q_head[b, i, 1]] < q_time[b, i, 0, q_head[b, i, 0]] else 0
+                    q = (
+                        1
+                        if q_time[b, i, 1, q_head[b, i, 1]] < q_time[b, i, 0, q_head[b, i, 0]]
+                        else 0
+                    )
                 elif sched_mode == 1:
                     q = 1
                 else:
@@ -210,6 +216,8 @@ def _step_kernel(
                 if _uniform(rng, b) >= per[b, i, nh]:
                     if nh == dst:
                         delay = slot_end - t_gen
+                        if delay < min_delay[b]:
+                            min_delay[b] = delay
                         stats[b, DELIV] += 1.0
                         stats[b, DELAY_SUM] += delay
                         node_deliv[b, nh] += 1.0
@@ -296,6 +304,7 @@ class FrameResult:
     grants: np.ndarray  # (B, N) int64: RBs granted this frame
     stats: np.ndarray  # (B, N_STATS) float64: see STAT_FIELDS
     delivered_to: np.ndarray  # (B, N) packets delivered to each node this frame
+    min_delay_ms: np.ndarray  # (B,) smallest end-to-end delay delivered this frame (inf if none)
 
 
 class BatchedNetworks:
@@ -382,6 +391,7 @@ class BatchedNetworks:
         stats = np.empty((b, N_STATS))
         delivered_to = np.empty((b, n))
         obs = np.empty((b, n, 4), dtype=np.float32)
+        min_delay = np.empty(b)
         _step_kernel(
             d,
             cfg.slots,
@@ -408,13 +418,14 @@ class BatchedNetworks:
             grants,
             stats,
             delivered_to,
+            min_delay,
             self._cells,
             self._owner,
             *self._pend,
         )
         self.obs = obs
         self.totals += stats
-        return FrameResult(obs, reward, grants, stats, delivered_to)
+        return FrameResult(obs, reward, grants, stats, delivered_to, min_delay)
 
 
 def check_demands(demands: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

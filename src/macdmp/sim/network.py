@@ -58,7 +58,9 @@ class Network:
     rates_ppf: np.ndarray  # (N,) packets generated per frame
     is_high: np.ndarray  # (N,) bool
     dest: np.ndarray  # (N,) fixed destination per node, or -1 for uniform
+    transit_ppf: np.ndarray  # (N, N) packets per frame node i transmits toward destination d
     carried_ppf: np.ndarray  # (N,) packets per frame each node transmits (own + relayed)
+    link_ppf: np.ndarray  # (N, N) packets per frame sent over each link (routes' load)
 
     @property
     def n_nodes(self) -> int:
@@ -108,7 +110,7 @@ def build_network(cfg: ScenarioConfig, rng: np.random.Generator) -> Network:
         weight = np.where(is_high, cfg.rate_ratio, 1.0)
         # sum_i rate_i * mean_hops_i = load * M * L  (spec section 1, "load")
         rates = weight * (cfg.load * cfg.rbs / float(np.sum(weight * mean_hops)))
-    carried = carried_traffic(rates, next_hop, dest)
+    transit = transit_matrix(rates, next_hop, dest)
     return Network(
         positions_m=pos,
         adjacency=adj,
@@ -118,23 +120,53 @@ def build_network(cfg: ScenarioConfig, rng: np.random.Generator) -> Network:
         rates_ppf=rates,
         is_high=is_high,
         dest=dest,
-        carried_ppf=carried,
+        transit_ppf=transit,
+        carried_ppf=transit.sum(axis=1),
+        link_ppf=link_traffic(transit, next_hop),
     )
+
+
+def transit_matrix(rates_ppf: np.ndarray, next_hop: np.ndarray, dest: np.ndarray) -> np.ndarray:
+    """T[i, d]: packets per frame that node i transmits toward destination d (own + relayed)."""
+    n = len(rates_ppf)
+    own = np.zeros((n, n))
+    for s in range(n):
+        if dest[s] >= 0:
+            own[s, dest[s]] = rates_ppf[s]
+        else:
+            own[s] = rates_ppf[s] / (n - 1)
+            own[s, s] = 0.0
+    transit = own.copy()
+    hops_to = np.zeros(n, dtype=np.int64)
+    for d in range(n):
+        # walk each node's path length to d, then push traffic from the farthest nodes inward
+        for i in range(n):
+            h, node = 0, i
+            while node != d:
+                node = int(next_hop[node, d])
+                h += 1
+            hops_to[i] = h
+        for k in np.argsort(-hops_to, kind="stable"):
+            if k != d:
+                transit[next_hop[k, d], d] += transit[k, d]
+    np.fill_diagonal(transit, 0.0)
+    return transit
 
 
 def carried_traffic(rates_ppf: np.ndarray, next_hop: np.ndarray, dest: np.ndarray) -> np.ndarray:
     """Packets per frame each node must transmit: its own plus those it relays."""
-    n = len(rates_ppf)
-    carried = np.zeros(n)
-    for s in range(n):
-        targets = [int(dest[s])] if dest[s] >= 0 else [d for d in range(n) if d != s]
-        share = rates_ppf[s] / len(targets)
-        for d in targets:
-            node = s
-            while node != d:
-                carried[node] += share
-                node = int(next_hop[node, d])
-    return carried
+    return transit_matrix(rates_ppf, next_hop, dest).sum(axis=1)
+
+
+def link_traffic(transit: np.ndarray, next_hop: np.ndarray) -> np.ndarray:
+    """F[i, j]: packets per frame node i sends over the link to neighbour j."""
+    n = len(transit)
+    flow = np.zeros((n, n))
+    for i in range(n):
+        for d in range(n):
+            if d != i:
+                flow[i, next_hop[i, d]] += transit[i, d]
+    return flow
 
 
 def _adjacency(pos: np.ndarray, range_m: float) -> np.ndarray:

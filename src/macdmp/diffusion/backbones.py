@@ -1,0 +1,226 @@
+"""Network backbones: a temporal U-Net (noise model) and its down-sampling half (return head).
+
+Both take a batch of sequences laid out as (B, H, C), time along H and features (own observation,
+then mean-field observation) along C, and an integer diffusion index k in [0, K). They know nothing
+about the diffusion process; schedules and samplers live in :mod:`macdmp.diffusion.schedule` and
+:mod:`macdmp.diffusion.sampler`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def check_unet_shape(
+    horizon: int, dim: int, dim_mults: Sequence[int], kernel_size: int, groups: int
+) -> None:
+    """Raise ValueError (naming the field) when the U-Net cannot be built for these settings."""
+    if dim < 1:
+        raise ValueError(f"dim: must be >= 1 (got {dim})")
+    if len(dim_mults) < 1 or any(int(m) < 1 for m in dim_mults):
+        raise ValueError(f"dim_mults: must be a non-empty list of integers >= 1 (got {dim_mults})")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size: must be an odd integer >= 1 (got {kernel_size})")
+    bad = [dim * m for m in dim_mults if (dim * m) % groups != 0]
+    if groups < 1 or bad:
+        raise ValueError(
+            f"groups: must divide every channel width dim * mult = "
+            f"{[dim * m for m in dim_mults]} (got groups={groups})"
+        )
+    factor = 2 ** (len(dim_mults) - 1)
+    if horizon < factor or horizon % factor != 0:
+        raise ValueError(
+            f"horizon: with {len(dim_mults)} levels the U-Net halves the sequence "
+            f"{len(dim_mults) - 1} times, so horizon must be a positive multiple of {factor} "
+            f"(got {horizon})"
+        )
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Fixed sinusoidal features of the diffusion index, as in the Transformer position code."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / (half - 1))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, k: torch.Tensor) -> torch.Tensor:
+        arg = k.float()[:, None] * self.freqs[None, :]
+        return torch.cat([arg.sin(), arg.cos()], dim=-1)
+
+
+class ConvBlock(nn.Sequential):
+    """Conv1d -> GroupNorm -> Mish over the time axis."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, groups: int) -> None:
+        super().__init__(
+            nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(groups, c_out),
+            nn.Mish(),
+        )
+
+
+class ResidualTemporalBlock(nn.Module):
+    """Two conv blocks with the embedding added after the first, plus a residual path."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, kernel_size: int, groups: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBlock(c_in, c_out, kernel_size, groups)
+        self.conv2 = ConvBlock(c_out, c_out, kernel_size, groups)
+        self.emb = nn.Sequential(nn.Mish(), nn.Linear(emb_dim, c_out))
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x) + self.emb(emb)[:, :, None]
+        return self.conv2(h) + self.skip(x)
+
+
+class _Embedding(nn.Module):
+    """Time embedding (sinusoid + 2-layer MLP), optionally concatenated with a condition embedding."""
+
+    def __init__(self, dim: int, cond_dim: int) -> None:
+        super().__init__()
+        self.time = nn.Sequential(
+            SinusoidalEmbedding(dim), nn.Linear(dim, 4 * dim), nn.Mish(), nn.Linear(4 * dim, dim)
+        )
+        self.cond_dim = cond_dim
+        self.cond = (
+            nn.Sequential(nn.Linear(cond_dim, 4 * dim), nn.Mish(), nn.Linear(4 * dim, dim))
+            if cond_dim > 0
+            else None
+        )
+        self.out_dim = dim * (2 if cond_dim > 0 else 1)
+
+    def forward(self, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        t = self.time(k)
+        if self.cond is None:
+            if cond is not None:
+                raise ValueError("cond: this backbone was built with cond_dim=0; pass cond=None")
+            return t
+        if cond is None or cond.shape[-1] != self.cond_dim:
+            raise ValueError(f"cond: expected a (B, {self.cond_dim}) tensor")
+        return torch.cat([t, self.cond(cond)], dim=-1)
+
+
+class _DownPath(nn.Module):
+    """The encoder: per level two residual blocks, then a stride-2 conv except at the last level."""
+
+    def __init__(
+        self, in_ch: int, dim: int, mults: Sequence[int], emb_dim: int, kernel: int, groups: int
+    ) -> None:
+        super().__init__()
+        widths = [in_ch] + [dim * m for m in mults]
+        self.levels = nn.ModuleList()
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            last = i == len(mults) - 1
+            self.levels.append(
+                nn.ModuleList(
+                    [
+                        ResidualTemporalBlock(c_in, c_out, emb_dim, kernel, groups),
+                        ResidualTemporalBlock(c_out, c_out, emb_dim, kernel, groups),
+                        nn.Identity() if last else nn.Conv1d(c_out, c_out, 3, stride=2, padding=1),
+                    ]
+                )
+            )
+        self.out_ch = widths[-1]
+
+    def forward(
+        self, h: torch.Tensor, emb: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for block1, block2, down in self.levels:
+            h = block2(block1(h, emb), emb)
+            skips.append(h)
+            h = down(h)
+        return h, skips
+
+
+class TemporalUNet(nn.Module):
+    """eps_theta: a 1-D U-Net over the horizon with len(dim_mults) down- and up-sampling levels.
+
+    Input and output are (B, H, C). The diffusion index (and an optional condition vector) is
+    embedded and added after the first temporal convolution of every residual block.
+    """
+
+    def __init__(
+        self,
+        horizon: int,
+        channels: int,
+        dim: int = 32,
+        dim_mults: Sequence[int] = (1, 2, 4, 8),
+        kernel_size: int = 5,
+        groups: int = 8,
+        cond_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        check_unet_shape(horizon, dim, dim_mults, kernel_size, groups)
+        self.embed = _Embedding(dim, cond_dim)
+        e = self.embed.out_dim
+        self.down = _DownPath(channels, dim, dim_mults, e, kernel_size, groups)
+        mid = self.down.out_ch
+        self.mid1 = ResidualTemporalBlock(mid, mid, e, kernel_size, groups)
+        self.mid2 = ResidualTemporalBlock(mid, mid, e, kernel_size, groups)
+        widths = [dim * m for m in dim_mults]
+        self.up = nn.ModuleList()
+        # Up levels mirror the down levels; each takes the skip from the same resolution.
+        for i in reversed(range(len(widths))):
+            c_skip = widths[i]
+            c_in = widths[min(i + 1, len(widths) - 1)]
+            c_out = widths[i]
+            self.up.append(
+                nn.ModuleList(
+                    [
+                        ResidualTemporalBlock(c_in + c_skip, c_out, e, kernel_size, groups),
+                        ResidualTemporalBlock(c_out, c_out, e, kernel_size, groups),
+                        nn.Identity()
+                        if i == 0
+                        else nn.ConvTranspose1d(c_out, c_out, 4, stride=2, padding=1),
+                    ]
+                )
+            )
+        self.final = nn.Sequential(
+            ConvBlock(dim, dim, kernel_size, groups), nn.Conv1d(dim, channels, 1)
+        )
+
+    def forward(
+        self, x: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        emb = self.embed(k, cond)
+        h, skips = self.down(x.transpose(1, 2), emb)
+        h = self.mid2(self.mid1(h, emb), emb)
+        for (block1, block2, up), skip in zip(self.up, reversed(skips), strict=True):
+            h = block2(block1(torch.cat([h, skip], dim=1), emb), emb)
+            h = up(h)
+        return self.final(h).transpose(1, 2)
+
+
+class HalfUNet(nn.Module):
+    """J_psi: the down-sampling half of :class:`TemporalUNet` and a linear head to one scalar."""
+
+    def __init__(
+        self,
+        horizon: int,
+        channels: int,
+        dim: int = 32,
+        dim_mults: Sequence[int] = (1, 2, 4, 8),
+        kernel_size: int = 5,
+        groups: int = 8,
+        cond_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        check_unet_shape(horizon, dim, dim_mults, kernel_size, groups)
+        self.embed = _Embedding(dim, cond_dim)
+        self.down = _DownPath(channels, dim, dim_mults, self.embed.out_dim, kernel_size, groups)
+        length = horizon // 2 ** (len(dim_mults) - 1)
+        self.head = nn.Linear(self.down.out_ch * length, 1)
+
+    def forward(
+        self, x: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h, _ = self.down(x.transpose(1, 2), self.embed(k, cond))
+        return self.head(h.flatten(1)).squeeze(-1)

@@ -1,0 +1,174 @@
+"""Samplers for a trained noise model: guided DDPM (paper Eq. 20) and DPM-Solver(++) 1/2.
+
+One entry point, :func:`sample`, with ``solver`` in ``SOLVERS`` and its own ``steps``. Known
+entries (the current observation) are pinned through a :class:`Conditioning` mask after every
+update, and classifier guidance takes the gradient of a scalar value function of the sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from macdmp.diffusion.schedule import NoiseSchedule
+
+SOLVERS = ("ddpm", "dpm1", "dpm2")
+
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ValueModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Entries of x where ``mask`` is True are held at ``values`` (both broadcastable to x)."""
+
+    mask: torch.Tensor
+    values: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x with the pinned entries replaced by their known values."""
+        return torch.where(self.mask, self.values, x)
+
+    @staticmethod
+    def first_step(first: torch.Tensor, horizon: int) -> Conditioning:
+        """Pin x[:, 0, :] to ``first`` (B, C) for sequences of shape (B, horizon, C)."""
+        b, c = first.shape
+        mask = torch.zeros(1, horizon, 1, dtype=torch.bool, device=first.device)
+        mask[:, 0] = True
+        values = torch.zeros(b, horizon, c, dtype=first.dtype, device=first.device)
+        values[:, 0] = first
+        return Conditioning(mask, values)
+
+
+def _value_grad(value: ValueModel, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(value(xg, idx).sum(), xg)
+    return g
+
+
+def sample(
+    eps_model: EpsModel,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    *,
+    solver: str = "ddpm",
+    steps: int | None = None,
+    cond: Conditioning | None = None,
+    value: ValueModel | None = None,
+    guidance_scale: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw x_0 of ``shape`` by reverse diffusion from N(0, I).
+
+    ``solver``: "ddpm" (ancestral, K steps, Eq. 20), "dpm1" (first-order DPM-Solver, i.e. DDIM)
+    or "dpm2" (second-order multistep DPM-Solver++) with ``steps`` model calls (default K).
+    ``value`` (x, k-1) -> (B,) is the classifier; it is only called when guidance_scale != 0.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: must be one of {SOLVERS} (got {solver!r})")
+    big_k = schedule.n_steps
+    n = big_k if steps is None else int(steps)
+    if not 1 <= n <= big_k:
+        raise ValueError(f"steps: must be in 1..{big_k} (the trained K) (got {steps})")
+    if solver == "ddpm" and n != big_k:
+        raise ValueError(
+            f"steps: DDPM runs all K = {big_k} steps (got {steps}); use solver='dpm1' or 'dpm2' "
+            "for fewer"
+        )
+    if guidance_scale != 0.0 and value is None:
+        raise ValueError("guidance_scale: non-zero guidance needs a value (classifier) model")
+    device = schedule.device
+    guided = guidance_scale != 0.0
+    ctx = torch.no_grad() if guided else torch.inference_mode()
+    with ctx:
+        x = torch.randn(shape, generator=generator, device=device)
+        if cond is not None:
+            x = cond.apply(x)
+        if solver == "ddpm":
+            return _ddpm(eps_model, schedule, x, cond, value, guidance_scale, generator)
+        return _dpm(eps_model, schedule, x, n, 2 if solver == "dpm2" else 1, cond, value,
+                    guidance_scale)
+
+
+def _ddpm(
+    eps_model: EpsModel,
+    sch: NoiseSchedule,
+    x: torch.Tensor,
+    cond: Conditioning | None,
+    value: ValueModel | None,
+    scale: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    b = x.shape[0]
+    coef_eps = (sch.betas / sch.sqrt_1m_abar).tolist()
+    inv_sqrt_alpha = sch.alphas.rsqrt().tolist()
+    var = sch.posterior_var.tolist()
+    for i in reversed(range(sch.n_steps)):
+        idx = torch.full((b,), i, device=x.device, dtype=torch.long)
+        mean = (x - coef_eps[i] * eps_model(x, idx)) * inv_sqrt_alpha[i]
+        if scale != 0.0 and var[i] > 0.0:
+            mean = mean + (scale * var[i]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
+        if i > 0:
+            z = torch.randn(x.shape, generator=generator, device=x.device)
+            x = mean + var[i] ** 0.5 * z
+        else:
+            x = mean
+        if cond is not None:
+            x = cond.apply(x)
+    return x
+
+
+def dpm_levels(n_steps_trained: int, steps: int) -> list[int]:
+    """Levels K = k_0 > ... > k_steps = 0 visited by the DPM solvers, uniform in time."""
+    grid = torch.linspace(n_steps_trained, 0, steps + 1, dtype=torch.float64).round().long()
+    return grid.tolist()
+
+
+def _dpm(
+    eps_model: EpsModel,
+    sch: NoiseSchedule,
+    x: torch.Tensor,
+    steps: int,
+    order: int,
+    cond: Conditioning | None,
+    value: ValueModel | None,
+    scale: float,
+) -> torch.Tensor:
+    # Data-prediction form (DPM-Solver++): well defined for the last step down to sigma = 0.
+    levels = dpm_levels(sch.n_steps, steps)
+    alpha = sch.ode_alpha.tolist()
+    sigma = sch.ode_sigma.tolist()
+    lam = [float("inf") if s == 0 else float(torch.log(torch.tensor(a / s))) for a, s in
+           zip(alpha, sigma, strict=True)]
+    b = x.shape[0]
+    prev_x0: torch.Tensor | None = None
+    prev_h = 0.0
+    for j in range(steps):
+        s, t = levels[j], levels[j + 1]
+        idx = torch.full((b,), s - 1, device=x.device, dtype=torch.long)
+        eps = eps_model(x, idx)
+        if scale != 0.0:
+            # Score guidance: eps_hat = eps - zeta * sigma_s * grad J, the same shift as Eq. 20.
+            eps = eps - (scale * sigma[s]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
+        x0 = (x - sigma[s] * eps) / alpha[s]
+        if cond is not None:
+            x0 = cond.apply(x0)
+        # exp(-h) = sigma_t alpha_s / (alpha_t sigma_s), written so that sigma_t = 0 is exact.
+        emh = sigma[t] * alpha[s] / (alpha[t] * sigma[s])
+        last = t == 0
+        if order == 2 and prev_x0 is not None and not last:
+            h = lam[t] - lam[s]
+            r = prev_h / h
+            d = x0 + (0.5 / r) * (x0 - prev_x0)
+        else:
+            d = x0
+        x = (sigma[t] / sigma[s]) * x - alpha[t] * (emh - 1.0) * d
+        if cond is not None:
+            x = cond.apply(x)
+        if not last:
+            prev_h = lam[t] - lam[s]
+        prev_x0 = x0
+    return x
