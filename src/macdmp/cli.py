@@ -18,7 +18,7 @@ STAGES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="macdmp",
-        description="MA-CDMP: diffusion planning for MF-TDMA resource allocation, and its simulator",
+        description="MA-CDMP: diffusion planning for MF-TDMA resource allocation",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in STAGES:

@@ -188,7 +188,7 @@ def _connected(adj: np.ndarray) -> bool:
 
 
 def _routes(adj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """BFS from every destination; the next hop is the lowest-indexed neighbour on a shortest path."""
+    """BFS from each destination; next hop = the lowest-indexed neighbour on a shortest path."""
     n = len(adj)
     hops = np.full((n, n), -1, dtype=np.int64)
     next_hop = np.full((n, n), -1, dtype=np.int64)
