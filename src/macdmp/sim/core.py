@@ -341,8 +341,8 @@ class BatchedNetworks:
         self.degree = self.adjacency.sum(axis=2)
         self._rate_per_ms = self.rates_ppf / cfg.frame_ms
         self.q_time = np.zeros((b, n, 2, q))
-        self.q_dst = np.zeros((b, n, 2, q), dtype=np.int64)
-        self.q_retry = np.zeros((b, n, 2, q), dtype=np.int64)
+        self.q_dst = np.zeros((b, n, 2, q), dtype=np.int32)
+        self.q_retry = np.zeros((b, n, 2, q), dtype=np.int8)
         self.q_head = np.zeros((b, n, 2), dtype=np.int64)
         self.q_len = np.zeros((b, n, 2), dtype=np.int64)
         self.next_arr = np.zeros((b, n))

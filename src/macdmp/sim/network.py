@@ -110,7 +110,7 @@ def build_network(cfg: ScenarioConfig, rng: np.random.Generator) -> Network:
         weight = np.where(is_high, cfg.rate_ratio, 1.0)
         # sum_i rate_i * mean_hops_i = load * M * L  (spec section 1, "load")
         rates = weight * (cfg.load * cfg.rbs / float(np.sum(weight * mean_hops)))
-    transit = transit_matrix(rates, next_hop, dest)
+    transit = transit_matrix(rates, next_hop, hops, dest)
     return Network(
         positions_m=pos,
         adjacency=adj,
@@ -126,7 +126,9 @@ def build_network(cfg: ScenarioConfig, rng: np.random.Generator) -> Network:
     )
 
 
-def transit_matrix(rates_ppf: np.ndarray, next_hop: np.ndarray, dest: np.ndarray) -> np.ndarray:
+def transit_matrix(
+    rates_ppf: np.ndarray, next_hop: np.ndarray, hops: np.ndarray, dest: np.ndarray
+) -> np.ndarray:
     """T[i, d]: packets per frame that node i transmits toward destination d (own + relayed)."""
     n = len(rates_ppf)
     own = np.zeros((n, n))
@@ -137,25 +139,13 @@ def transit_matrix(rates_ppf: np.ndarray, next_hop: np.ndarray, dest: np.ndarray
             own[s] = rates_ppf[s] / (n - 1)
             own[s, s] = 0.0
     transit = own.copy()
-    hops_to = np.zeros(n, dtype=np.int64)
     for d in range(n):
-        # walk each node's path length to d, then push traffic from the farthest nodes inward
-        for i in range(n):
-            h, node = 0, i
-            while node != d:
-                node = int(next_hop[node, d])
-                h += 1
-            hops_to[i] = h
-        for k in np.argsort(-hops_to, kind="stable"):
+        # push traffic toward d from the farthest nodes inward (next hops are one hop closer)
+        for k in np.argsort(-hops[:, d], kind="stable"):
             if k != d:
                 transit[next_hop[k, d], d] += transit[k, d]
     np.fill_diagonal(transit, 0.0)
     return transit
-
-
-def carried_traffic(rates_ppf: np.ndarray, next_hop: np.ndarray, dest: np.ndarray) -> np.ndarray:
-    """Packets per frame each node must transmit: its own plus those it relays."""
-    return transit_matrix(rates_ppf, next_hop, dest).sum(axis=1)
 
 
 def link_traffic(transit: np.ndarray, next_hop: np.ndarray) -> np.ndarray:

@@ -1,0 +1,264 @@
+"""MA-CDMP's three models (noise model, return classifier, inverse dynamics), the normaliser and
+the configuration they are built from. Raw units go in and out; normalisation happens inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape
+from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
+
+LR_SCHEDULES = ("cosine", "constant")
+STAT_KEYS = ("obs_mean", "obs_std", "mf_mean", "mf_std", "act_mean", "act_std", "ret_mean",
+             "ret_std")
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Everything that defines a model and its training run; validated when built."""
+
+    # data / task
+    horizon: int = 16
+    gamma: float = 0.99
+    obs_dim: int = 4
+    use_mf: bool = True
+    # backbones (Diffuser's reference settings)
+    dim: int = 32
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    kernel_size: int = 5
+    groups: int = 8
+    inv_hidden: int = 256
+    inv_layers: int = 2
+    # diffusion
+    n_diffusion_steps: int = 100
+    beta_schedule: str = "cosine"
+    # optimisation
+    batch_size: int = 64
+    lr: float = 2e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    ema_start: int = 1000
+    w_inv: float = 1.0
+    w_diff: float = 1.0
+    w_cls: float = 1.0
+    seed: int = 0
+    # run length and bookkeeping (may change when a run is resumed)
+    n_epochs: int = 100
+    steps_per_epoch: int = 1000
+    log_every: int = 100
+    ckpt_every: int = 1000
+
+    # Keys that may differ between a checkpoint and the configuration resuming it.
+    RESUMABLE_KEYS: tuple[str, ...] = field(
+        default=("n_epochs", "steps_per_epoch", "log_every", "ckpt_every"), repr=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
+
+        def need(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}: must be {allowed} (got {getattr(self, name)!r})")
+
+        need(self.obs_dim >= 1, "obs_dim", ">= 1")
+        need(0.0 < self.gamma <= 1.0, "gamma", "in (0, 1]")
+        check_unet_shape(self.horizon, self.dim, self.dim_mults, self.kernel_size, self.groups)
+        need(self.horizon >= 2, "horizon", ">= 2 (a plan needs o_t and o_t+1)")
+        need(self.inv_hidden >= 1, "inv_hidden", ">= 1")
+        need(self.inv_layers >= 1, "inv_layers", ">= 1")
+        need(self.n_diffusion_steps >= 2, "n_diffusion_steps", ">= 2")
+        need(self.beta_schedule in SCHEDULES, "beta_schedule", f"one of {SCHEDULES}")
+        need(self.batch_size >= 1, "batch_size", ">= 1")
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", "> 0")
+        need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}")
+        need(self.warmup_steps >= 0, "warmup_steps", ">= 0")
+        need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "in [0, 1]")
+        need(self.grad_clip > 0, "grad_clip", "> 0")
+        need(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)")
+        need(self.ema_start >= 0, "ema_start", ">= 0")
+        for w in ("w_inv", "w_diff", "w_cls"):
+            need(getattr(self, w) >= 0, w, ">= 0")
+        need(self.n_epochs >= 1, "n_epochs", ">= 1")
+        need(self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1")
+        need(self.log_every >= 1, "log_every", ">= 1")
+        need(self.ckpt_every >= 1, "ckpt_every", ">= 1")
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the noise model and classifier: own (+ mean-field) observation."""
+        return self.obs_dim * (2 if self.use_mf else 1)
+
+    @property
+    def total_steps(self) -> int:
+        return self.n_epochs * self.steps_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the fields (without RESUMABLE_KEYS' constant)."""
+        d = dataclasses.asdict(self)
+        d.pop("RESUMABLE_KEYS")
+        d["dim_mults"] = list(self.dim_mults)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PlannerConfig:
+        names = {f.name for f in dataclasses.fields(cls)} - {"RESUMABLE_KEYS"}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"config: unknown keys {unknown}; known keys are {sorted(names)}")
+        return cls(**dict(d))
+
+    def replace(self, **changes: Any) -> PlannerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, PlannerConfig] = {
+    # Paper: K = 100, 100 epochs x 1,000 steps, Diffuser's reference widths.
+    "paper": PlannerConfig(),
+    # Demo: small enough to train on a 2-core CPU in a few minutes.
+    "demo": PlannerConfig(
+        horizon=8,
+        dim=16,
+        inv_hidden=128,
+        n_diffusion_steps=20,
+        warmup_steps=100,
+        ema_start=200,
+        n_epochs=10,
+        steps_per_epoch=150,
+        log_every=50,
+        ckpt_every=150,
+    ),
+}
+
+
+def make_config(preset: str = "demo", **overrides: Any) -> PlannerConfig:
+    """A preset's configuration with fields replaced by ``overrides``."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset: must be one of {tuple(PRESETS)} (got {preset!r})")
+    base = PRESETS[preset].to_dict()
+    base.update(overrides)
+    return PlannerConfig.from_dict(base)
+
+
+class Normalizer(nn.Module):
+    """Per-dimension z-scoring of observations, mean field, actions and returns (dataset stats)."""
+
+    def __init__(self, stats: Mapping[str, Any], obs_dim: int) -> None:
+        super().__init__()
+        missing = [k for k in STAT_KEYS if k not in stats]
+        if missing:
+            raise ValueError(f"stats: missing {missing}; a dataset must provide {STAT_KEYS}")
+        for k in STAT_KEYS:
+            v = torch.as_tensor(np.asarray(stats[k], dtype=np.float32))
+            want = (obs_dim,) if k.startswith(("obs", "mf")) else ()
+            if tuple(v.shape) != want:
+                raise ValueError(f"stats: {k} must have shape {want} (got {tuple(v.shape)})")
+            if k.endswith("std"):
+                # A constant dimension would divide by zero; treat it as unit scale.
+                v = torch.where(v > 1e-6, v, torch.ones_like(v))
+            self.register_buffer(k, v)
+
+    def stats(self) -> dict[str, np.ndarray]:
+        """The statistics as float32 numpy arrays (what the checkpoint records)."""
+        return {k: getattr(self, k).detach().cpu().numpy() for k in STAT_KEYS}
+
+    def obs(self, o: torch.Tensor) -> torch.Tensor:
+        return (o - self.obs_mean) / self.obs_std
+
+    def unobs(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.obs_std + self.obs_mean
+
+    def mf(self, o: torch.Tensor) -> torch.Tensor:
+        return (o - self.mf_mean) / self.mf_std
+
+    def unmf(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.mf_std + self.mf_mean
+
+    def act(self, a: torch.Tensor) -> torch.Tensor:
+        return (a - self.act_mean) / self.act_std
+
+    def unact(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.act_std + self.act_mean
+
+    def ret(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.ret_mean) / self.ret_std
+
+    def unret(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.ret_std + self.ret_mean
+
+
+class InverseDynamics(nn.Module):
+    """f_phi: normalised (o_t, o_t+1) -> normalised action, an MLP."""
+
+    def __init__(self, obs_dim: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        width = 2 * obs_dim
+        for _ in range(layers):
+            mods += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        mods.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, o_t: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([o_t, o_next], dim=-1)).squeeze(-1)
+
+
+class PlannerModels(nn.Module):
+    """eps_theta, J_psi and f_phi with the normaliser, shared by every agent (a batch row each)."""
+
+    def __init__(self, cfg: PlannerConfig, stats: Mapping[str, Any], rbs: float) -> None:
+        super().__init__()
+        if not rbs > 0:
+            raise ValueError(f"rbs: the maximum demand M x L must be > 0 (got {rbs})")
+        self.cfg = cfg
+        self.rbs = float(rbs)
+        self.normalizer = Normalizer(stats, cfg.obs_dim)
+        unet = dict(dim=cfg.dim, dim_mults=cfg.dim_mults, kernel_size=cfg.kernel_size,
+                    groups=cfg.groups)
+        self.eps = TemporalUNet(cfg.horizon, cfg.channels, **unet)
+        self.classifier = HalfUNet(cfg.horizon, cfg.channels, **unet)
+        self.invdyn = InverseDynamics(cfg.obs_dim, cfg.inv_hidden, cfg.inv_layers)
+
+    def schedule(self, device: torch.device | str | None = None) -> NoiseSchedule:
+        """The noise schedule the models were trained with, on ``device`` (default: theirs)."""
+        dev = device if device is not None else self.normalizer.obs_mean.device
+        return NoiseSchedule(self.cfg.n_diffusion_steps, self.cfg.beta_schedule, dev)
+
+    def to_model_space(self, x: torch.Tensor, xbar: torch.Tensor | None) -> torch.Tensor:
+        """Raw (B, H, obs) own and mean-field sequences -> normalised (B, H, channels)."""
+        z = self.normalizer.obs(x)
+        if not self.cfg.use_mf:
+            return z
+        if xbar is None:
+            raise ValueError("mean_field: this model uses the mean field (use_mf=True); pass it")
+        return torch.cat([z, self.normalizer.mf(xbar)], dim=-1)
+
+    def from_model_space(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised (B, H, channels) -> raw own and (if used) mean-field sequences."""
+        d = self.cfg.obs_dim
+        own = self.normalizer.unobs(z[..., :d])
+        return own, (self.normalizer.unmf(z[..., d:]) if self.cfg.use_mf else None)
+
+    def action_rbs(self, o_t: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
+        """Raw observations -> demand in RBs, clipped to [0, rbs] (what the simulator takes)."""
+        n = self.normalizer
+        a = n.unact(self.invdyn(n.obs(o_t), n.obs(o_next)))
+        return a.clamp(0.0, self.rbs)
+
+    def predict_return(self, x: torch.Tensor, xbar: torch.Tensor | None, k: int = 1) -> torch.Tensor:
+        """J_psi in raw return units for raw sequences treated as noise level k (default 1)."""
+        z = self.to_model_space(x, xbar)
+        idx = torch.full((z.shape[0],), k - 1, dtype=torch.long, device=z.device)
+        return self.normalizer.unret(self.classifier(z, idx))
