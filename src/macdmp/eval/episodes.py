@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class EpisodeResult:
     policy: str
     seeds: list[int]
     frames: int
+    n_nodes: int
     throughput_mbps: np.ndarray  # (B,)
     mean_delay_ms: np.ndarray
     loss_rate: np.ndarray
@@ -64,61 +66,98 @@ def run_episodes(
     progress: bool = False,
 ) -> EpisodeResult:
     """Run one episode per seed, all networks batched, and measure QoS (spec section 3)."""
-    frames = cfg.episode_frames if frames is None else int(frames)
+    return run_groups([(cfg, list(seeds))], policy, frames, progress)[0]
+
+
+def run_groups(
+    groups: Sequence[tuple[ScenarioConfig, Sequence[int]]],
+    policy: Policy | str,
+    frames: int | None = None,
+    progress: bool = False,
+) -> list[EpisodeResult]:
+    """Run several batches of networks (e.g. scenarios with different N) in lockstep.
+
+    A decentralised policy (`policy.decentralized`, e.g. the MA-CDMP planner) is called once per
+    frame for the agents of every group together, each agent seeing only its own observation
+    and its neighbours' mean; any other policy is called per group with its own copy.
+    """
+    if not groups:
+        raise ValueError("groups: give at least one (scenario, seeds) pair")
+    frames = groups[0][0].episode_frames if frames is None else int(frames)
     if frames < 1:
         raise ValueError(f"frames: must be >= 1, got {frames}")
-    policy = make_policy(policy) if isinstance(policy, str) else policy
-    sim = BatchedNetworks(cfg, seeds)
-    obs = sim.obs
-    policy.reset(sim)
-    b = sim.batch_size
-    reward_sum = np.zeros(b)
-    frame_delay = np.full((b, frames), np.nan)
+    base = make_policy(policy) if isinstance(policy, str) else policy
+    sims = [BatchedNetworks(cfg, seeds) for cfg, seeds in groups]
+    shared = getattr(base, "decentralized", False)
+    policies = [base if shared else copy.copy(base) for _ in sims]
+    for pol, sim in zip(policies, sims, strict=True):
+        pol.reset(sim)
+    obs = [sim.obs for sim in sims]
+    reward_sum = [np.zeros(sim.batch_size) for sim in sims]
+    frame_delay = [np.full((sim.batch_size, frames), np.nan) for sim in sims]
     act_s = sim_s = 0.0
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=frames, desc=f"{cfg.name} {cfg.rf.name} {policy.name}", leave=False)
+        label = ",".join(dict.fromkeys(f"{c.name}/{c.rf.name}" for c, _ in groups))
+        bar = tqdm(total=frames, desc=f"{base.name} on {label}", leave=False)
     for t in range(frames):
         t0 = time.perf_counter()
-        demands = policy.act(obs, sim.mean_field(obs))
+        mfs = [sim.mean_field(o) for sim, o in zip(sims, obs, strict=True)]
+        if shared:
+            flat_obs = np.concatenate([o.reshape(-1, 4) for o in obs])
+            flat_mf = np.concatenate([m.reshape(-1, 4) for m in mfs])
+            flat = base.act_agents(flat_obs, flat_mf)
+            sizes = np.cumsum([o.shape[0] * o.shape[1] for o in obs])[:-1]
+            demands = [
+                d.reshape(o.shape[:2]) for d, o in zip(np.split(flat, sizes), obs, strict=True)
+            ]
+        else:
+            demands = [p.act(o, m) for p, o, m in zip(policies, obs, mfs, strict=True)]
         t1 = time.perf_counter()
-        res = sim.step(demands)
-        sim_s += time.perf_counter() - t1
         act_s += t1 - t0
-        obs = res.obs
-        reward_sum += res.reward.mean(axis=1)
-        delivered = res.stats[:, DELIV]
-        frame_delay[:, t] = np.where(
-            delivered > 0, res.stats[:, DELAY_SUM] / np.maximum(delivered, 1), np.nan
-        )
+        for g, sim in enumerate(sims):
+            res = sim.step(demands[g])
+            obs[g] = res.obs
+            reward_sum[g] += res.reward.mean(axis=1)
+            delivered = res.stats[:, DELIV]
+            frame_delay[g][:, t] = np.where(
+                delivered > 0, res.stats[:, DELAY_SUM] / np.maximum(delivered, 1), np.nan
+            )
+        sim_s += time.perf_counter() - t1
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    tot = sim.totals
-    gen, deliv = tot[:, GEN], tot[:, DELIV]
-    dropped = tot[:, DROP_BUF] + tot[:, DROP_RETRY]
-    duration_s = frames * cfg.frame_ms / 1000.0
-    return EpisodeResult(
-        scenario=cfg.name,
-        rf=cfg.rf.name,
-        policy=getattr(policy, "label", policy.name),
-        seeds=list(sim.seeds),
-        frames=frames,
-        throughput_mbps=deliv * cfg.packet_bits / duration_s / 1e6,
-        mean_delay_ms=np.where(deliv > 0, tot[:, DELAY_SUM] / np.maximum(deliv, 1), np.nan),
-        loss_rate=np.where(gen > 0, dropped / np.maximum(gen, 1), 0.0),
-        avg_reward=reward_sum / frames,
-        generated=gen.astype(np.int64),
-        delivered=deliv.astype(np.int64),
-        dropped=dropped.astype(np.int64),
-        queued=sim.queued(),
-        frame_delay_ms=frame_delay,
-        act_seconds=act_s,
-        sim_seconds=sim_s,
-    )
+    results = []
+    for g, ((cfg, _), sim) in enumerate(zip(groups, sims, strict=True)):
+        tot = sim.totals
+        gen, deliv = tot[:, GEN], tot[:, DELIV]
+        dropped = tot[:, DROP_BUF] + tot[:, DROP_RETRY]
+        duration_s = frames * cfg.frame_ms / 1000.0
+        results.append(
+            EpisodeResult(
+                scenario=cfg.name,
+                rf=cfg.rf.name,
+                policy=getattr(base, "label", base.name),
+                seeds=list(sim.seeds),
+                frames=frames,
+                n_nodes=cfg.n_nodes,
+                throughput_mbps=deliv * cfg.packet_bits / duration_s / 1e6,
+                mean_delay_ms=np.where(deliv > 0, tot[:, DELAY_SUM] / np.maximum(deliv, 1), np.nan),
+                loss_rate=np.where(gen > 0, dropped / np.maximum(gen, 1), 0.0),
+                avg_reward=reward_sum[g] / frames,
+                generated=gen.astype(np.int64),
+                delivered=deliv.astype(np.int64),
+                dropped=dropped.astype(np.int64),
+                queued=sim.queued(),
+                frame_delay_ms=frame_delay[g],
+                act_seconds=act_s,  # shared by the groups stepped together
+                sim_seconds=sim_s,
+            )
+        )
+    return results
 
 
 def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:

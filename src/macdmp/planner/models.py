@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
 LR_SCHEDULES = ("cosine", "constant")
 STAT_KEYS = ("obs_mean", "obs_std", "mf_mean", "mf_std", "act_mean", "act_std", "ret_mean",
              "ret_std")
+# Fields that may differ between a checkpoint and the configuration resuming it.
+RESUMABLE_KEYS = ("n_epochs", "steps_per_epoch", "log_every", "ckpt_every")
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,6 @@ class PlannerConfig:
     steps_per_epoch: int = 1000
     log_every: int = 100
     ckpt_every: int = 1000
-
-    # Keys that may differ between a checkpoint and the configuration resuming it.
-    RESUMABLE_KEYS: tuple[str, ...] = field(
-        default=("n_epochs", "steps_per_epoch", "log_every", "ckpt_every"), repr=False
-    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
@@ -105,15 +102,14 @@ class PlannerConfig:
         return self.n_epochs * self.steps_per_epoch
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of the fields (without RESUMABLE_KEYS' constant)."""
+        """A JSON-able dict of the fields."""
         d = dataclasses.asdict(self)
-        d.pop("RESUMABLE_KEYS")
         d["dim_mults"] = list(self.dim_mults)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PlannerConfig:
-        names = {f.name for f in dataclasses.fields(cls)} - {"RESUMABLE_KEYS"}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"config: unknown keys {unknown}; known keys are {sorted(names)}")

@@ -25,6 +25,10 @@ class Policy:
     """Maps (observations, mean field) of B networks x N agents to demands in RBs."""
 
     name = "policy"
+    # A decentralised policy decides per agent from (own observation, neighbours' mean) only;
+    # it implements act_agents, and the evaluator batches every agent of every network into
+    # one call.
+    decentralized = False
 
     def reset(self, sim: BatchedNetworks) -> None:
         """Called once after the networks are (re)built."""
@@ -33,7 +37,16 @@ class Policy:
         self.batch_size = sim.batch_size
 
     def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
+        """Demands (B, N) in RBs from observations (B, N, 4) and mean-field messages (B, N, 4)."""
+        if self.decentralized:
+            return self.act_agents(obs.reshape(-1, 4), mean_field.reshape(-1, 4)).reshape(
+                obs.shape[:2]
+            )
         raise NotImplementedError
+
+    def act_agents(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
+        """Decentralised policies: demands (A,) from per-agent obs (A, 4) and mean field (A, 4)."""
+        raise NotImplementedError(f"{self.name} is not a decentralised policy")
 
     def describe(self) -> dict:
         """Settings worth storing next to data this policy produced."""

@@ -1,0 +1,222 @@
+"""Offline data collection: the behaviour policy run on many networks at once, written to HDF5.
+
+Trajectories are grouped by scenario and stepped in batches of `batch_size` networks through
+the batched core. Seed scheme (documented in `docs/dataset.md`): with the dataset seed S and the
+trajectories numbered k = 0, 1, ... across the scenarios in the order given, trajectory k runs
+on the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds therefore never
+share a trajectory, and every training env seed is below 2**31; [2**31, 2**32) is reserved for
+evaluation. The behaviour policy's noise stream is seeded per batch from S and the batch's env
+seeds (`Behaviour.reset`), so the same command reproduces the file bit for bit.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from macdmp.data.format import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
+    TOTAL_FIELDS,
+    TRAIN_SEED_LIMIT,
+    atomic_dataset,
+)
+from macdmp.policies.allocators import make_policy
+from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES, ScenarioConfig, load_scenario
+from macdmp.sim.core import STAT_FIELDS, BatchedNetworks
+
+SEED_STRIDE = 2**16  # trajectories per dataset at most
+MAX_DATASET_SEED = TRAIN_SEED_LIMIT // SEED_STRIDE - 1  # 32767
+
+
+@dataclass(frozen=True)
+class CollectPreset:
+    scenarios: tuple[str, ...]
+    trajectories: int
+    frames: int
+
+
+COLLECT_PRESETS: dict[str, CollectPreset] = {
+    # the paper's offline data (Sec. VI-A): 1,000 trajectories of 30 s across four scenarios
+    "paper": CollectPreset(PAPER_SCENARIOS, 1000, 6000),
+    # a few seconds on a laptop, enough to exercise training end to end
+    "demo": CollectPreset(PAPER_SCENARIOS, 64, 2000),
+}
+
+
+@dataclass
+class CollectSettings:
+    """Everything that determines a collected file (stored in its `collection` attribute)."""
+
+    out: str
+    scenarios: list[str] = field(default_factory=lambda: list(PAPER_SCENARIOS))
+    trajectories: int = 64
+    frames: int = 2000
+    seed: int = 0
+    rf: str | None = None
+    behaviour_noise: float = 0.5
+    batch_size: int = 256
+    compression: str = DEFAULT_COMPRESSION
+
+    def check(self) -> None:
+        """Raise ValueError naming the first invalid setting."""
+        if not self.scenarios:
+            raise ValueError("--scenarios: give at least one scenario")
+        if len(set(self.scenarios)) != len(self.scenarios):
+            raise ValueError(f"--scenarios: a scenario is listed twice: {self.scenarios}")
+        if self.trajectories < len(self.scenarios) or self.trajectories > SEED_STRIDE:
+            raise ValueError(
+                f"--trajectories: must be in [{len(self.scenarios)} (one per scenario), "
+                f"{SEED_STRIDE}], got {self.trajectories}"
+            )
+        if self.frames < 1:
+            raise ValueError(f"--frames: must be >= 1, got {self.frames}")
+        if not 0 <= self.seed <= MAX_DATASET_SEED:
+            raise ValueError(
+                f"--seed: must be in [0, {MAX_DATASET_SEED}] so that every env seed "
+                f"(seed * 2**16 + k) stays below 2**31, the range reserved for training; "
+                f"got {self.seed}"
+            )
+        if self.rf is not None and self.rf not in RF_MODES:
+            raise ValueError(f"--rf: {self.rf!r} is not one of {', '.join(RF_MODES)}")
+        if not np.isfinite(self.behaviour_noise) or self.behaviour_noise < 0:
+            raise ValueError(f"--behaviour-noise: must be a finite sigma >= 0, got "
+                             f"{self.behaviour_noise}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(
+                f"--compression: {self.compression!r} is not one of {', '.join(COMPRESSIONS)}"
+            )
+
+    def command(self) -> str:
+        """The canonical `macdmp collect` command line that reproduces this file."""
+        argv = [
+            "macdmp", "collect", "--out", self.out,
+            "--scenarios", ",".join(self.scenarios),
+            "--trajectories", str(self.trajectories),
+            "--frames", str(self.frames),
+            "--seed", str(self.seed),
+        ]  # fmt: skip
+        if self.rf is not None:
+            argv += ["--rf", self.rf]
+        argv += [
+            "--behaviour-noise", repr(self.behaviour_noise),
+            "--batch-size", str(self.batch_size),
+            "--compression", self.compression,
+        ]  # fmt: skip
+        return shlex.join(argv)
+
+
+def split_trajectories(total: int, n_scenarios: int) -> list[int]:
+    """Trajectories per scenario: as equal as possible, the first ones get the remainder."""
+    base, extra = divmod(total, n_scenarios)
+    return [base + (i < extra) for i in range(n_scenarios)]
+
+
+def trajectory_seed(dataset_seed: int, k: int) -> int:
+    """Env seed of the dataset's k-th trajectory (k counts across scenarios in order)."""
+    return dataset_seed * SEED_STRIDE + k
+
+
+@dataclass
+class CollectResult:
+    path: Path
+    seconds: float
+    env_frames: int
+    bytes: int
+
+
+def run_batch(
+    cfg: ScenarioConfig, seeds: list[int], frames: int, policy: Any, progress: Any = None
+) -> dict[str, np.ndarray]:
+    """Run `frames` frames of the policy on one network per seed; the SCHEMA arrays."""
+    sim = BatchedNetworks(cfg, seeds)
+    b, n = sim.batch_size, sim.n_nodes
+    obs_buf = np.zeros((b, frames + 1, n, 4), dtype=np.uint16)
+    act_buf = np.empty((b, frames, n), dtype=np.float32)
+    rew_buf = np.empty((b, frames, n), dtype=np.float32)
+    policy.reset(sim)
+    obs = sim.obs
+    tick = max(1, 20_000 // b)  # progress updates every ~20k env-frames
+    for t in range(frames):
+        demands = policy.act(obs, sim.mean_field(obs))
+        res = sim.step(demands)
+        obs = res.obs
+        act_buf[:, t] = demands
+        rew_buf[:, t] = res.reward
+        obs_buf[:, t + 1] = obs  # integer queue lengths <= queue_capacity, exact in uint16
+        if progress is not None and (t + 1) % tick == 0:
+            progress.update(tick * b)
+    if progress is not None:
+        progress.update((frames % tick) * b)
+    stat = {k: i for i, k in enumerate(STAT_FIELDS)}
+    totals = np.empty((b, len(TOTAL_FIELDS)))
+    for j, key in enumerate(TOTAL_FIELDS):
+        if key == "queued_end":
+            totals[:, j] = sim.queued()
+        elif key == "reward_sum":
+            totals[:, j] = rew_buf.astype(np.float64).sum(axis=(1, 2))
+        else:
+            totals[:, j] = sim.totals[:, stat[key]]
+    return {
+        "obs": obs_buf,
+        "actions": act_buf,
+        "rewards": rew_buf,
+        "adjacency": sim.adjacency,
+        "positions_m": np.stack([net.positions_m for net in sim.networks]),
+        "is_high": sim.is_high,
+        "rates_ppf": sim.rates_ppf,
+        "carried_ppf": sim.carried_ppf,
+        "seeds": np.asarray(sim.seeds, dtype=np.int64),
+        "totals": totals,
+    }
+
+
+def collect(settings: CollectSettings, force: bool = False, progress: bool = True) -> CollectResult:
+    """Collect the dataset described by `settings` into `settings.out` (atomically)."""
+    from tqdm import tqdm
+
+    settings.check()
+    cfgs = [load_scenario(s, rf=settings.rf) for s in settings.scenarios]
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--scenarios: two scenarios share the name {names}")
+    counts = split_trajectories(settings.trajectories, len(cfgs))
+    policy = make_policy(f"behaviour:{settings.behaviour_noise}", seed=settings.seed)
+    attrs = {
+        "behaviour_policy": policy.describe(),
+        "collection": {
+            **asdict(settings),
+            "trajectories_per_scenario": dict(zip(names, counts, strict=True)),
+            "seed_scheme": "env_seed = seed * 2**16 + k, k = trajectory index across scenarios",
+            "noise_stream": "per batch: numpy default_rng([seed, *batch env seeds])",
+        },
+        "command": settings.command(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    total_frames = settings.trajectories * settings.frames
+    t0 = time.perf_counter()
+    bar = tqdm(total=total_frames, unit="env-frame", unit_scale=True, disable=not progress,
+               desc="collect")  # fmt: skip
+    with bar, atomic_dataset(settings.out, attrs, force=force,
+                             compression=settings.compression) as writer:  # fmt: skip
+        k = 0
+        for cfg, count in zip(cfgs, counts, strict=True):
+            writer.add_scenario(cfg, count, settings.frames)
+            for start in range(0, count, settings.batch_size):
+                size = min(settings.batch_size, count - start)
+                seeds = [trajectory_seed(settings.seed, k + start + i) for i in range(size)]
+                bar.set_postfix_str(cfg.name)
+                arrays = run_batch(cfg, seeds, settings.frames, policy, bar)
+                writer.write(cfg.name, arrays)
+            writer.finish_scenario(cfg.name)
+            k += count
+    seconds = time.perf_counter() - t0
+    out = Path(settings.out)
+    return CollectResult(out, seconds, total_frames, out.stat().st_size)

@@ -1,0 +1,476 @@
+"""The offline dataset file: schema, atomic writing, reading and validation.
+
+One HDF5 file (h5py), one group per scenario under `/scenarios`, arrays stacked over that
+scenario's trajectories and chunked one trajectory at a time. `docs/dataset.md` documents every
+dataset and attribute with its dtype, shape and unit; `SCHEMA` below is the same table in code
+and is what `validate` checks.
+
+Time indexing (per trajectory, F frames): `obs[t]` is the observation before action `t`
+(`obs[0]`, after reset, is all zeros), `actions[t]` the demand taken after seeing `obs[t]`,
+`rewards[t]` what the frame under `actions[t]` returned, `obs[t + 1]` the observation after it.
+
+Writing goes to a hidden temporary file in the destination folder, renamed over the final name
+only once complete (`os.replace`), so an interrupted run never leaves a partial file under it.
+Every dataset carries a SHA-256 of its content (written as it streams in) and HDF5's Fletcher-32
+chunk checksums, so `validate` detects corruption down to a flipped byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from macdmp.sim.config import ConfigError, ScenarioConfig
+
+FORMAT_NAME = "macdmp-offline-dataset"
+FORMAT_VERSION = 1
+# Training env seeds live below 2**31; [2**31, 2**32) is reserved for evaluation.
+TRAIN_SEED_LIMIT = 2**31
+# Per-trajectory episode totals, columns of `totals`.
+TOTAL_FIELDS = (
+    "generated",
+    "delivered",
+    "dropped_buffer",
+    "dropped_retry",
+    "delay_sum_ms",
+    "transmissions",
+    "queued_end",
+    "reward_sum",
+)
+COMPRESSIONS = ("gzip1", "gzip2", "gzip3", "gzip4", "lzf", "none")
+DEFAULT_COMPRESSION = "gzip1"
+# Chunks hold at most this many frames of one trajectory (and always one trajectory).
+CHUNK_FRAMES = 8192
+
+
+class DatasetError(ValueError):
+    """A dataset file that is missing, unreadable, corrupted, of another version or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One per-scenario dataset: its dtype and shape in terms of T (trajectories), F, N."""
+
+    dtype: str
+    shape: tuple[str, ...]
+    unit: str
+    doc: str
+
+
+# name -> Field; shapes use T (trajectories of the scenario), F (frames), N (nodes)
+SCHEMA: dict[str, Field] = {
+    "obs": Field(
+        "uint16",
+        ("T", "F+1", "N", "4"),
+        "packets",
+        "[gen, gen_max, tran, tran_max] queue lengths; row 0 is the reset observation",
+    ),
+    "actions": Field("float32", ("T", "F", "N"), "RBs", "demand a_t taken after obs[t]"),
+    "rewards": Field("float32", ("T", "F", "N"), "ms", "r_t = -delay of the frame under a_t"),
+    "adjacency": Field("bool", ("T", "N", "N"), "", "1-hop graph (symmetric, no self loops)"),
+    "positions_m": Field("float64", ("T", "N", "2"), "m", "node positions"),
+    "is_high": Field("bool", ("T", "N"), "", "high-rate node"),
+    "rates_ppf": Field("float64", ("T", "N"), "packets/frame", "own Poisson arrival rate"),
+    "carried_ppf": Field("float64", ("T", "N"), "packets/frame", "own + relayed traffic"),
+    "seeds": Field("int64", ("T",), "", "environment seed of the trajectory (< 2**31)"),
+    "totals": Field("float64", ("T", str(len(TOTAL_FIELDS))), "", "episode totals, TOTAL_FIELDS"),
+}
+ROOT_ATTRS = ("format", "format_version", "behaviour_policy", "collection", "command", "created")
+GROUP_ATTRS = ("config", "n_trajectories", "n_frames", "n_nodes", "complete")
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+def _compression_kwargs(name: str) -> dict[str, Any]:
+    if name == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    if name.startswith("gzip") and name[4:].isdigit():
+        return {"compression": "gzip", "compression_opts": int(name[4:]), "shuffle": True}
+    if name == "none":
+        return {}
+    raise DatasetError(f"compression: {name!r} is not one of {', '.join(COMPRESSIONS)}")
+
+
+def _dims(field: Field, t: int, f: int, n: int) -> tuple[int, ...]:
+    env = {"T": t, "F": f, "F+1": f + 1, "N": n}
+    return tuple(env[s] if s in env else int(s) for s in field.shape)
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+class DatasetWriter:
+    """Streams trajectories into a temporary file; `commit` renames it to the final path."""
+
+    def __init__(self, h5file: Any, compression: str):
+        self._f = h5file
+        self._comp = _compression_kwargs(compression)
+        self._hashes: dict[str, dict[str, Any]] = {}
+        self._filled: dict[str, int] = {}
+
+    def add_scenario(self, cfg: ScenarioConfig, n_trajectories: int, frames: int) -> None:
+        """Create the group of one scenario for `n_trajectories` trajectories of `frames`."""
+        name = cfg.name
+        if name in self._hashes:
+            raise DatasetError(f"scenarios: {name!r} is listed twice")
+        g = self._f.require_group("scenarios").create_group(name)
+        g.attrs["config"] = cfg.to_json()
+        g.attrs["n_trajectories"] = n_trajectories
+        g.attrs["n_frames"] = frames
+        g.attrs["n_nodes"] = cfg.n_nodes
+        g.attrs["complete"] = False
+        for key, fld in SCHEMA.items():
+            shape = _dims(fld, n_trajectories, frames, cfg.n_nodes)
+            chunks = (1, *shape[1:])
+            if len(shape) > 2 and shape[1] > CHUNK_FRAMES:
+                chunks = (1, CHUNK_FRAMES, *shape[2:])
+            # small per-trajectory metadata goes uncompressed in one chunk
+            big = key in ("obs", "actions", "rewards")
+            g.create_dataset(
+                key,
+                shape=shape,
+                dtype=np.dtype(fld.dtype),
+                chunks=chunks if big else True,
+                fletcher32=True,
+                **(self._comp if big else {}),
+            )
+        self._hashes[name] = {key: hashlib.sha256() for key in SCHEMA}
+        self._filled[name] = 0
+
+    def write(self, scenario: str, arrays: dict[str, np.ndarray]) -> None:
+        """Append the next trajectories of `scenario` (every SCHEMA array, stacked on axis 0)."""
+        g = self._f["scenarios"][scenario]
+        start = self._filled[scenario]
+        missing = set(SCHEMA) - set(arrays)
+        if missing:
+            raise DatasetError(f"write: missing arrays {sorted(missing)}")
+        count = len(arrays["seeds"])
+        for key, fld in SCHEMA.items():
+            a = np.ascontiguousarray(arrays[key], dtype=np.dtype(fld.dtype))
+            ds = g[key]
+            if a.shape[1:] != ds.shape[1:] or len(a) != count:
+                raise DatasetError(f"write {scenario}/{key}: shape {a.shape}, file {ds.shape}")
+            ds[start : start + count] = a
+            self._hashes[scenario][key].update(a.tobytes())
+        self._filled[scenario] = start + count
+
+    def finish_scenario(self, scenario: str) -> None:
+        g = self._f["scenarios"][scenario]
+        if self._filled[scenario] != g.attrs["n_trajectories"]:
+            raise DatasetError(
+                f"{scenario}: wrote {self._filled[scenario]} of {g.attrs['n_trajectories']} "
+                "trajectories"
+            )
+        for key, h in self._hashes[scenario].items():
+            g[key].attrs["sha256"] = h.hexdigest()
+        g.attrs["complete"] = True
+
+
+@contextmanager
+def atomic_dataset(
+    path: str | os.PathLike,
+    attrs: dict[str, Any],
+    force: bool = False,
+    compression: str = DEFAULT_COMPRESSION,
+) -> Iterator[DatasetWriter]:
+    """Write a dataset to `path` atomically: the file appears there complete or not at all."""
+    h5py = _h5py()
+    path = Path(path)
+    if path.exists() and not force:
+        raise DatasetError(f"--out: {path} exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--out: folder {path.parent} does not exist")
+    _compression_kwargs(compression)  # fail before creating anything
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            for key, value in attrs.items():
+                f.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
+            f.attrs["compression"] = compression
+            writer = DatasetWriter(f, compression)
+            yield writer
+            for name in f.get("scenarios", {}):
+                if not f["scenarios"][name].attrs["complete"]:
+                    raise DatasetError(f"{name}: not all trajectories were written")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------
+# Reading and validation
+# --------------------------------------------------------------------------------------
+@dataclass
+class ScenarioInfo:
+    """What the file says about one scenario group (arrays are read on demand)."""
+
+    name: str
+    config: ScenarioConfig
+    n_trajectories: int
+    n_frames: int
+    n_nodes: int
+    sha256: dict[str, str]
+
+
+@dataclass
+class DatasetHeader:
+    """The file's attributes and scenario groups, checked for consistency (not content)."""
+
+    path: Path
+    format_version: int
+    attrs: dict[str, Any]
+    scenarios: dict[str, ScenarioInfo]
+
+    @property
+    def behaviour_policy(self) -> dict[str, Any]:
+        return self.attrs["behaviour_policy"]
+
+    @property
+    def collection(self) -> dict[str, Any]:
+        return self.attrs["collection"]
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the format version, collection settings, shapes and content hashes."""
+        h = hashlib.sha256()
+        parts = {
+            "format": FORMAT_NAME,
+            "version": self.format_version,
+            "behaviour_policy": self.behaviour_policy,
+            "collection": self.collection,
+            "scenarios": {
+                name: {
+                    "config": s.config.to_dict(),
+                    "shape": [s.n_trajectories, s.n_frames, s.n_nodes],
+                    "sha256": s.sha256,
+                }
+                for name, s in sorted(self.scenarios.items())
+            },
+        }
+        h.update(json.dumps(parts, sort_keys=True).encode())
+        return h.hexdigest()
+
+
+def _fail(path: Path, what: str) -> DatasetError:
+    return DatasetError(f"{path}: {what}")
+
+
+@contextmanager
+def open_h5(path: str | os.PathLike) -> Iterator[Any]:
+    """Open a dataset file read-only; unreadable files raise DatasetError, not h5py's OSError."""
+    h5py = _h5py()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {path} does not exist")
+    if path.is_dir():
+        raise _fail(path, "is a folder, not a dataset file")
+    if not h5py.is_hdf5(path):
+        raise _fail(path, "is not an HDF5 file (wrong file, or its header is damaged)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise _fail(
+            path, f"cannot be opened as HDF5 (truncated or corrupted?): {_short(exc)}"
+        ) from None
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+def read_header(f: Any, path: str | os.PathLike) -> DatasetHeader:
+    """Check the attributes and every group's datasets (names, dtypes, shapes) of an open file."""
+    path = Path(path)
+    try:
+        return _read_header(f, path)
+    except DatasetError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError) as exc:
+        raise _fail(path, f"metadata unreadable (truncated or corrupted?): {_short(exc)}") from None
+
+
+def _read_header(f: Any, path: Path) -> DatasetHeader:
+    fmt = f.attrs.get("format")
+    if fmt != FORMAT_NAME:
+        raise _fail(path, f"not a macdmp dataset (attribute 'format' is {fmt!r})")
+    version = f.attrs.get("format_version")
+    if version is None:
+        raise _fail(path, "attribute 'format_version' is missing")
+    if int(version) != FORMAT_VERSION:
+        raise _fail(
+            path,
+            f"format version {int(version)} is not supported: this macdmp reads version "
+            f"{FORMAT_VERSION}; re-collect the data with `macdmp collect`",
+        )
+    attrs: dict[str, Any] = {}
+    for key in ROOT_ATTRS:
+        if key not in f.attrs:
+            raise _fail(path, f"attribute {key!r} is missing")
+        value = f.attrs[key]
+        if key in ("behaviour_policy", "collection"):
+            try:
+                value = json.loads(value)
+            except (TypeError, ValueError):
+                raise _fail(path, f"attribute {key!r} is not valid JSON") from None
+        attrs[key] = value.item() if isinstance(value, np.generic) else value
+    if "scenarios" not in f or len(f["scenarios"]) == 0:
+        raise _fail(path, "holds no scenario groups (/scenarios is missing or empty)")
+    scenarios: dict[str, ScenarioInfo] = {}
+    for name, g in f["scenarios"].items():
+        where = f"/scenarios/{name}"
+        for key in GROUP_ATTRS:
+            if key not in g.attrs:
+                raise _fail(path, f"{where}: attribute {key!r} is missing")
+        if not bool(g.attrs["complete"]):
+            raise _fail(path, f"{where}: incomplete (collection did not finish)")
+        try:
+            cfg = ScenarioConfig.from_dict(json.loads(g.attrs["config"]))
+        except (ValueError, ConfigError) as exc:
+            raise _fail(path, f"{where}: stored scenario config is invalid: {exc}") from None
+        t, fr, n = (int(g.attrs[k]) for k in ("n_trajectories", "n_frames", "n_nodes"))
+        if cfg.n_nodes != n:
+            raise _fail(path, f"{where}: n_nodes {n} but its config has {cfg.n_nodes} nodes")
+        if t < 1 or fr < 1:
+            raise _fail(path, f"{where}: needs >= 1 trajectory and frame, has {t} x {fr}")
+        hashes = {}
+        for key, fld in SCHEMA.items():
+            if key not in g:
+                raise _fail(path, f"{where}/{key}: dataset is missing")
+            ds = g[key]
+            want = _dims(fld, t, fr, n)
+            if ds.shape != want:
+                raise _fail(path, f"{where}/{key}: shape {ds.shape}, expected {want} {fld.shape}")
+            if ds.dtype != np.dtype(fld.dtype):
+                raise _fail(path, f"{where}/{key}: dtype {ds.dtype}, expected {fld.dtype}")
+            if "sha256" not in ds.attrs:
+                raise _fail(path, f"{where}/{key}: content hash attribute 'sha256' is missing")
+            hashes[key] = str(ds.attrs["sha256"])
+        scenarios[name] = ScenarioInfo(name, cfg, t, fr, n, hashes)
+    return DatasetHeader(path, int(version), attrs, scenarios)
+
+
+def read_array(f: Any, path: Path, scenario: str, key: str, sl: Any = ()) -> np.ndarray:
+    """One dataset (or a slice of it), with read failures (bad checksums) as DatasetError."""
+    try:
+        return f["scenarios"][scenario][key][sl]
+    except OSError as exc:
+        raise _fail(
+            path,
+            f"/scenarios/{scenario}/{key}: data unreadable, the file is corrupted or truncated "
+            f"({_short(exc)})",
+        ) from None
+
+
+def load_scenario_arrays(
+    f: Any, header: DatasetHeader, scenario: str, keys: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
+    """Every SCHEMA array (or those in `keys`) of one scenario, read into memory."""
+    return {k: read_array(f, header.path, scenario, k) for k in keys or tuple(SCHEMA)}
+
+
+def check_content(
+    header: DatasetHeader, name: str, arrays: dict[str, np.ndarray], hashes: bool = True
+) -> None:
+    """Value checks on one scenario's arrays; `hashes` also compares the stored SHA-256s."""
+    s = header.scenarios[name]
+    where = f"/scenarios/{name}"
+    fail = lambda what: _fail(header.path, f"{where}/{what}")  # noqa: E731
+    if hashes:
+        for key, want in s.sha256.items():
+            got = hashlib.sha256(np.ascontiguousarray(arrays[key]).tobytes()).hexdigest()
+            if got != want:
+                raise fail(f"{key}: content hash mismatch, the data was modified or corrupted")
+    obs, act, rew = arrays["obs"], arrays["actions"], arrays["rewards"]
+    cap = s.config.queue_capacity
+    if obs.max(initial=0) > cap:
+        raise fail(f"obs: queue length {int(obs.max())} exceeds the capacity {cap}")
+    if np.any(obs[:, 0] != 0):
+        raise fail("obs: row 0 (the reset observation) must be all zeros")
+    if not np.all(np.isfinite(act)) or act.min(initial=0) < 0:
+        raise fail("actions: demands must be finite and >= 0 RBs")
+    if not np.all(np.isfinite(rew)) or rew.max(initial=0) > 0:
+        raise fail("rewards: must be finite and <= 0 (minus a delay in ms)")
+    adj = arrays["adjacency"]
+    if np.any(adj != adj.transpose(0, 2, 1)) or np.any(np.diagonal(adj, axis1=1, axis2=2)):
+        raise fail("adjacency: must be symmetric with no self loops")
+    if np.any(adj.sum(axis=2) == 0):
+        raise fail("adjacency: a node has no neighbour (the graph must be connected)")
+    hi = arrays["is_high"].sum(axis=1)
+    if np.any(hi != s.config.n_high):
+        raise fail(f"is_high: every trajectory must have n_high={s.config.n_high} high-rate nodes")
+    seeds = arrays["seeds"]
+    if seeds.min() < 0 or seeds.max() >= TRAIN_SEED_LIMIT:
+        raise fail("seeds: training env seeds must lie in [0, 2**31)")
+    if len(np.unique(seeds)) != len(seeds):
+        raise fail("seeds: a trajectory seed appears twice")
+    tot = arrays["totals"]
+    col = {k: i for i, k in enumerate(TOTAL_FIELDS)}
+    balance = (
+        tot[:, col["delivered"]]
+        + tot[:, col["dropped_buffer"]]
+        + tot[:, col["dropped_retry"]]
+        + tot[:, col["queued_end"]]
+    )
+    if np.any(balance != tot[:, col["generated"]]):
+        raise fail("totals: generated != delivered + dropped + queued at the end")
+    rsum = rew.astype(np.float64).sum(axis=(1, 2))
+    if not np.allclose(rsum, tot[:, col["reward_sum"]], rtol=1e-4, atol=1e-3 * rew.shape[1]):
+        raise fail("totals: reward_sum does not match the rewards array")
+
+
+def all_seeds(header: DatasetHeader, f: Any) -> np.ndarray:
+    """Every trajectory's env seed, concatenated in scenario order."""
+    return np.concatenate(
+        [read_array(f, header.path, name, "seeds") for name in header.scenarios]
+    )
+
+
+def validate(path: str | os.PathLike, content: bool = True) -> DatasetHeader:
+    """Check a dataset file; raises DatasetError naming the first problem found."""
+    with open_h5(path) as f:
+        header = read_header(f, path)
+        if content:
+            for name in header.scenarios:
+                check_content(header, name, load_scenario_arrays(f, header, name))
+            seeds = all_seeds(header, f)
+            if len(np.unique(seeds)) != len(seeds):
+                raise _fail(header.path, "seeds: two trajectories share an env seed")
+    return header
+
+
+def qos_summary(header: DatasetHeader, totals: np.ndarray, name: str) -> dict[str, float]:
+    """The behaviour policy's QoS over one scenario's stored episode totals."""
+    s = header.scenarios[name]
+    col = {k: i for i, k in enumerate(TOTAL_FIELDS)}
+    tot = totals.sum(axis=0)
+    seconds = s.n_frames * s.config.frame_ms / 1000.0
+    gen = tot[col["generated"]]
+    dropped = tot[col["dropped_buffer"]] + tot[col["dropped_retry"]]
+    return {
+        "throughput_mbps": float(
+            tot[col["delivered"]] * s.config.packet_bits / seconds / s.n_trajectories / 1e6
+        ),
+        "delay_ms": float(tot[col["delay_sum_ms"]] / max(tot[col["delivered"]], 1.0)),
+        "loss_rate": float(dropped / max(gen, 1.0)),
+        "avg_reward": float(tot[col["reward_sum"]] / (s.n_trajectories * s.n_frames * s.n_nodes)),
+    }

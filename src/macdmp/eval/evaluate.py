@@ -1,0 +1,70 @@
+"""The paper's evaluation protocol: any mix of allocators and trained runs on identical networks.
+
+For every policy, every (scenario, RF) pair runs the same held-out network seeds for the same
+number of frames, all stepped in lockstep. A row of the table is one (policy, RF): the metrics
+are averaged over the scenarios for each seed, then the mean and standard deviation are taken
+over the seeds (the paper's "3 independent scenario seeds").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from macdmp.eval.episodes import METRICS, EpisodeResult, run_groups
+from macdmp.eval.protocol import check_disjoint, eval_seeds
+from macdmp.policies import make_policy
+from macdmp.sim.config import load_scenario
+
+
+def evaluate(
+    policies: Sequence[str],
+    scenarios: Sequence[str],
+    rfs: Sequence[str] = ("ideal", "limited"),
+    n_seeds: int = 3,
+    frames: int = 1000,
+    seed_offset: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Run every policy on every (scenario, RF) with the same evaluation seeds."""
+    seeds = eval_seeds(n_seeds, seed_offset)
+    configs = [load_scenario(s, rf=rf) for rf in rfs for s in scenarios]
+    rows, per_scenario, traces = [], [], {}
+    for spec in policies:
+        policy = make_policy(spec, seed=seed_offset)
+        train_seeds = getattr(policy, "train_seeds", None)
+        if train_seeds is not None:
+            check_disjoint(seeds, train_seeds)
+        results = run_groups([(cfg, seeds) for cfg in configs], policy, frames, progress)
+        label = getattr(policy, "label", policy.name)
+        for rf in rfs:
+            mine = [r for r in results if r.rf == rf]
+            rows.append(_aggregate(label, rf, mine, results))
+        per_scenario += [dict(r.summary(), policy=label) for r in results]
+        traces[label] = results[0].frame_delay_ms[0]
+    return {
+        "rows": rows,
+        "per_scenario": per_scenario,
+        "seeds": seeds,
+        "frames": frames,
+        "scenarios": list(scenarios),
+        "rfs": list(rfs),
+        "delay_traces": {k: v.tolist() for k, v in traces.items()},
+    }
+
+
+def _aggregate(
+    label: str, rf: str, mine: list[EpisodeResult], everything: list[EpisodeResult]
+) -> dict:
+    row: dict = {"policy": label, "rf": rf, "episodes": sum(len(r.seeds) for r in mine)}
+    for key in METRICS:
+        per_seed = np.nanmean(np.stack([getattr(r, key) for r in mine]), axis=0)
+        row[key] = float(np.mean(per_seed))
+        row[key + "_std"] = float(np.std(per_seed))
+    for key in ("generated", "delivered", "dropped", "queued"):
+        row[key] = int(sum(int(np.sum(getattr(r, key))) for r in mine))
+    agents = sum(len(r.seeds) * r.n_nodes for r in everything)
+    row["act_ms_per_frame"] = 1000.0 * everything[0].act_seconds / everything[0].frames
+    row["agents_per_call"] = agents
+    return row
