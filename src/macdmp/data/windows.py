@@ -1,0 +1,204 @@
+"""Training windows: every agent's H-frame observation, mean-field and action windows with the
+discounted horizon return (paper Eq. 13-14), sampled uniformly from a dataset file.
+
+A window is (scenario, trajectory, agent, t) with t in [0, F - H], so that the actions and
+rewards of frames t .. t+H-1 exist:
+  x    (H, 4)  o_t .. o_{t+H-1} of the agent, raw units (packets)
+  xbar (H, 4)  the mean of the same frames over its 1-hop neighbours (stored adjacency, Eq. 11)
+  act  (H,)    a_t .. a_{t+H-1} (RBs)
+  y    ()      sum_{k<H} gamma^k r_{t+k} (ms, <= 0)
+The whole file is read into memory once (the paper-scale file is about 0.9 GB there: uint16
+observations, float32 actions and rewards); windows are gathered by a compiled kernel, so the
+mean field and the return are computed per sample rather than stored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+
+from macdmp.data.format import (
+    DatasetError,
+    DatasetHeader,
+    all_seeds,
+    check_content,
+    load_scenario_arrays,
+    open_h5,
+    read_header,
+)
+
+# Normalisation statistics come from this many windows drawn with this seed (fixed, so the
+# statistics are a function of the file and (H, gamma) only).
+STATS_WINDOWS = 65_536
+STATS_SEED = 0
+STD_FLOOR = 1e-3  # a constant dimension normalises to 0 instead of dividing by ~0
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather(obs, adj, act, rew, traj, agent, start, discounts, out_pos, x, xbar, a_out, y):
+    horizon = discounts.shape[0]
+    n_nodes = obs.shape[2]
+    for w in range(traj.shape[0]):
+        i, n, t, o = traj[w], agent[w], start[w], out_pos[w]
+        deg = 0
+        for j in range(n_nodes):
+            if adj[i, n, j]:
+                deg += 1
+        deg_f = np.float32(max(deg, 1))
+        ret = 0.0
+        for h in range(horizon):
+            for d in range(4):
+                x[o, h, d] = obs[i, t + h, n, d]
+                s = 0
+                for j in range(n_nodes):
+                    if adj[i, n, j]:
+                        s += obs[i, t + h, j, d]
+                xbar[o, h, d] = np.float32(s) / deg_f
+            a_out[o, h] = act[i, t + h, n]
+            ret += discounts[h] * rew[i, t + h, n]
+        y[o] = ret
+
+
+@dataclass
+class _Group:
+    name: str
+    obs: np.ndarray  # (T, F+1, N, 4) uint16
+    adjacency: np.ndarray  # (T, N, N) bool
+    actions: np.ndarray  # (T, F, N) float32
+    rewards: np.ndarray  # (T, F, N) float32
+    seeds: np.ndarray  # (T,) int64
+    starts: int  # valid starts per (trajectory, agent): F - H + 1
+
+    @property
+    def n_windows(self) -> int:
+        t, _, n, _ = self.obs.shape
+        return t * n * self.starts
+
+
+class WindowDataset:
+    """Uniform random windows over (trajectory, agent, t) of every scenario of a dataset."""
+
+    obs_dim = 4
+
+    def __init__(self, header: DatasetHeader, groups: list[_Group], horizon: int, gamma: float):
+        self.header = header
+        self.horizon = horizon
+        self.gamma = gamma
+        self._groups = groups
+        rbs = {s.config.rbs for s in header.scenarios.values()}
+        if len(rbs) != 1:
+            raise DatasetError(f"{header.path}: scenarios disagree on M x L ({sorted(rbs)})")
+        self.rbs: int = rbs.pop()
+        self._offsets = np.cumsum([0] + [g.n_windows for g in groups])
+        self.n_windows = int(self._offsets[-1])
+        self._discounts = gamma ** np.arange(horizon, dtype=np.float64)
+        self._stats: dict[str, np.ndarray] | None = None
+        self.fingerprint: str = header.fingerprint()
+
+    @property
+    def path(self) -> Path:
+        return self.header.path
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [g.name for g in self._groups]
+
+    def train_seeds(self) -> np.ndarray:
+        """Every trajectory's env seed (int64, sorted): evaluation must use other seeds."""
+        return np.sort(np.concatenate([g.seeds for g in self._groups]))
+
+    def get(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The windows with these global indices in [0, n_windows), in that order."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.ndim != 1:
+            raise ValueError(f"index: expected a 1-D array of window indices, got {index.shape}")
+        if index.size and (index.min() < 0 or index.max() >= self.n_windows):
+            raise ValueError(f"index: window indices must lie in [0, {self.n_windows})")
+        b, h = len(index), self.horizon
+        out = {
+            "x": np.empty((b, h, 4), dtype=np.float32),
+            "xbar": np.empty((b, h, 4), dtype=np.float32),
+            "act": np.empty((b, h), dtype=np.float32),
+            "y": np.empty(b, dtype=np.float64),
+        }
+        which = np.searchsorted(self._offsets, index, side="right") - 1
+        for gi, g in enumerate(self._groups):
+            pos = np.flatnonzero(which == gi)
+            if pos.size == 0:
+                continue
+            local = index[pos] - self._offsets[gi]
+            start = local % g.starts
+            rest = local // g.starts
+            n_nodes = g.obs.shape[2]
+            agent, traj = rest % n_nodes, rest // n_nodes
+            _gather(g.obs, g.adjacency, g.actions, g.rewards, traj, agent, start,
+                    self._discounts, pos, out["x"], out["xbar"], out["act"], out["y"])  # fmt: skip
+        out["y"] = out["y"].astype(np.float32)
+        return out
+
+    def locate(self, index: int) -> tuple[str, int, int, int]:
+        """(scenario, trajectory, agent, t) of one global window index."""
+        gi = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        g = self._groups[gi]
+        local = int(index - self._offsets[gi])
+        rest, t = divmod(local, g.starts)
+        traj, agent = divmod(rest, g.obs.shape[2])
+        return g.name, traj, agent, t
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A batch of windows drawn uniformly with replacement: x, xbar, act, y (float32)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        return self.get(rng.integers(0, self.n_windows, size=batch_size))
+
+    @property
+    def stats(self) -> dict[str, np.ndarray]:
+        """Per-dimension mean and std of x, xbar, act and y over a fixed subsample of windows."""
+        if self._stats is None:
+            n = min(STATS_WINDOWS, self.n_windows)
+            batch = self.sample(n, np.random.default_rng(STATS_SEED))
+            s: dict[str, np.ndarray] = {}
+            for key, name in (("x", "obs"), ("xbar", "mf"), ("act", "act"), ("y", "ret")):
+                v = batch[key].astype(np.float64)
+                v = v.reshape(-1, 4) if v.ndim == 3 else v.reshape(-1)
+                s[f"{name}_mean"] = v.mean(axis=0).astype(np.float32)
+                s[f"{name}_std"] = np.maximum(v.std(axis=0), STD_FLOOR).astype(np.float32)
+            self._stats = s
+        return self._stats
+
+    def __repr__(self) -> str:
+        return (
+            f"WindowDataset({str(self.path)!r}, horizon={self.horizon}, gamma={self.gamma}, "
+            f"scenarios={self.scenarios}, n_windows={self.n_windows})"
+        )
+
+
+def open_windows(path: str | os.PathLike, horizon: int, gamma: float) -> WindowDataset:
+    """Read a dataset into memory and serve its H-frame training windows."""
+    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
+        raise ValueError(f"horizon: must be an integer >= 1, got {horizon!r}")
+    if not np.isfinite(gamma) or not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma: must be in (0, 1], got {gamma!r}")
+    keys = ("obs", "adjacency", "actions", "rewards", "seeds")
+    groups = []
+    with open_h5(path) as f:
+        header = read_header(f, path)
+        for name, s in header.scenarios.items():
+            if horizon > s.n_frames:
+                raise ValueError(
+                    f"horizon: {horizon} exceeds the {s.n_frames} frames of scenario {name!r} "
+                    f"in {path}"
+                )
+            arrays = load_scenario_arrays(f, header, name)
+            check_content(header, name, arrays, hashes=False)
+            groups.append(
+                _Group(name, *(arrays[k] for k in keys), starts=s.n_frames - horizon + 1)
+            )
+        seeds = all_seeds(header, f)
+        if len(np.unique(seeds)) != len(seeds):
+            raise DatasetError(f"{path}: two trajectories share an env seed")
+    return WindowDataset(header, groups, int(horizon), float(gamma))
