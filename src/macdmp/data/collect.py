@@ -85,8 +85,9 @@ class CollectSettings:
         if self.rf is not None and self.rf not in RF_MODES:
             raise ValueError(f"--rf: {self.rf!r} is not one of {', '.join(RF_MODES)}")
         if not np.isfinite(self.behaviour_noise) or self.behaviour_noise < 0:
-            raise ValueError(f"--behaviour-noise: must be a finite sigma >= 0, got "
-                             f"{self.behaviour_noise}")
+            raise ValueError(
+                f"--behaviour-noise: must be a finite sigma >= 0, got {self.behaviour_noise}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
         if self.compression not in COMPRESSIONS:
@@ -183,6 +184,11 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
     from tqdm import tqdm
 
     settings.check()
+    out = Path(settings.out)
+    if out.exists() and not force:
+        raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out: folder {out.parent} does not exist")
     cfgs = [load_scenario(s, rf=settings.rf) for s in settings.scenarios]
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
@@ -218,5 +224,4 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
             writer.finish_scenario(cfg.name)
             k += count
     seconds = time.perf_counter() - t0
-    out = Path(settings.out)
     return CollectResult(out, seconds, total_frames, out.stat().st_size)

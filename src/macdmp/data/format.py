@@ -440,9 +440,7 @@ def check_content(
 
 def all_seeds(header: DatasetHeader, f: Any) -> np.ndarray:
     """Every trajectory's env seed, concatenated in scenario order."""
-    return np.concatenate(
-        [read_array(f, header.path, name, "seeds") for name in header.scenarios]
-    )
+    return np.concatenate([read_array(f, header.path, name, "seeds") for name in header.scenarios])
 
 
 def validate(path: str | os.PathLike, content: bool = True) -> DatasetHeader:

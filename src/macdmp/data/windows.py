@@ -195,9 +195,7 @@ def open_windows(path: str | os.PathLike, horizon: int, gamma: float) -> WindowD
                 )
             arrays = load_scenario_arrays(f, header, name)
             check_content(header, name, arrays, hashes=False)
-            groups.append(
-                _Group(name, *(arrays[k] for k in keys), starts=s.n_frames - horizon + 1)
-            )
+            groups.append(_Group(name, *(arrays[k] for k in keys), starts=s.n_frames - horizon + 1))
         seeds = all_seeds(header, f)
         if len(np.unique(seeds)) != len(seeds):
             raise DatasetError(f"{path}: two trajectories share an env seed")

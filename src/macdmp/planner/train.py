@@ -152,8 +152,7 @@ class Trainer:
         self.ema.load_state_dict(ckpt["ema"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["lr_scheduler"])
-        self.gen.set_state(ckpt["torch_rng"].cpu() if self.device.type == "cpu" else
-                           ckpt["torch_rng"].cpu())
+        self.gen.set_state(ckpt["torch_rng"].cpu())
         self.rng.bit_generator.state = ckpt["numpy_rng"]
         self.step = int(ckpt["step"])
         self.acc = dict(ckpt["log_acc"]["sums"])

@@ -1,0 +1,188 @@
+"""`macdmp collect` and `macdmp dataset info|validate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from macdmp.data.collect import COLLECT_PRESETS, MAX_DATASET_SEED
+from macdmp.data.format import COMPRESSIONS, DEFAULT_COMPRESSION
+from macdmp.sim.config import PRESETS, RF_MODES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="collect an offline dataset with the behaviour policy",
+        description="Run the behaviour policy (carried traffic x log-normal noise) on new random "
+        "networks and write the trajectories to an HDF5 dataset (docs/dataset.md). Trajectory k "
+        "(counted across scenarios in order) uses env seed SEED * 2**16 + k.",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.h5)")
+    p.add_argument(
+        "--preset",
+        choices=tuple(COLLECT_PRESETS),
+        default=None,
+        help="paper: 1000 trajectories x 6000 frames over the four paper scenarios; demo: "
+        "64 x 2000 (the default sizes). Explicit flags override the preset.",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=None,
+        help=f"comma-separated presets ({', '.join(PRESETS)}) or TOML files",
+    )
+    p.add_argument("--trajectories", type=int, default=None, help="in total, split over scenarios")
+    p.add_argument("--frames", type=int, default=None, help="frames per trajectory")
+    p.add_argument("--seed", type=int, default=0, help=f"dataset seed in [0, {MAX_DATASET_SEED}]")
+    p.add_argument("--rf", choices=RF_MODES, default=None, help="RF condition (default: ideal)")
+    p.add_argument(
+        "--behaviour-noise",
+        type=float,
+        default=0.5,
+        help="sigma of the behaviour policy's mean-one log-normal noise (default 0.5; 0 = none)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="networks stepped at once")
+    p.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default=DEFAULT_COMPRESSION,
+        help=f"HDF5 filter of the large arrays (default {DEFAULT_COMPRESSION})",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_collect)
+
+    d = sub.add_parser(
+        "dataset", help="inspect or check a dataset file", description="Inspect a dataset."
+    )
+    dsub = d.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    info = dsub.add_parser("info", help="sizes, scenarios, statistics and behaviour QoS")
+    info.add_argument("file")
+    info.add_argument("--json", action="store_true", help="print one JSON object instead")
+    info.set_defaults(func=_info)
+    val = dsub.add_parser("validate", help="check structure, values and content hashes")
+    val.add_argument("file")
+    val.add_argument("--quick", action="store_true", help="structure only, skip reading data")
+    val.set_defaults(func=_validate)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from macdmp.data.collect import CollectSettings, collect
+
+    preset = COLLECT_PRESETS[args.preset or "demo"]
+    settings = CollectSettings(
+        out=args.out,
+        scenarios=args.scenarios.split(",") if args.scenarios else list(preset.scenarios),
+        trajectories=args.trajectories if args.trajectories is not None else preset.trajectories,
+        frames=args.frames if args.frames is not None else preset.frames,
+        seed=args.seed,
+        rf=args.rf,
+        behaviour_noise=args.behaviour_noise,
+        batch_size=args.batch_size,
+        compression=args.compression,
+    )
+    res = collect(settings, force=args.force, progress=not args.quiet)
+    print(
+        f"wrote {res.path}: {settings.trajectories} trajectories x {settings.frames} frames, "
+        f"{res.bytes / 2**20:.1f} MiB in {res.seconds:.1f} s "
+        f"({res.env_frames / res.seconds:,.0f} env-frames/s)"
+    )
+    return 0
+
+
+def dataset_info(path: str) -> dict:
+    """Sizes, scenarios, per-dimension statistics and behaviour-policy QoS of a dataset."""
+    import os
+
+    import numpy as np
+
+    from macdmp.data.format import (
+        load_scenario_arrays,
+        open_h5,
+        qos_summary,
+        read_header,
+    )
+
+    out: dict = {}
+    with open_h5(path) as f:
+        header = read_header(f, path)
+        out["file"] = str(path)
+        out["bytes"] = os.path.getsize(path)
+        out["format_version"] = header.format_version
+        out["fingerprint"] = header.fingerprint()
+        out["command"] = header.attrs["command"]
+        out["created"] = header.attrs["created"]
+        out["behaviour_policy"] = header.behaviour_policy
+        out["scenarios"] = {}
+        for name, s in header.scenarios.items():
+            arr = load_scenario_arrays(f, header, name, ("obs", "actions", "rewards", "totals"))
+            obs = arr["obs"][:, 1:].reshape(-1, 4)
+            dims = {}
+            for j, dim in enumerate(("gen", "gen_max", "tran", "tran_max")):
+                dims[dim] = _describe(obs[:, j])
+            dims["action_rbs"] = _describe(arr["actions"].reshape(-1))
+            dims["reward_ms"] = _describe(arr["rewards"].reshape(-1))
+            seeds = np.asarray(f["scenarios"][name]["seeds"][:])
+            out["scenarios"][name] = {
+                "nodes": s.n_nodes,
+                "n_high": s.config.n_high,
+                "rf": s.config.rf.name,
+                "load": s.config.load,
+                "trajectories": s.n_trajectories,
+                "frames": s.n_frames,
+                "env_seeds": [int(seeds.min()), int(seeds.max())],
+                "qos": qos_summary(header, arr["totals"], name),
+                "stats": dims,
+            }
+    return out
+
+
+def _describe(v) -> dict:
+    v64 = v.astype("float64")
+    return {
+        "mean": float(v64.mean()),
+        "std": float(v64.std()),
+        "min": float(v64.min()),
+        "max": float(v64.max()),
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    info = dataset_info(args.file)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    total_traj = sum(s["trajectories"] for s in info["scenarios"].values())
+    print(f"{info['file']}: {info['bytes'] / 2**20:.1f} MiB, format v{info['format_version']}, "
+          f"{total_traj} trajectories, fingerprint {info['fingerprint'][:16]}")  # fmt: skip
+    print(f"collected by: {info['command']}  ({info['created']})")
+    print(f"behaviour policy: {json.dumps(info['behaviour_policy'])}")
+    print()
+    print(f"{'scenario':<10} {'N':>3} {'rf':<8} {'traj':>5} {'frames':>6}  {'env seeds':<24}"
+          f" {'thr Mbps':>8} {'delay ms':>8} {'loss':>7} {'reward':>8}")  # fmt: skip
+    for name, s in info["scenarios"].items():
+        q = s["qos"]
+        seeds = f"{s['env_seeds'][0]}..{s['env_seeds'][1]}"
+        print(f"{name:<10} {s['nodes']:>3} {s['rf']:<8} {s['trajectories']:>5} {s['frames']:>6}  "
+              f"{seeds:<24} {q['throughput_mbps']:>8.3f} {q['delay_ms']:>8.2f} "
+              f"{q['loss_rate']:>7.2%} {q['avg_reward']:>8.2f}")  # fmt: skip
+    print()
+    print("per-dimension statistics (all agents and frames; obs in packets, action in RBs, "
+          "reward in ms):")  # fmt: skip
+    print(f"{'scenario':<10} {'dimension':<11} {'mean':>9} {'std':>9} {'min':>9} {'max':>9}")
+    for name, s in info["scenarios"].items():
+        for dim, st in s["stats"].items():
+            print(f"{name:<10} {dim:<11} {st['mean']:>9.3f} {st['std']:>9.3f} "
+                  f"{st['min']:>9.3f} {st['max']:>9.3f}")  # fmt: skip
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from macdmp.data.format import validate
+
+    header = validate(args.file, content=not args.quick)
+    what = "structure" if args.quick else "structure, values and content hashes"
+    n = sum(s.n_trajectories for s in header.scenarios.values())
+    print(f"{args.file}: OK ({what}; format v{header.format_version}, "
+          f"{len(header.scenarios)} scenarios, {n} trajectories)")  # fmt: skip
+    return 0
