@@ -54,8 +54,10 @@ def main() -> None:
     args = ap.parse_args()
     batches = [1, 16, 256] if args.quick else [1, 4, 16, 64, 256, 1024]
     big = ScenarioConfig(name="n64", n_nodes=64, n_high=16)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numba threads {__import__('numba').get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"numba threads {__import__('numba').get_num_threads()}"
+    )
     print(f"{'N':>4} {'batch':>6} {'env-frames/s':>14} {'agent-frames/s':>16}")
     for cfg in (PRESETS["n9-2to7"], big):
         for b in batches:
@@ -68,9 +70,11 @@ def main() -> None:
     pz = pettingzoo_rate(2000 if args.quick else 10_000, args.repeats)
     print(f"PettingZoo ParallelEnv, N = 9, one environment: {pz:,.0f} frames/s")
     target = core_rate(PRESETS["n9-2to7"], 1024, 60, args.repeats)
-    print(f"target >= 50,000 env-frames/s batched at N = 9: {target:,.0f} "
-          f"({'met' if target >= 50_000 else 'MISSED'}); "
-          f"target >= 5,000 PettingZoo frames/s: {'met' if pz >= 5_000 else 'MISSED'}")
+    print(
+        f"target >= 50,000 env-frames/s batched at N = 9: {target:,.0f} "
+        f"({'met' if target >= 50_000 else 'MISSED'}); "
+        f"target >= 5,000 PettingZoo frames/s: {'met' if pz >= 5_000 else 'MISSED'}"
+    )
     print(f"paper dataset (6,000,000 frames at N = 8-9) at this rate: {6e6 / target:.0f} s")
 
 

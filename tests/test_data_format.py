@@ -110,7 +110,7 @@ def test_info_reports_qos(dataset, capsys):
         ("edit_value", "content hash mismatch"),
         ("drop_dataset", "rewards: dataset is missing"),
         ("wrong_nodes", "n_nodes 7 but its config has 8 nodes"),
-        ("flip_bytes", ""),
+        ("flip_bytes", None),
     ],
 )
 def test_damaged_files_give_clear_errors(dataset, tmp_path, damage, message, capsys):
@@ -195,7 +195,7 @@ def test_existing_file_survives_failed_overwrite(dataset, tmp_path, monkeypatch)
 def test_killed_collection_leaves_no_file_under_final_name(tmp_path, sig):
     out = tmp_path / "killed.h5"
     cmd = [sys.executable, "-m", "macdmp.cli", "collect", "--out", str(out), "--quiet",
-           "--scenarios", "n9-2to7", "--trajectories", "8", "--frames", "2000000"]  # fmt: skip
+           "--scenarios", "n9-2to7", "--trajectories", "8", "--frames", "200000"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline and not any(tmp_path.glob(".killed.h5.partial-*")):

@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_COMPRESSION,
         help=f"HDF5 filter of the large arrays (default {DEFAULT_COMPRESSION})",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="Numba threads of the simulator core (default 1: robust on a busy machine; "
+        "more can be faster on idle cores)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_collect)
@@ -80,6 +87,7 @@ def _collect(args: argparse.Namespace) -> int:
         behaviour_noise=args.behaviour_noise,
         batch_size=args.batch_size,
         compression=args.compression,
+        threads=args.threads,
     )
     res = collect(settings, force=args.force, progress=not args.quiet)
     print(

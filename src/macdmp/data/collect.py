@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from macdmp.data.format import (
@@ -62,6 +65,10 @@ class CollectSettings:
     behaviour_noise: float = 0.5
     batch_size: int = 256
     compression: str = DEFAULT_COMPRESSION
+    # Numba threads of the core. 1 by default: the core synchronises its threads every frame,
+    # and when another process competes for the cores that barrier makes 2 threads ~10x
+    # slower than 1 (docs/dataset.md). The data do not depend on it.
+    threads: int = 1
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid setting."""
@@ -90,6 +97,9 @@ class CollectSettings:
             )
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
+        max_threads = numba.config.NUMBA_NUM_THREADS
+        if not 1 <= self.threads <= max_threads:
+            raise ValueError(f"--threads: must be in [1, {max_threads}], got {self.threads}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(
                 f"--compression: {self.compression!r} is not one of {', '.join(COMPRESSIONS)}"
@@ -111,7 +121,17 @@ class CollectSettings:
             "--batch-size", str(self.batch_size),
             "--compression", self.compression,
         ]  # fmt: skip
+        if self.threads != 1:
+            argv += ["--threads", str(self.threads)]
         return shlex.join(argv)
+
+
+@contextmanager
+def _restore_threads(n: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        numba.set_num_threads(n)
 
 
 def split_trajectories(total: int, n_scenarios: int) -> list[int]:
@@ -146,7 +166,8 @@ def run_batch(
     obs = sim.obs
     tick = max(1, 20_000 // b)  # progress updates every ~20k env-frames
     for t in range(frames):
-        demands = policy.act(obs, sim.mean_field(obs))
+        # rounded to float32 before the step, so the stored actions are exactly those simulated
+        demands = policy.act(obs, sim.mean_field(obs)).astype(np.float32)
         res = sim.step(demands)
         obs = res.obs
         act_buf[:, t] = demands
@@ -207,10 +228,12 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     total_frames = settings.trajectories * settings.frames
+    threads_before = numba.get_num_threads()
+    numba.set_num_threads(settings.threads)
     t0 = time.perf_counter()
     bar = tqdm(total=total_frames, unit="env-frame", unit_scale=True, disable=not progress,
                desc="collect")  # fmt: skip
-    with bar, atomic_dataset(settings.out, attrs, force=force,
+    with _restore_threads(threads_before), bar, atomic_dataset(settings.out, attrs, force=force,
                              compression=settings.compression) as writer:  # fmt: skip
         k = 0
         for cfg, count in zip(cfgs, counts, strict=True):

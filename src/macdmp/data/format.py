@@ -195,7 +195,7 @@ def atomic_dataset(
     _compression_kwargs(compression)  # fail before creating anything
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             for key, value in attrs.items():
@@ -253,7 +253,12 @@ class DatasetHeader:
             "format": FORMAT_NAME,
             "version": self.format_version,
             "behaviour_policy": self.behaviour_policy,
-            "collection": self.collection,
+            # where and how fast it was written does not change the data
+            "collection": {
+                k: v
+                for k, v in self.collection.items()
+                if k not in ("out", "threads", "compression")
+            },
             "scenarios": {
                 name: {
                     "config": s.config.to_dict(),

@@ -60,13 +60,18 @@ def sample(
     value: ValueModel | None = None,
     guidance_scale: float = 0.0,
     generator: torch.Generator | None = None,
+    clip_x0: float | None = None,
 ) -> torch.Tensor:
     """Draw x_0 of ``shape`` by reverse diffusion from N(0, I).
 
     ``solver``: "ddpm" (ancestral, K steps, Eq. 20), "dpm1" (first-order DPM-Solver, i.e. DDIM)
     or "dpm2" (second-order multistep DPM-Solver++) with ``steps`` model calls (default K).
     ``value`` (x, k-1) -> (B,) is the classifier; it is only called when guidance_scale != 0.
+    ``clip_x0`` clamps each step's prediction of x_0 to [-clip_x0, clip_x0]: with few levels the
+    last betas approach 1 and small noise-prediction errors are amplified by 1 / sqrt(alpha_k).
     """
+    if clip_x0 is not None and not clip_x0 > 0:
+        raise ValueError(f"clip_x0: must be > 0 or None (got {clip_x0})")
     if solver not in SOLVERS:
         raise ValueError(f"solver: must be one of {SOLVERS} (got {solver!r})")
     big_k = schedule.n_steps
@@ -88,9 +93,9 @@ def sample(
         if cond is not None:
             x = cond.apply(x)
         if solver == "ddpm":
-            return _ddpm(eps_model, schedule, x, cond, value, guidance_scale, generator)
-        return _dpm(eps_model, schedule, x, n, 2 if solver == "dpm2" else 1, cond, value,
-                    guidance_scale)
+            return _ddpm(eps_model, schedule, x, cond, value, guidance_scale, generator, clip_x0)
+        order = 2 if solver == "dpm2" else 1
+        return _dpm(eps_model, schedule, x, n, order, cond, value, guidance_scale, clip_x0)
 
 
 def _ddpm(
@@ -101,14 +106,25 @@ def _ddpm(
     value: ValueModel | None,
     scale: float,
     generator: torch.Generator | None,
+    clip_x0: float | None,
 ) -> torch.Tensor:
+    # mu = (x - beta/sqrt(1-abar) eps)/sqrt(alpha) (Eq. 20), computed as the posterior mean
+    # c0 * x0_hat + c1 * x_k, which is the same number unless x0_hat is clipped.
     b = x.shape[0]
-    coef_eps = (sch.betas / sch.sqrt_1m_abar).tolist()
-    inv_sqrt_alpha = sch.alphas.rsqrt().tolist()
+    abar = sch.alpha_bars.double()
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    betas = sch.betas.double()
+    c0 = (betas * abar_prev.sqrt() / (1 - abar)).tolist()
+    c1 = ((1 - abar_prev) * (1 - betas).sqrt() / (1 - abar)).tolist()
+    inv_sa = abar.rsqrt().tolist()
+    s1a = (1 - abar).sqrt().tolist()
     var = sch.posterior_var.tolist()
     for i in reversed(range(sch.n_steps)):
         idx = torch.full((b,), i, device=x.device, dtype=torch.long)
-        mean = (x - coef_eps[i] * eps_model(x, idx)) * inv_sqrt_alpha[i]
+        x0 = (x - s1a[i] * eps_model(x, idx)) * inv_sa[i]
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        mean = c0[i] * x0 + c1[i] * x
         if scale != 0.0 and var[i] > 0.0:
             mean = mean + (scale * var[i]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
         if i > 0:
@@ -136,6 +152,7 @@ def _dpm(
     cond: Conditioning | None,
     value: ValueModel | None,
     scale: float,
+    clip_x0: float | None,
 ) -> torch.Tensor:
     # Data-prediction form (DPM-Solver++): well defined for the last step down to sigma = 0.
     levels = dpm_levels(sch.n_steps, steps)
@@ -154,6 +171,8 @@ def _dpm(
             # Score guidance: eps_hat = eps - zeta * sigma_s * grad J, the same shift as Eq. 20.
             eps = eps - (scale * sigma[s]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
         x0 = (x - sigma[s] * eps) / alpha[s]
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
         if cond is not None:
             x0 = cond.apply(x0)
         # exp(-h) = sigma_t alpha_s / (alpha_t sigma_s), written so that sigma_t = 0 is exact.

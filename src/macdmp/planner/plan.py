@@ -28,6 +28,7 @@ def plan(
     guidance_scale: float = 0.1,
     n_candidates: int = 1,
     generator: torch.Generator | None = None,
+    clip_x0: float | None = 5.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Plan for A agents at once from their observations (A, 4) and mean fields (A, 4).
 
@@ -35,7 +36,8 @@ def plan(
     units (own observations, then mean-field ones when the model uses them). With
     ``n_candidates`` > 1 each agent samples that many plans and keeps the one the classifier
     values most. A model trained with ``use_mf=False`` ignores ``mean_field``. ``steps`` is the
-    number of solver steps (DDPM always runs all K; pass None or K).
+    number of solver steps (DDPM always runs all K; pass None or K). ``clip_x0`` bounds each
+    step's estimate of the clean plan, in standard deviations of the training data.
     """
     if n_candidates < 1:
         raise ValueError(f"n_candidates: must be >= 1 (got {n_candidates})")
@@ -69,6 +71,7 @@ def plan(
         value=models.classifier,
         guidance_scale=guidance_scale,
         generator=generator,
+        clip_x0=clip_x0,
     )
     with torch.inference_mode():
         if n_candidates > 1:

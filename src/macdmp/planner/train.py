@@ -110,7 +110,7 @@ class Trainer:
         self.models = PlannerModels(cfg, data.stats, float(data.rbs)).to(self.device)
         self.ema = copy.deepcopy(self.models).requires_grad_(False).eval()
         self.schedule = self.models.schedule(self.device)
-        self.opt = torch.optim.Adam(self.models.parameters(), lr=cfg.lr)
+        self.opt = torch.optim.Adam(self.models.parameters(), lr=cfg.lr, foreach=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -182,7 +182,6 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step; returns the loss terms as floats."""
-        self.models.train()
         losses = joint_loss(self.models, self.schedule, self._batch(), self.gen)
         self.opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -191,7 +190,7 @@ class Trainer:
         self.sched.step()
         self.step += 1
         self._update_ema()
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def _log(self, losses: dict[str, float], t0: float) -> dict[str, Any] | None:
         for k in LOSS_NAMES:
@@ -217,6 +216,7 @@ class Trainer:
         total = self.cfg.total_steps
         end = total if stop_after is None else min(total, self.step + stop_after)
         t0 = time.perf_counter()
+        self.models.train()
         bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
                    dynamic_ncols=True, desc="train")
         try:

@@ -17,6 +17,7 @@ One frame (spec section 2):
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -98,8 +99,7 @@ def _exp_ms(s, b, rate_per_ms):
 # --------------------------------------------------------------------------------------
 # The frame kernel
 # --------------------------------------------------------------------------------------
-@nb.njit(cache=True, parallel=True)
-def _step_kernel(
+def _step_frame(
     demands,  # (B, N) float64, already checked finite and >= 0
     slots,
     channels,
@@ -284,6 +284,21 @@ def _step_kernel(
         frame[b] += 1
 
 
+# Two compilations of the same frame: the parallel one spreads networks over Numba's threads
+# and pays a barrier every frame, which only large batches repay (and which slows down badly
+# when another process competes for the cores); small batches run the serial one.
+def _named(fn, name: str):
+    """A copy of fn under another name, so that Numba caches each compilation separately."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name)
+    copy.__qualname__ = name
+    return copy
+
+
+_step_parallel = nb.njit(cache=True, parallel=True)(_named(_step_frame, "_step_parallel"))
+_step_serial = nb.njit(cache=True)(_named(_step_frame, "_step_serial"))
+PARALLEL_MIN_BATCH = 64
+
+
 @nb.njit(cache=True)
 def _reset_arrivals(rng, rate_per_ms, next_arr):
     n_env, n = rate_per_ms.shape
@@ -392,7 +407,8 @@ class BatchedNetworks:
         delivered_to = np.empty((b, n))
         obs = np.empty((b, n, 4), dtype=np.float32)
         min_delay = np.empty(b)
-        _step_kernel(
+        parallel = b >= PARALLEL_MIN_BATCH and nb.get_num_threads() > 1
+        (_step_parallel if parallel else _step_serial)(
             d,
             cfg.slots,
             cfg.channels,

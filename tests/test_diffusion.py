@@ -1,0 +1,165 @@
+"""Backbones, schedules and samplers, tested without training: shapes, the conditioning mask,
+and the samplers against the exact noise model of a Gaussian (whose optimum is closed-form)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from macdmp.diffusion import (
+    Conditioning,
+    HalfUNet,
+    NoiseSchedule,
+    TemporalUNet,
+    dpm_levels,
+    make_betas,
+    sample,
+)
+
+
+@pytest.mark.parametrize("horizon", [8, 16, 32])
+def test_unet_and_half_unet_shapes(horizon: int) -> None:
+    unet = TemporalUNet(horizon, 8, dim=16, dim_mults=(1, 2, 4, 8), kernel_size=5, groups=8)
+    head = HalfUNet(horizon, 8, dim=16, dim_mults=(1, 2, 4, 8), kernel_size=5, groups=8)
+    x = torch.randn(3, horizon, 8)
+    k = torch.tensor([0, 5, 19])
+    assert unet(x, k).shape == (3, horizon, 8)
+    assert head(x, k).shape == (3,)
+
+
+def test_unet_levels_and_condition_embedding() -> None:
+    unet = TemporalUNet(16, 4, dim=8, dim_mults=(1, 2, 4, 8), groups=4, cond_dim=3)
+    assert len(unet.down.levels) == 4 and len(unet.up) == 4
+    x, k = torch.randn(2, 16, 4), torch.tensor([1, 2])
+    c = torch.randn(2, 3)
+    assert not torch.allclose(unet(x, k, c), unet(x, k, c + 1))
+    with pytest.raises(ValueError, match="cond"):
+        unet(x, k)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"horizon": 12}, "horizon"),
+        ({"kernel_size": 4}, "kernel_size"),
+        ({"groups": 5}, "groups"),
+        ({"dim_mults": ()}, "dim_mults"),
+    ],
+)
+def test_unet_rejects_bad_shapes(kwargs: dict, field: str) -> None:
+    args = {"horizon": 16, "channels": 8, "dim": 16, "dim_mults": (1, 2, 4, 8),
+            "kernel_size": 5, "groups": 8}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=f"^{field}"):
+        TemporalUNet(**args)
+
+
+def test_schedules() -> None:
+    for kind in ("cosine", "linear"):
+        b = make_betas(50, kind)
+        assert b.shape == (50,) and (b > 0).all() and (b < 1).all()
+    s = NoiseSchedule(20)
+    assert s.posterior_var[0] == 0  # Sigma_1 = 0: no noise and no guidance at the last step
+    assert s.alpha_bars[-1] < 1e-3
+    with pytest.raises(ValueError, match="beta_schedule"):
+        make_betas(10, "quadratic")
+
+
+def test_dpm_levels() -> None:
+    assert dpm_levels(100, 10) == [100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 0]
+    lv = dpm_levels(20, 20)
+    assert lv == list(range(20, -1, -1))
+
+
+MU = torch.tensor([1.5, -0.5, 0.0, 0.7])
+SD = torch.tensor([0.5, 1.0, 1.5, 0.8])
+
+
+def gaussian_eps(s: NoiseSchedule):
+    """The exact eps(x_k) for data ~ N(MU, diag SD^2): sigma (x - a MU) / (a^2 SD^2 + sigma^2)."""
+
+    def eps(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        a = s.sqrt_abar[idx].view(-1, 1, 1)
+        sg = s.sqrt_1m_abar[idx].view(-1, 1, 1)
+        return sg * (x - a * MU) / (a * a * SD * SD + sg * sg)
+
+    return eps
+
+
+# (solver, steps, relative tolerance on the std): few-step ODE solvers lose some variance
+# (the last jump to sigma = 0 returns E[x_0 | x_s]); these bounds are what they achieve.
+EXACT_CASES = [("ddpm", None, 0.10), ("dpm1", 50, 0.10), ("dpm2", 20, 0.10), ("dpm2", 10, 0.15),
+               ("dpm1", 10, 0.25)]
+
+
+@pytest.mark.parametrize("solver, steps, std_tol", EXACT_CASES)
+def test_samplers_match_gaussian_with_exact_model(solver: str, steps, std_tol: float) -> None:
+    s = NoiseSchedule(100)
+    z = sample(gaussian_eps(s), s, (4000, 4, 4), solver=solver, steps=steps,
+               generator=torch.Generator().manual_seed(0))
+    z = z.reshape(-1, 4)
+    assert torch.allclose(z.mean(0), MU, atol=0.05)
+    assert torch.allclose(z.std(0) / SD, torch.ones(4), atol=std_tol)
+
+
+@pytest.mark.parametrize("solver, steps", [("ddpm", None), ("dpm1", 7), ("dpm2", 7)])
+def test_pinned_entries_never_move(solver: str, steps) -> None:
+    s = NoiseSchedule(20)
+    first = torch.randn(5, 4)
+    cond = Conditioning.first_step(first, 8)
+    seen: list[torch.Tensor] = []
+
+    def eps(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        seen.append(x[:, 0].clone())  # what the model is shown at every step
+        return torch.randn_like(x) * 3  # a bad model pushes everything around
+
+    def value(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return (x**2).sum(dim=(1, 2))
+
+    z = sample(eps, s, (5, 8, 4), solver=solver, steps=steps, cond=cond, value=value,
+               guidance_scale=5.0, generator=torch.Generator().manual_seed(1))
+    assert len(seen) == (steps or 20)
+    for v in seen:
+        assert torch.equal(v, first)
+    assert torch.equal(z[:, 0], first)
+    assert not torch.equal(z[:, 1], torch.zeros_like(z[:, 1]))
+
+
+@pytest.mark.parametrize("solver, steps", [("ddpm", None), ("dpm1", 10), ("dpm2", 10)])
+def test_guidance_moves_samples_up_the_value(solver: str, steps) -> None:
+    s = NoiseSchedule(50)
+    target = torch.full((4,), 2.0)
+
+    def value(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return -((x - target) ** 2).sum(dim=(1, 2))
+
+    def run(scale: float) -> torch.Tensor:
+        z = sample(gaussian_eps(s), s, (500, 4, 4), solver=solver, steps=steps, value=value,
+                   guidance_scale=scale, generator=torch.Generator().manual_seed(0))
+        return value(z, torch.zeros(500, dtype=torch.long)).mean()
+
+    assert run(0.5) > run(0.0) + 1.0
+
+
+def test_sample_validates_arguments() -> None:
+    s = NoiseSchedule(20)
+
+    def eps(x, idx):
+        return torch.zeros_like(x)
+
+    with pytest.raises(ValueError, match="solver"):
+        sample(eps, s, (1, 8, 4), solver="ddim")
+    with pytest.raises(ValueError, match="steps"):
+        sample(eps, s, (1, 8, 4), solver="ddpm", steps=10)
+    with pytest.raises(ValueError, match="steps"):
+        sample(eps, s, (1, 8, 4), solver="dpm2", steps=21)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        sample(eps, s, (1, 8, 4), guidance_scale=1.0)
+
+
+def test_sampling_is_reproducible_with_a_generator() -> None:
+    s = NoiseSchedule(20)
+    eps = gaussian_eps(s)
+    a = sample(eps, s, (3, 4, 4), generator=torch.Generator().manual_seed(5))
+    b = sample(eps, s, (3, 4, 4), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)

@@ -1,0 +1,126 @@
+"""The three MA-CDMP models, the normaliser, the configuration and batched planning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from macdmp.planner import Normalizer, PlannerConfig, PlannerModels, make_config, plan
+from macdmp.planner.synthetic import SyntheticWindows
+
+TINY = {"horizon": 8, "dim": 8, "groups": 4, "n_diffusion_steps": 10, "inv_hidden": 32}
+
+
+def tiny_models(**kw) -> tuple[PlannerModels, SyntheticWindows]:
+    cfg = make_config("demo", **{**TINY, **kw})
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    torch.manual_seed(0)
+    return PlannerModels(cfg, data.stats, data.rbs).eval(), data
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"horizon": 12}, "horizon"),
+        ({"beta_schedule": "sigmoid"}, "beta_schedule"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"groups": 3}, "groups"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"gamma": 0.0}, "gamma"),
+        ({"n_diffusion_steps": 1}, "n_diffusion_steps"),
+    ],
+)
+def test_config_errors_name_the_field(overrides: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        make_config("demo", **overrides)
+
+
+def test_presets_and_unknown_keys() -> None:
+    paper = make_config("paper")
+    assert paper.n_diffusion_steps == 100 and paper.total_steps == 100_000
+    assert paper.batch_size == 64 and paper.horizon == 16 and paper.gamma == 0.99
+    with pytest.raises(ValueError, match="preset"):
+        make_config("huge")
+    with pytest.raises(ValueError, match="unknown keys"):
+        PlannerConfig.from_dict({"width": 3})
+    cfg = make_config("demo", dim_mults=[1, 2, 2, 4])
+    assert PlannerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("use_mf, channels", [(True, 8), (False, 4)])
+def test_model_shapes(use_mf: bool, channels: int) -> None:
+    m, data = tiny_models(use_mf=use_mf)
+    assert m.cfg.channels == channels
+    b = 5
+    x = torch.randn(b, 8, channels)
+    k = torch.randint(0, 10, (b,))
+    assert m.eps(x, k).shape == (b, 8, channels)
+    assert m.classifier(x, k).shape == (b,)
+    o = torch.randn(b, 4)
+    a = m.action_rbs(o, o + 1)
+    assert a.shape == (b,) and (a >= 0).all() and (a <= data.rbs).all()
+
+
+def test_one_parameter_set_serves_every_agent() -> None:
+    """Agents are batch rows: each row's output depends only on that row (no agent index)."""
+    m, _ = tiny_models()
+    x = torch.randn(9, 8, 8)
+    k = torch.full((9,), 3)
+    with torch.no_grad():
+        batched_eps, batched_j = m.eps(x, k), m.classifier(x, k)
+        for i in range(9):
+            assert torch.allclose(m.eps(x[i : i + 1], k[:1])[0], batched_eps[i], atol=1e-5)
+            assert torch.allclose(m.classifier(x[i : i + 1], k[:1])[0], batched_j[i], atol=1e-5)
+    n_params = sum(p.numel() for p in m.parameters())
+    for agents in (9, 100):
+        obs = np.abs(np.random.default_rng(0).normal(20, 5, (agents, 4))).astype(np.float32)
+        acts, plans = plan(m, obs, obs, "dpm1", 3, 0.0, 1, torch.Generator().manual_seed(0))
+        assert acts.shape == (agents,) and plans.shape == (agents, 8, 8)
+    assert sum(p.numel() for p in m.parameters()) == n_params
+
+
+def test_normalizer_round_trip_and_errors() -> None:
+    _, data = tiny_models()
+    n = Normalizer(data.stats, 4)
+    o = torch.randn(3, 4) * 10 + 20
+    assert torch.allclose(n.unobs(n.obs(o)), o, atol=1e-4)
+    assert torch.allclose(n.unret(n.ret(torch.tensor(-50.0))), torch.tensor(-50.0))
+    bad = dict(data.stats)
+    del bad["ret_std"]
+    with pytest.raises(ValueError, match="ret_std"):
+        Normalizer(bad, 4)
+
+
+@pytest.mark.parametrize("solver, steps", [("ddpm", None), ("dpm1", 5), ("dpm2", 5)])
+def test_plan_pins_current_observation(solver: str, steps) -> None:
+    m, data = tiny_models()
+    w = data.sample(6, np.random.default_rng(1))
+    obs, mf = w["x"][:, 0], w["xbar"][:, 0]
+    acts, plans = plan(m, obs, mf, solver, steps, 0.1, 3, torch.Generator().manual_seed(0))
+    assert np.allclose(plans[:, 0, :4], obs, atol=1e-3)
+    assert np.allclose(plans[:, 0, 4:], mf, atol=1e-3)
+    assert acts.dtype == np.float64 and ((acts >= 0) & (acts <= data.rbs)).all()
+
+
+def test_no_mf_plan_ignores_the_mean_field() -> None:
+    m, data = tiny_models(use_mf=False)
+    w = data.sample(4, np.random.default_rng(2))
+    a1, p1 = plan(m, w["x"][:, 0], w["xbar"][:, 0], "dpm2", 4, 0.1, 2,
+                  torch.Generator().manual_seed(3))
+    a2, p2 = plan(m, w["x"][:, 0], None, "dpm2", 4, 0.1, 2, torch.Generator().manual_seed(3))
+    assert p1.shape == (4, 8, 4)
+    assert np.array_equal(a1, a2) and np.array_equal(p1, p2)
+
+
+def test_plan_validates_inputs() -> None:
+    m, _ = tiny_models()
+    obs = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="mean_field"):
+        plan(m, obs, None)
+    with pytest.raises(ValueError, match="obs"):
+        plan(m, np.zeros((3, 5), np.float32), obs)
+    with pytest.raises(ValueError, match="n_candidates"):
+        plan(m, obs, obs, n_candidates=0)
+    with pytest.raises(ValueError, match="steps"):
+        plan(m, obs, obs, solver="ddpm", steps=5)
