@@ -47,8 +47,14 @@ def test_unet_levels_and_condition_embedding() -> None:
     ],
 )
 def test_unet_rejects_bad_shapes(kwargs: dict, field: str) -> None:
-    args = {"horizon": 16, "channels": 8, "dim": 16, "dim_mults": (1, 2, 4, 8),
-            "kernel_size": 5, "groups": 8}
+    args = {
+        "horizon": 16,
+        "channels": 8,
+        "dim": 16,
+        "dim_mults": (1, 2, 4, 8),
+        "kernel_size": 5,
+        "groups": 8,
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=f"^{field}"):
         TemporalUNet(**args)
@@ -88,15 +94,26 @@ def gaussian_eps(s: NoiseSchedule):
 
 # (solver, steps, relative tolerance on the std): few-step ODE solvers lose some variance
 # (the last jump to sigma = 0 returns E[x_0 | x_s]); these bounds are what they achieve.
-EXACT_CASES = [("ddpm", None, 0.10), ("dpm1", 50, 0.10), ("dpm2", 20, 0.10), ("dpm2", 10, 0.15),
-               ("dpm1", 10, 0.25)]
+EXACT_CASES = [
+    ("ddpm", None, 0.10),
+    ("dpm1", 50, 0.10),
+    ("dpm2", 20, 0.10),
+    ("dpm2", 10, 0.15),
+    ("dpm1", 10, 0.25),
+]
 
 
 @pytest.mark.parametrize("solver, steps, std_tol", EXACT_CASES)
 def test_samplers_match_gaussian_with_exact_model(solver: str, steps, std_tol: float) -> None:
     s = NoiseSchedule(100)
-    z = sample(gaussian_eps(s), s, (4000, 4, 4), solver=solver, steps=steps,
-               generator=torch.Generator().manual_seed(0))
+    z = sample(
+        gaussian_eps(s),
+        s,
+        (4000, 4, 4),
+        solver=solver,
+        steps=steps,
+        generator=torch.Generator().manual_seed(0),
+    )
     z = z.reshape(-1, 4)
     assert torch.allclose(z.mean(0), MU, atol=0.05)
     assert torch.allclose(z.std(0) / SD, torch.ones(4), atol=std_tol)
@@ -116,8 +133,17 @@ def test_pinned_entries_never_move(solver: str, steps) -> None:
     def value(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return (x**2).sum(dim=(1, 2))
 
-    z = sample(eps, s, (5, 8, 4), solver=solver, steps=steps, cond=cond, value=value,
-               guidance_scale=5.0, generator=torch.Generator().manual_seed(1))
+    z = sample(
+        eps,
+        s,
+        (5, 8, 4),
+        solver=solver,
+        steps=steps,
+        cond=cond,
+        value=value,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert len(seen) == (steps or 20)
     for v in seen:
         assert torch.equal(v, first)
@@ -134,8 +160,17 @@ def test_guidance_moves_samples_up_the_value(solver: str, steps) -> None:
         return -((x - target) ** 2).sum(dim=(1, 2))
 
     def run(scale: float) -> torch.Tensor:
-        z = sample(gaussian_eps(s), s, (500, 4, 4), solver=solver, steps=steps, value=value,
-                   guidance_scale=scale, generator=torch.Generator().manual_seed(0))
+        z = sample(
+            gaussian_eps(s),
+            s,
+            (500, 4, 4),
+            solver=solver,
+            steps=steps,
+            value=value,
+            guidance_scale=scale,
+            clip_x0=5.0,
+            generator=torch.Generator().manual_seed(0),
+        )
         return value(z, torch.zeros(500, dtype=torch.long)).mean()
 
     assert run(0.5) > run(0.0) + 1.0

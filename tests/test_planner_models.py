@@ -106,8 +106,9 @@ def test_plan_pins_current_observation(solver: str, steps) -> None:
 def test_no_mf_plan_ignores_the_mean_field() -> None:
     m, data = tiny_models(use_mf=False)
     w = data.sample(4, np.random.default_rng(2))
-    a1, p1 = plan(m, w["x"][:, 0], w["xbar"][:, 0], "dpm2", 4, 0.1, 2,
-                  torch.Generator().manual_seed(3))
+    a1, p1 = plan(
+        m, w["x"][:, 0], w["xbar"][:, 0], "dpm2", 4, 0.1, 2, torch.Generator().manual_seed(3)
+    )
     a2, p2 = plan(m, w["x"][:, 0], None, "dpm2", 4, 0.1, 2, torch.Generator().manual_seed(3))
     assert p1.shape == (4, 8, 4)
     assert np.array_equal(a1, a2) and np.array_equal(p1, p2)

@@ -81,7 +81,7 @@ class ResidualTemporalBlock(nn.Module):
 
 
 class _Embedding(nn.Module):
-    """Time embedding (sinusoid + 2-layer MLP), optionally concatenated with a condition embedding."""
+    """Time embedding (sinusoid + 2-layer MLP), optionally joined by a condition embedding."""
 
     def __init__(self, dim: int, cond_dim: int) -> None:
         super().__init__()

@@ -158,8 +158,10 @@ def _dpm(
     levels = dpm_levels(sch.n_steps, steps)
     alpha = sch.ode_alpha.tolist()
     sigma = sch.ode_sigma.tolist()
-    lam = [float("inf") if s == 0 else float(torch.log(torch.tensor(a / s))) for a, s in
-           zip(alpha, sigma, strict=True)]
+    lam = [
+        float("inf") if s == 0 else float(torch.log(torch.tensor(a / s)))
+        for a, s in zip(alpha, sigma, strict=True)
+    ]
     b = x.shape[0]
     prev_x0: torch.Tensor | None = None
     prev_h = 0.0

@@ -74,8 +74,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (created; resumed if it has a run)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="default: demo")
     p.add_argument("--no-mf", action="store_true", help="MA-CDMP w/o MF: model x alone")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   nargs="+", help="override a configuration field (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        nargs="+",
+        help="override a configuration field (repeatable)",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -97,16 +104,26 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     if trainer.step:
         print(f"resuming {args.out} at step {trainer.step}/{cfg.total_steps}", file=sys.stderr)
-    print(f"device {trainer.device}; {cfg.total_steps} steps; run folder {args.out}",
-          file=sys.stderr)
+    print(
+        f"device {trainer.device}; {cfg.total_steps} steps; run folder {args.out}", file=sys.stderr
+    )
     try:
         path = trainer.run(progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\ninterrupted at step {trainer.step}; checkpoint saved, re-run to resume",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted at step {trainer.step}; checkpoint saved, re-run to resume",
+            file=sys.stderr,
+        )
         return 130
     last = Path(args.out) / "losses.jsonl"
     tail = last.read_text().splitlines()[-1:] if last.exists() else []
-    print(json.dumps({"checkpoint": str(path), "step": trainer.step,
-                      "last": json.loads(tail[0]) if tail else None}))
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(path),
+                "step": trainer.step,
+                "last": json.loads(tail[0]) if tail else None,
+            }
+        )
+    )
     return 0

@@ -18,8 +18,16 @@ from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
 
 LR_SCHEDULES = ("cosine", "constant")
-STAT_KEYS = ("obs_mean", "obs_std", "mf_mean", "mf_std", "act_mean", "act_std", "ret_mean",
-             "ret_std")
+STAT_KEYS = (
+    "obs_mean",
+    "obs_std",
+    "mf_mean",
+    "mf_std",
+    "act_mean",
+    "act_std",
+    "ret_mean",
+    "ret_std",
+)
 # Fields that may differ between a checkpoint and the configuration resuming it.
 RESUMABLE_KEYS = ("n_epochs", "steps_per_epoch", "log_every", "ckpt_every")
 
@@ -221,8 +229,9 @@ class PlannerModels(nn.Module):
         self.cfg = cfg
         self.rbs = float(rbs)
         self.normalizer = Normalizer(stats, cfg.obs_dim)
-        unet = dict(dim=cfg.dim, dim_mults=cfg.dim_mults, kernel_size=cfg.kernel_size,
-                    groups=cfg.groups)
+        unet = dict(
+            dim=cfg.dim, dim_mults=cfg.dim_mults, kernel_size=cfg.kernel_size, groups=cfg.groups
+        )
         self.eps = TemporalUNet(cfg.horizon, cfg.channels, **unet)
         self.classifier = HalfUNet(cfg.horizon, cfg.channels, **unet)
         self.invdyn = InverseDynamics(cfg.obs_dim, cfg.inv_hidden, cfg.inv_layers)
@@ -253,7 +262,9 @@ class PlannerModels(nn.Module):
         a = n.unact(self.invdyn(n.obs(o_t), n.obs(o_next)))
         return a.clamp(0.0, self.rbs)
 
-    def predict_return(self, x: torch.Tensor, xbar: torch.Tensor | None, k: int = 1) -> torch.Tensor:
+    def predict_return(
+        self, x: torch.Tensor, xbar: torch.Tensor | None, k: int = 1
+    ) -> torch.Tensor:
         """J_psi in raw return units for raw sequences treated as noise level k (default 1)."""
         z = self.to_model_space(x, xbar)
         idx = torch.full((z.shape[0],), k - 1, dtype=torch.long, device=z.device)

@@ -6,7 +6,7 @@ observation and that mean, takes a_t = f_phi(o_t, planned o_t+1), and replans th
 All agents of all networks being evaluated are planned in one batched call (`act_agents`).
 
     --policy macdmp:RUN_DIR[,solver=ddpm|dpm1|dpm2][,steps=N][,guide=ZETA][,candidates=C]
-                           [,device=cpu|cuda]
+                           [,device=cpu|cuda][,threads=T]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class PlannerPolicy(Policy):
         n_candidates: int = 1,
         seed: int = 0,
         device: str | None = None,
+        threads: int = 1,
     ):
         run = Path(run_dir)
         if not (run / CHECKPOINT_NAME).is_file():
@@ -59,6 +60,13 @@ class PlannerPolicy(Policy):
         self.n_candidates = int(n_candidates)
         self.seed = int(seed)
         self._device = self.models.normalizer.obs_mean.device
+        if self._device.type == "cpu":
+            # One frame's plan is a few hundred small convolutions: intra-op threads gain little
+            # and, when another process holds a core, their barriers stall each op (measured:
+            # 42 ms -> 4.4 s per frame on the 2-core machine with a busy neighbour).
+            if threads < 1:
+                raise PolicyError(f"macdmp threads: must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
         self.generator = torch.Generator(device=self._device)
         base = "MA-CDMP" if self.models.cfg.use_mf else "MA-CDMP w/o MF"
         k = self.models.cfg.n_diffusion_steps if solver == "ddpm" else self.steps
@@ -66,7 +74,7 @@ class PlannerPolicy(Policy):
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0) -> PlannerPolicy:
-        """From `RUN_DIR[,key=value...]` with keys solver, steps, guide, candidates, device."""
+        """From `RUN_DIR[,key=value...]`: solver, steps, guide, candidates, device, threads."""
         run, *opts = spec.split(",")
         kinds = {
             "solver": ("solver", str),

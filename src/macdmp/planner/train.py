@@ -159,16 +159,20 @@ class Trainer:
         self.acc_n = int(ckpt["log_acc"]["n"])
         # Drop log lines written after the checkpoint so the resumed curve continues cleanly.
         if self.log_path.exists():
-            keep = [ln for ln in self.log_path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= self.step]
+            keep = [
+                ln
+                for ln in self.log_path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= self.step
+            ]
             self.log_path.write_text("".join(ln + "\n" for ln in keep))
 
     # -- training ----------------------------------------------------------------------------
     def _batch(self) -> dict[str, torch.Tensor]:
         raw = self.data.sample(self.cfg.batch_size, self.rng)
         keys = ("x", "xbar", "act", "y") if self.cfg.use_mf else ("x", "act", "y")
-        return {k: torch.from_numpy(np.asarray(raw[k], dtype=np.float32)).to(self.device)
-                for k in keys}
+        return {
+            k: torch.from_numpy(np.asarray(raw[k], dtype=np.float32)).to(self.device) for k in keys
+        }
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -217,15 +221,25 @@ class Trainer:
         end = total if stop_after is None else min(total, self.step + stop_after)
         t0 = time.perf_counter()
         self.models.train()
-        bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
-                   dynamic_ncols=True, desc="train")
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc="train",
+        )
         try:
             while self.step < end:
                 rec = self._log(self.train_step(), t0)
                 bar.update(1)
                 if rec is not None:
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", diff=f"{rec['diff']:.4f}",
-                                    cls=f"{rec['cls']:.4f}", inv=f"{rec['inv']:.4f}")
+                    bar.set_postfix(
+                        loss=f"{rec['loss']:.4f}",
+                        diff=f"{rec['diff']:.4f}",
+                        cls=f"{rec['cls']:.4f}",
+                        inv=f"{rec['inv']:.4f}",
+                    )
                 if self.step % self.cfg.ckpt_every == 0:
                     self.save()
         except KeyboardInterrupt:

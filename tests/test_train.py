@@ -1,0 +1,262 @@
+"""Joint training, checkpoints, resumption, the CLI, and sampling from a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from macdmp.diffusion import Conditioning, sample
+from macdmp.planner import (
+    CheckpointMismatchError,
+    Trainer,
+    load_run,
+    make_config,
+    plan,
+    read_losses,
+    train,
+)
+from macdmp.planner import cli as planner_cli
+from macdmp.planner.synthetic import SyntheticWindows
+from macdmp.planner.train import lr_factor
+
+TINY = {
+    "horizon": 8,
+    "dim": 8,
+    "groups": 4,
+    "n_diffusion_steps": 10,
+    "inv_hidden": 32,
+    "n_epochs": 4,
+    "steps_per_epoch": 10,
+    "log_every": 5,
+    "ckpt_every": 10,
+    "warmup_steps": 5,
+    "ema_start": 10,
+    "batch_size": 16,
+}
+
+
+def tiny_cfg(**kw):
+    return make_config("demo", **{**TINY, **kw})
+
+
+def strip(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+
+
+def test_lr_schedule() -> None:
+    cfg = tiny_cfg(warmup_steps=10, n_epochs=10, steps_per_epoch=10, min_lr_ratio=0.1)
+    assert lr_factor(cfg, 0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 10) == pytest.approx(1.0)
+    assert lr_factor(cfg, 100) == pytest.approx(0.1)
+    assert lr_factor(cfg.replace(lr_schedule="constant"), 50) == 1.0
+
+
+def test_run_folder_and_checkpoint_contents(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    train(cfg, data, tmp_path, progress=False)
+    assert json.loads((tmp_path / "config.json").read_text()) == cfg.to_dict()
+    recs = read_losses(tmp_path)
+    assert [r["step"] for r in recs] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert all(np.isfinite(r[k]) for r in recs for k in ("loss", "inv", "diff", "cls"))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for key in ("config", "model", "ema", "stats", "fingerprint", "optimizer", "step"):
+        assert key in ckpt
+    assert ckpt["fingerprint"] == data.fingerprint and ckpt["step"] == 40
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+class Interrupting(SyntheticWindows):
+    """Raises KeyboardInterrupt on the n-th batch, as Ctrl-C would."""
+
+    def __init__(self, *a, at: int, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.calls, self.at = 0, at
+
+    def sample(self, batch_size, rng):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().sample(batch_size, rng)
+
+
+def test_interrupted_run_resumes_on_the_same_loss_curve(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    full = tmp_path / "full"
+    train(cfg, SyntheticWindows(cfg.horizon, cfg.gamma), full, progress=False)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, Interrupting(cfg.horizon, cfg.gamma, at=18), cut, progress=False)
+    assert torch.load(cut / "checkpoint.pt", weights_only=False)["step"] == 17
+    # Resume (run length may be changed on resume; everything else must match).
+    tr = Trainer(cfg, SyntheticWindows(cfg.horizon, cfg.gamma), cut)
+    assert tr.step == 17
+    tr.run(progress=False)
+    assert strip(read_losses(cut)) == strip(read_losses(full))
+    a = torch.load(full / "checkpoint.pt", weights_only=False)["ema"]
+    b = torch.load(cut / "checkpoint.pt", weights_only=False)["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_from_other_config_or_dataset_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_cfg(n_epochs=1)
+    train(cfg, SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="dim: checkpoint 8 vs now 16"):
+        Trainer(cfg.replace(dim=16), SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="use_mf"):
+        Trainer(cfg.replace(use_mf=False), SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="another dataset"):
+        Trainer(cfg, SyntheticWindows(cfg.horizon, cfg.gamma, seed=9), tmp_path)
+    # A longer run of the same configuration is a resume, not a mismatch.
+    assert Trainer(cfg.replace(n_epochs=2), SyntheticWindows(8, cfg.gamma), tmp_path).step == 10
+
+
+def test_checkpoint_reloads_to_identical_outputs(tmp_path: Path) -> None:
+    cfg = tiny_cfg(n_epochs=1)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    tr = Trainer(cfg, data, tmp_path)
+    tr.run(progress=False)
+    w = data.sample(5, np.random.default_rng(0))
+    outs = []
+    for models in (load_run(tmp_path), load_run(tmp_path), tr.ema.eval()):
+        outs.append(
+            plan(
+                models,
+                w["x"][:, 0],
+                w["xbar"][:, 0],
+                "dpm2",
+                5,
+                0.1,
+                2,
+                torch.Generator().manual_seed(4),
+            )
+        )
+    for acts, plans in outs[1:]:
+        assert np.array_equal(acts, outs[0][0]) and np.array_equal(plans, outs[0][1])
+    raw = load_run(tmp_path, weights="raw")
+    x = torch.randn(3, 8, 8)
+    k = torch.tensor([0, 4, 9])
+    with torch.no_grad():
+        assert torch.equal(raw.eps(x, k), tr.models.eval().eps(x, k))
+    assert load_run(tmp_path, device="cpu").train_step == 10
+
+
+def test_cli_train_and_errors(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(
+        planner_cli, "open_dataset", lambda path, horizon, gamma: SyntheticWindows(horizon, gamma)
+    )
+    parser = argparse.ArgumentParser(prog="macdmp")
+    planner_cli.register(parser.add_subparsers(dest="command"))
+    sets = [
+        "--set",
+        "dim=8",
+        "groups=4",
+        "n_diffusion_steps=10",
+        "--set",
+        "n_epochs=1",
+        "steps_per_epoch=6",
+        "log_every=3",
+        "ckpt_every=3",
+        "batch_size=8",
+    ]
+    args = parser.parse_args(
+        ["train", "--data", "x.h5", "--out", str(tmp_path / "r"), "--no-mf", "--quiet", *sets]
+    )
+    assert args.func(args) == 0
+    assert load_run(tmp_path / "r").cfg.use_mf is False
+    assert len(read_losses(tmp_path / "r")) == 2
+    # The same command again resumes (finished: nothing to do); a different one is refused.
+    assert args.func(args) == 0
+    args = parser.parse_args(
+        ["train", "--data", "x.h5", "--out", str(tmp_path / "r"), "--quiet", *sets]
+    )
+    assert args.func(args) == 2
+    assert "use_mf" in capsys.readouterr().err
+    args = parser.parse_args(
+        ["train", "--data", "x", "--out", str(tmp_path / "q"), "--set", "widht=3"]
+    )
+    assert args.func(args) == 2
+    assert "unknown key 'widht'" in capsys.readouterr().err
+
+
+# ---- a model trained on a known distribution -----------------------------------------------
+
+TRAINED = {
+    "horizon": 8,
+    "dim": 16,
+    "groups": 8,
+    "n_diffusion_steps": 20,
+    "use_mf": False,
+    "n_epochs": 1,
+    "steps_per_epoch": 600,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "warmup_steps": 50,
+    "ema_start": 300,
+    "ema_decay": 0.99,
+    "log_every": 100,
+    "ckpt_every": 600,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cfg = make_config("demo", **TRAINED)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma, n_modes=2, seed=3)
+    run = tmp_path_factory.mktemp("trained")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions: one thread is as fast and immune to contention
+    try:
+        train(cfg, data, run, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return load_run(run), data
+
+
+# Tolerances in units of the data's standard deviation (the model works in normalised units).
+MEAN_TOL, STD_TOL = 0.25, 0.35
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver, steps", [("ddpm", None), ("dpm1", 10), ("dpm2", 10), ("dpm2", 5)])
+def test_samples_match_training_distribution(trained, solver: str, steps) -> None:
+    """Given the first observation, samples match the data's mean and spread at later steps."""
+    models, data = trained
+    w = data.sample(2000, np.random.default_rng(7))
+    z0 = models.to_model_space(torch.from_numpy(w["x"]), None)
+    cond = Conditioning.first_step(z0[:, 0], models.cfg.horizon)
+    z = sample(
+        models.eps,
+        models.schedule(),
+        tuple(z0.shape),
+        solver=solver,
+        steps=steps,
+        cond=cond,
+        generator=torch.Generator().manual_seed(0),
+        clip_x0=5.0,
+    )
+    mean_err = (z[:, 1:].mean(0) - z0[:, 1:].mean(0)).abs().mean()
+    std_ratio = (z[:, 1:].std(0) / z0[:, 1:].std(0)).mean()
+    assert mean_err < MEAN_TOL, f"mean error {mean_err:.3f}"
+    assert abs(std_ratio - 1) < STD_TOL, f"std ratio {std_ratio:.3f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver, steps", [("ddpm", None), ("dpm2", 10)])
+def test_guidance_raises_predicted_return(trained, solver: str, steps) -> None:
+    models, data = trained
+    w = data.sample(200, np.random.default_rng(8))
+
+    def mean_pred(scale: float) -> float:
+        _, plans = plan(
+            models, w["x"][:, 0], None, solver, steps, scale, 1, torch.Generator().manual_seed(0)
+        )
+        return float(models.predict_return(torch.from_numpy(plans), None).mean())
+
+    base, guided = mean_pred(0.0), mean_pred(0.5)
+    assert guided > base, (base, guided)
