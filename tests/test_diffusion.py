@@ -72,9 +72,16 @@ def test_schedules() -> None:
 
 
 def test_dpm_levels() -> None:
-    assert dpm_levels(100, 10) == [100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 0]
-    lv = dpm_levels(20, 20)
-    assert lv == list(range(20, -1, -1))
+    sch = NoiseSchedule(100)
+    lv = dpm_levels(sch, 10)
+    assert lv[-1] == 0 and len(lv) == 11
+    assert all(a > b for a, b in zip(lv, lv[1:], strict=False))
+    # the start is the top level whose signal coefficient is still >= 0.1, not level K
+    top = lv[0]
+    assert sch.ode_alpha[top] >= 0.1 > sch.ode_alpha[top + 1]
+    assert dpm_levels(NoiseSchedule(20), 18) == list(range(18, -1, -1))
+    with pytest.raises(ValueError, match="steps"):
+        dpm_levels(NoiseSchedule(20), 20)
 
 
 MU = torch.tensor([1.5, -0.5, 0.0, 0.7])
@@ -115,7 +122,11 @@ def test_samplers_match_gaussian_with_exact_model(solver: str, steps, std_tol: f
         generator=torch.Generator().manual_seed(0),
     )
     z = z.reshape(-1, 4)
-    assert torch.allclose(z.mean(0), MU, atol=0.05)
+    # The DPM solvers start from N(0, I) at the top level with alpha >= 0.1 (sampler.py), which
+    # drops up to alpha * MU of the mean there: data far from the normaliser's zero mean pay
+    # up to 10% of their mean. DDPM starts at level K and pays nothing.
+    mean_tol = 0.05 + (0.1 * MU.abs() if solver != "ddpm" else 0.0)
+    assert ((z.mean(0) - MU).abs() <= mean_tol).all(), z.mean(0)
     assert torch.allclose(z.std(0) / SD, torch.ones(4), atol=std_tol)
 
 

@@ -223,7 +223,15 @@ MEAN_TOL, STD_TOL = 0.25, 0.35
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("solver, steps", [("ddpm", None), ("dpm1", 10), ("dpm2", 10), ("dpm2", 5)])
+@pytest.mark.parametrize(
+    "solver, steps",
+    [
+        ("ddpm", None),
+        ("dpm1", 10),
+        ("dpm2", 10),
+        ("dpm2", 5),
+    ],
+)
 def test_samples_match_training_distribution(trained, solver: str, steps) -> None:
     """Given the first observation, samples match the data's mean and spread at later steps."""
     models, data = trained

@@ -139,9 +139,9 @@ PRESETS: dict[str, PlannerConfig] = {
         warmup_steps=100,
         ema_start=200,
         n_epochs=10,
-        steps_per_epoch=150,
+        steps_per_epoch=250,
         log_every=50,
-        ckpt_every=150,
+        ckpt_every=250,
     ),
 }
 
