@@ -66,6 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seeds", type=int, default=EVAL_SEEDS)
     d.set_defaults(func=_demo)
 
+    r = sub.add_parser(
+        "report",
+        help="merge `evaluate --json` files into a markdown report with tables and plots",
+    )
+    r.add_argument("--json", nargs="+", required=True, help="result files of macdmp evaluate")
+    r.add_argument("--losses", nargs="*", default=[], help="losses.jsonl files of training runs")
+    r.add_argument("--out", required=True, help="folder for report.md, qos.png, training.png")
+    r.add_argument("--title", default="Results")
+    r.set_defaults(func=_report)
+
     s = sub.add_parser(
         "sim-study",
         help="validation study of the simulator: every allocator, every scenario, a load sweep",
@@ -174,6 +184,15 @@ def _plots(result: dict, folder: Path) -> None:
     plot_delay_traces(
         traces, folder / "delay.png", f"per-frame delay, {first['scenario']} {first['rf']} RF"
     )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.json, args.losses, args.out, args.title)
+    print(path.read_text())
+    print(f"report written to {path}")
+    return 0
 
 
 def _sim_study(args: argparse.Namespace) -> int:

@@ -70,7 +70,9 @@ class PlannerPolicy(Policy):
         self.generator = torch.Generator(device=self._device)
         base = "MA-CDMP" if self.models.cfg.use_mf else "MA-CDMP w/o MF"
         k = self.models.cfg.n_diffusion_steps if solver == "ddpm" else self.steps
-        self.label = f"{base} ({solver} {k})"
+        extras = "" if self.guidance_scale == 0.1 else f", guide {self.guidance_scale:g}"
+        extras += "" if self.n_candidates == 1 else f", {self.n_candidates} candidates"
+        self.label = f"{base} ({solver} {k}{extras})"
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0) -> PlannerPolicy:

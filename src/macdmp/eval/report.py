@@ -1,0 +1,111 @@
+"""Merge `macdmp evaluate --json` files into one markdown report with tables and plots.
+
+    macdmp report --json a.json b.json ... --losses RUN/losses.jsonl ... --out DIR
+
+Writes DIR/report.md (one QoS table per RF condition, rows sorted by average reward) and
+DIR/qos.png, plus DIR/training.png when loss logs are given.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from macdmp.eval.episodes import METRICS
+
+HEADERS = {
+    "avg_reward": "avg reward",
+    "throughput_mbps": "throughput (Mbps)",
+    "mean_delay_ms": "delay (ms)",
+    "loss_rate": "loss rate",
+}
+
+
+def load_results(paths: list[str | Path]) -> list[dict]:
+    """Rows of every file, each tagged with its episode length; a policy seen twice is kept once
+    (the longest episodes win)."""
+    rows: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"--json: {p} does not exist")
+        try:
+            data = json.loads(p.read_text())
+            file_rows = data["rows"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"--json: {p} is not a `macdmp evaluate --json` file") from None
+        for row in file_rows:
+            row = dict(row, frames=data.get("frames"), source=p.name)
+            key = (row["policy"], row["rf"])
+            if key not in rows or (row["frames"] or 0) > (rows[key]["frames"] or 0):
+                rows[key] = row
+    return list(rows.values())
+
+
+def markdown_tables(rows: list[dict]) -> str:
+    out = []
+    for rf in dict.fromkeys(r["rf"] for r in rows):
+        mine = sorted((r for r in rows if r["rf"] == rf), key=lambda r: -r["avg_reward"])
+        out += [
+            f"#### {rf} RF",
+            "",
+            "| policy | "
+            + " | ".join(HEADERS[m] for m in METRICS)
+            + " | frames | decision ms/frame |",
+            "| --- |" + " --- |" * (len(METRICS) + 2),
+        ]
+        for r in mine:
+            cells = []
+            for m in METRICS:
+                d = 4 if m == "loss_rate" else 2
+                cells.append(f"{r[m]:.{d}f} ± {r[m + '_std']:.{d}f}")
+            out.append(
+                f"| {r['policy']} | "
+                + " | ".join(cells)
+                + f" | {r['frames']} | {r.get('act_ms_per_frame', float('nan')):.3g} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def plot_training(loss_files: list[str | Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for f in loss_files:
+        recs = [json.loads(line) for line in Path(f).read_text().splitlines() if line.strip()]
+        steps = np.array([r["step"] for r in recs])
+        label = Path(f).stem.removeprefix("losses-")
+        for ax, key in zip(axes, ("diff", "cls", "inv"), strict=True):
+            ax.plot(steps, [r[key] for r in recs], label=label, lw=1)
+            ax.set_title(
+                {"diff": "noise MSE", "cls": "return MSE", "inv": "inverse dynamics MSE"}[key]
+                + " (normalised)"
+            )
+            ax.set_xlabel("training step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(json_files, loss_files, out_dir: str | Path, title: str = "Results") -> Path:
+    from macdmp.eval.plots import plot_qos_bars
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_results(json_files)
+    text = [f"### {title}", "", markdown_tables(rows)]
+    plot_qos_bars(sorted(rows, key=lambda r: (r["rf"], -r["avg_reward"])), out / "qos.png", title)
+    text.append("![QoS by method](qos.png)")
+    if loss_files:
+        plot_training(loss_files, out / "training.png")
+        text += ["", "![training losses](training.png)"]
+    report = out / "report.md"
+    report.write_text("\n".join(text) + "\n")
+    return report
