@@ -19,8 +19,8 @@ demo: setup
 	$(BIN)/macdmp demo
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 
 test: lint
 	$(BIN)/pytest -q
