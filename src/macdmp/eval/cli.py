@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the whole pipeline at demo scale: collect, train MA-CDMP (+ w/o MF), evaluate",
     )
     d.add_argument("--out", default="demo-out", help="working folder (default demo-out/)")
-    d.add_argument("--frames", type=int, default=500, help="evaluation frames per episode")
+    d.add_argument("--frames", type=int, default=300, help="evaluation frames per episode")
     d.add_argument("--seeds", type=int, default=EVAL_SEEDS)
     d.set_defaults(func=_demo)
 
