@@ -28,23 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from macdmp.eval.protocol import EVAL_SEED_BASE
 from macdmp.sim.config import ConfigError, ScenarioConfig
+from macdmp.sim.core import STAT_FIELDS
 
 FORMAT_NAME = "macdmp-offline-dataset"
 FORMAT_VERSION = 1
-# Training env seeds live below 2**31; [2**31, 2**32) is reserved for evaluation.
-TRAIN_SEED_LIMIT = 2**31
-# Per-trajectory episode totals, columns of `totals`.
-TOTAL_FIELDS = (
-    "generated",
-    "delivered",
-    "dropped_buffer",
-    "dropped_retry",
-    "delay_sum_ms",
-    "transmissions",
-    "queued_end",
-    "reward_sum",
-)
+# Training env seeds live below the evaluation protocol's first seed (2**31).
+TRAIN_SEED_LIMIT = EVAL_SEED_BASE
+# Per-trajectory episode totals, columns of `totals`: the core's counters, then two more.
+TOTAL_FIELDS = (*STAT_FIELDS, "queued_end", "reward_sum")
 COMPRESSIONS = ("gzip1", "gzip2", "gzip3", "gzip4", "lzf", "none")
 DEFAULT_COMPRESSION = "gzip1"
 # Chunks hold at most this many frames of one trajectory (and always one trajectory).
