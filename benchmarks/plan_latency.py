@@ -24,19 +24,25 @@ FRAME_MS = 5.0
 
 
 def time_plan(
-    models, agents: int, solver: str, steps: int | None, repeats: int, guidance: float
+    models,
+    agents: int,
+    solver: str,
+    steps: int | None,
+    repeats: int,
+    guidance: float,
+    graph: bool | None = None,
 ) -> float:
     rng = np.random.default_rng(0)
     obs = rng.normal(20, 5, (agents, 4)).astype(np.float32)
     gen = torch.Generator(device=models.normalizer.obs_mean.device).manual_seed(0)
     cuda = models.normalizer.obs_mean.is_cuda
-    plan(models, obs, obs, solver, steps, guidance, 1, gen)  # warm-up
+    plan(models, obs, obs, solver, steps, guidance, 1, gen, cuda_graph=graph)  # warm-up
     ts = []
     for _ in range(repeats):
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        plan(models, obs, obs, solver, steps, guidance, 1, gen)  # returns numpy: synchronised
+        plan(models, obs, obs, solver, steps, guidance, 1, gen, cuda_graph=graph)  # synchronised
         ts.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ts)
 
@@ -60,13 +66,17 @@ def main() -> None:
         f"preset {a.preset} (H={cfg.horizon}, K={k}, width {cfg.dim}), device {device}, "
         f"guidance {a.guidance}, median of {repeats}"
     )
-    print("| agents | solver | model calls | ms per frame | within 5 ms frame |")
-    print("|---|---|---|---|---|")
+    # on a GPU: each case eagerly (one launch per kernel) and as a replayed CUDA graph
+    modes = [False, True] if device.type == "cuda" else [False]
+    print("| agents | solver | model calls | CUDA graph | ms per frame | within 5 ms frame |")
+    print("|---|---|---|---|---|---|")
     for agents in (9, 100):
         for solver, steps in cases:
-            ms = time_plan(models, agents, solver, steps, repeats, a.guidance)
-            ok = "yes" if ms <= FRAME_MS else f"no, {ms / FRAME_MS:.1f}x over"
-            print(f"| {agents} | {solver} | {steps or k} | {ms:.1f} | {ok} |")
+            for graph in modes:
+                ms = time_plan(models, agents, solver, steps, repeats, a.guidance, graph)
+                ok = "yes" if ms <= FRAME_MS else f"no, {ms / FRAME_MS:.1f}x over"
+                g = "yes" if graph else "no"
+                print(f"| {agents} | {solver} | {steps or k} | {g} | {ms:.1f} | {ok} |")
     if device.type != "cuda":
         print("\n(the 5 ms target is for a GPU; this is a CPU run)")
 

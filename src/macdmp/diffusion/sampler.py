@@ -61,9 +61,13 @@ def sample(
     guidance_scale: float = 0.0,
     generator: torch.Generator | None = None,
     clip_x0: float | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw x_0 of ``shape`` by reverse diffusion from N(0, I).
 
+    ``noise``, if given, holds every Gaussian draw the solver makes, shape
+    ``(noise_draws(solver, K), *shape)``, instead of drawing from ``generator``; a sampler fed
+    this way makes no host-device round trip and can be captured in a CUDA graph.
     ``solver``: "ddpm" (ancestral, K steps, Eq. 20), "dpm1" (first-order DPM-Solver, i.e. DDIM)
     or "dpm2" (second-order multistep DPM-Solver++) with ``steps`` model calls (default K).
     ``value`` (x, k-1) -> (B,) is the classifier; it is only called when guidance_scale != 0.
@@ -87,15 +91,27 @@ def sample(
         raise ValueError("guidance_scale: non-zero guidance needs a value (classifier) model")
     device = schedule.device
     guided = guidance_scale != 0.0
+    if noise is not None and tuple(noise.shape) != (noise_draws(solver, big_k), *shape):
+        raise ValueError(
+            f"noise: expected shape {(noise_draws(solver, big_k), *shape)} "
+            f"(got {tuple(noise.shape)})"
+        )
     ctx = torch.no_grad() if guided else torch.inference_mode()
     with ctx:
-        x = torch.randn(shape, generator=generator, device=device)
+        x = torch.randn(shape, generator=generator, device=device) if noise is None else noise[0]
         if cond is not None:
             x = cond.apply(x)
         if solver == "ddpm":
-            return _ddpm(eps_model, schedule, x, cond, value, guidance_scale, generator, clip_x0)
+            return _ddpm(
+                eps_model, schedule, x, cond, value, guidance_scale, generator, clip_x0, noise
+            )
         order = 2 if solver == "dpm2" else 1
         return _dpm(eps_model, schedule, x, n, order, cond, value, guidance_scale, clip_x0)
+
+
+def noise_draws(solver: str, n_steps: int) -> int:
+    """Gaussian draws of one sample: the start, plus one per step but the last for DDPM."""
+    return n_steps if solver == "ddpm" else 1
 
 
 def _ddpm(
@@ -107,18 +123,17 @@ def _ddpm(
     scale: float,
     generator: torch.Generator | None,
     clip_x0: float | None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     # mu = (x - beta/sqrt(1-abar) eps)/sqrt(alpha) (Eq. 20), computed as the posterior mean
     # c0 * x0_hat + c1 * x_k, which is the same number unless x0_hat is clipped.
     b = x.shape[0]
-    abar = sch.alpha_bars.double()
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    betas = sch.betas.double()
+    abar, abar_prev, betas = sch.abar64, sch.abar_prev64, sch.betas64
     c0 = (betas * abar_prev.sqrt() / (1 - abar)).tolist()
     c1 = ((1 - abar_prev) * (1 - betas).sqrt() / (1 - abar)).tolist()
     inv_sa = abar.rsqrt().tolist()
     s1a = (1 - abar).sqrt().tolist()
-    var = sch.posterior_var.tolist()
+    var = (betas * (1 - abar_prev) / (1 - abar)).tolist()
     for i in reversed(range(sch.n_steps)):
         idx = torch.full((b,), i, device=x.device, dtype=torch.long)
         x0 = (x - s1a[i] * eps_model(x, idx)) * inv_sa[i]
@@ -128,7 +143,10 @@ def _ddpm(
         if scale != 0.0 and var[i] > 0.0:
             mean = mean + (scale * var[i]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
         if i > 0:
-            z = torch.randn(x.shape, generator=generator, device=x.device)
+            if noise is None:
+                z = torch.randn(x.shape, generator=generator, device=x.device)
+            else:
+                z = noise[sch.n_steps - i]
             x = mean + var[i] ** 0.5 * z
         else:
             x = mean

@@ -45,6 +45,11 @@ class NoiseSchedule:
         def f32(t: torch.Tensor) -> torch.Tensor:
             return t.to(dtype=torch.float32, device=self.device)
 
+        # float64 copies on the CPU: the samplers read their per-step constants from these, so
+        # a sampling loop needs no device-to-host copy (and can be captured in a CUDA graph)
+        self.betas64 = betas
+        self.abar64 = abar
+        self.abar_prev64 = abar_prev
         self.betas = f32(betas)
         self.alphas = f32(alphas)
         self.alpha_bars = f32(abar)
