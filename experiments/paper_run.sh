@@ -23,8 +23,10 @@ setup)
   nvidia-smi -L
   python3 -c "import torch, numba, numpy, h5py; print('torch', torch.__version__, 'numba', \
 numba.__version__, 'numpy', numpy.__version__, 'h5py', h5py.__version__, 'cuda', torch.cuda.is_available())"
-  python3 benchmarks/train_speed.py --quick 2>&1 | tee "$OUT/gpu_train_speed.txt"
-  python3 benchmarks/plan_latency.py --quick 2>&1 | tee "$OUT/gpu_plan_latency.txt"
+  if [ -z "${SKIP_BENCH:-}" ]; then
+    python3 benchmarks/train_speed.py --quick 2>&1 | tee "$OUT/gpu_train_speed.txt"
+    python3 benchmarks/plan_latency.py --quick 2>&1 | tee "$OUT/gpu_plan_latency.txt"
+  fi
   [ -f "$W/paper.h5" ] || macdmp collect --preset paper --out "$W/paper.h5" --threads 8 --quiet \
       2>&1 | tee "$OUT/collect.txt"
   macdmp dataset info "$W/paper.h5" | head -12 > "$OUT/dataset_info.txt"
@@ -50,20 +52,20 @@ eval)
   # Every policy sees the same held-out networks: 4 scenarios x 3 seeds x ideal/limited RF.
   mkdir -p "$W/eval"
   export OMP_NUM_THREADS=2  # five evaluations share the machine's CPU; the models run on the GPU
-  common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --rf ideal,limited)
-  # DDPM runs K = 100 model calls per frame (1.7 s per frame on this machine, launch-bound):
-  # its episodes are cut to DDPM_FRAMES (default 200) to fit the machine's 30-minute lease.
+  common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --rf ideal,limited --frames 1000)
+  ev() { local name=$1; shift; detach "$W/eval-$name.log" python3 -m macdmp.cli evaluate \
+      "${common[@]}" "$@" --json "$W/eval/$name.json"; }
   for r in macdmp macdmp-nomf; do
-    detach "$W/eval-$r-ddpm.log" python3 -m macdmp.cli evaluate "${common[@]}" \
-        --frames "${DDPM_FRAMES:-200}" --policy "macdmp:$W/runs/$r,solver=ddpm" \
-        --policy behaviour --policy carried --policy maxweight --json "$W/eval/$r-ddpm.json"
-    detach "$W/eval-$r-dpm.log" python3 -m macdmp.cli evaluate "${common[@]}" --frames 1000 \
-        --policy "macdmp:$W/runs/$r,solver=dpm1,steps=10" \
-        --policy "macdmp:$W/runs/$r,solver=dpm2,steps=10" --json "$W/eval/$r-dpm.json"
+    run="macdmp:$W/runs/$r"
+    ev "$r-ddpm" --policy "$run,solver=ddpm"
+    ev "$r-dpm" --policy "$run,solver=dpm1,steps=10" --policy "$run,solver=dpm2,steps=10" \
+        --policy "$run,solver=dpm2,steps=5"
+    # the levers: guidance scale (Fig. 8) and candidate plans ranked by the classifier
+    ev "$r-levers" --policy "$run,solver=dpm2,guide=0" --policy "$run,solver=dpm2,guide=0.5" \
+        --policy "$run,solver=dpm2,guide=2" --policy "$run,solver=dpm2,candidates=4"
   done
-  detach "$W/eval-allocators.log" python3 -m macdmp.cli evaluate "${common[@]}" --frames 1000 \
-      --policy behaviour --policy carried --policy equal --policy ratio --policy proportional \
-      --policy maxweight --policy backpressure --policy random --json "$W/eval/allocators.json"
+  ev allocators --policy behaviour --policy carried --policy equal --policy ratio \
+      --policy proportional --policy maxweight --policy backpressure --policy random
   sleep 20; tail -n 2 "$W"/eval-*.log
   ;;
 results)
