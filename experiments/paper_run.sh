@@ -6,7 +6,7 @@
 #                                      # (TRAIN_EPOCHS=10 by default: see docs/results.md)
 #   experiments/paper_run.sh status    # training/evaluation progress; copies logs to $OUT
 #   experiments/paper_run.sh eval      # start the evaluations (after training has finished)
-#   experiments/paper_run.sh results   # copy result files and plots to $OUT
+#   experiments/paper_run.sh results   # result files and loss logs, as $OUT/paper-results.tgz
 #
 # Works from the repository root without installing the package (PYTHONPATH=src): the GPU
 # machine has torch, numba, h5py and matplotlib but no package index.
@@ -51,7 +51,7 @@ status)
 eval)
   # Every policy sees the same held-out networks: 4 scenarios x 3 seeds x ideal/limited RF.
   mkdir -p "$W/eval"
-  export OMP_NUM_THREADS=2  # five evaluations share the machine's CPU; the models run on the GPU
+  export OMP_NUM_THREADS=2  # seven evaluations share the machine's CPU; the models run on the GPU
   common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --rf ideal,limited --frames 1000)
   ev() { local name=$1; shift; detach "$W/eval-$name.log" python3 -m macdmp.cli evaluate \
       "${common[@]}" "$@" --json "$W/eval/$name.json"; }
@@ -69,9 +69,10 @@ eval)
   sleep 20; tail -n 2 "$W"/eval-*.log
   ;;
 results)
-  cp "$W"/eval/*.json "$OUT/" 2>/dev/null || true
-  for r in macdmp macdmp-nomf; do cp "$W/runs/$r/losses.jsonl" "$OUT/losses-$r.jsonl"; done
-  ls -la "$OUT"
+  # one archive: the device tool brings back at most 8 files
+  for r in macdmp macdmp-nomf; do cp "$W/runs/$r/losses.jsonl" "$W/eval/losses-$r.jsonl"; done
+  tar czf "$OUT/paper-results.tgz" -C "$W/eval" .
+  tar tzvf "$OUT/paper-results.tgz"
   ;;
 *)
   echo "usage: $0 setup|status|eval|results" >&2; exit 2 ;;
