@@ -1,71 +1,170 @@
-"""Training throughput of MA-CDMP's joint step (Eq. 19) at the paper batch size.
+"""Training throughput of the one trainer: eager, captured (CUDA graph), compiled, and packed.
 
-    python benchmarks/train_speed.py [--preset paper|demo] [--quick] [--device DEV]
+    python benchmarks/train_speed.py [--preset paper|demo] [--method ma-cdmp] [--device DEV]
+                                     [--modes eager,captured,compiled,packed2,packed4,procs4]
+                                     [--quick]
 
-Prints median steps/s over repeated timing windows and the projected time for the preset's
-run; with the paper preset, compares against the target (100,000 steps in 15 minutes on a GPU).
-Data are synthetic windows with the real shapes (the step's cost does not depend on content).
+Each mode trains fresh runs of the preset on synthetic windows with the real shapes (the step's
+cost does not depend on content) and prints, per mode, the median steps/s over repeated timing
+windows for one run and for all runs together, the projected time for 100,000 steps of one run,
+and the one-off preparation time (warm-up steps, compilation and graph capture).
+  eager      the step as Python launches it (the CPU path)
+  captured   the whole step replayed as one CUDA graph
+  compiled   the backbones compiled by torch.compile, inside the captured graph
+  packedR    R captured runs in one process, each replaying on its own CUDA stream
+  procsR     R separate processes, each one captured run, started together
+Targets on one H100 (paper preset): 100,000 steps in 12 min (bar) or 3 min (goal); packed runs
+at least 3x the total throughput of one captured run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 import torch
 
-from macdmp.planner import Trainer, make_config, pick_device
+from macdmp.methods import Trainer, get_method, make_config, pick_device
 from macdmp.planner.synthetic import SyntheticWindows
 
-TARGET_STEPS, TARGET_S = 100_000, 15 * 60
+TARGET_STEPS = 100_000
+BAR_S, GOAL_S = 12 * 60, 3 * 60
 
 
-def measure(preset: str, device: str | None, warmup: int, window: int, repeats: int) -> dict:
-    cfg = make_config(preset)
+def measure(
+    method: str, preset: str, device: str, runs: int, capture: bool, compile: bool, a
+) -> dict:
+    cfg = make_config(method, preset, max_steps=10**9)
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    with tempfile.TemporaryDirectory() as run:
-        tr = Trainer(cfg, data, run, device)
-        tr.models.train()
-        for _ in range(warmup):
-            tr.train_step()
+    with tempfile.TemporaryDirectory() as root:
+        trs = [
+            Trainer(
+                method,
+                cfg.replace(seed=k),
+                data,
+                f"{root}/{k}",
+                device,
+                capture=capture,
+                compile=compile,
+            )
+            for k in range(runs)
+        ]
+        t0 = time.perf_counter()
+        for tr in trs:
+            tr.method.train()
+            tr.prepare()
+        prepare_s = time.perf_counter() - t0
+        for _ in range(a.warmup):
+            for tr in trs:
+                tr.train_step()
         rates = []
-        for _ in range(repeats):
-            if tr.device.type == "cuda":
-                torch.cuda.synchronize()
+        for _ in range(a.repeats):
+            for tr in trs:
+                tr.sync()
             t0 = time.perf_counter()
-            for _ in range(window):
-                tr.train_step()  # float(loss) in train_step synchronises each step
-            rates.append(window / (time.perf_counter() - t0))
-    return {"device": str(tr.device), "cfg": cfg, "rate": statistics.median(rates)}
+            for _ in range(a.window):
+                for tr in trs:
+                    tr.train_step()
+            for tr in trs:
+                tr.sync()
+            rates.append(a.window / (time.perf_counter() - t0))
+    return {"rate": statistics.median(rates), "runs": runs, "prepare_s": prepare_s}
+
+
+def measure_procs(a, runs: int) -> dict:
+    """R processes, each measuring one captured run; their rates add up."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--preset",
+        a.preset,
+        "--method",
+        a.method,
+        "--warmup",
+        str(a.warmup),
+        "--window",
+        str(a.window),
+        "--repeats",
+        str(a.repeats),
+    ]
+    if a.device:
+        cmd += ["--device", a.device]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(runs)]
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return {
+        "rate": statistics.median(o["rate"] for o in outs),
+        "total": sum(o["rate"] for o in outs),
+        "runs": runs,
+        "prepare_s": max(o["prepare_s"] for o in outs),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--method", default="ma-cdmp")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--quick", action="store_true", help="few steps (a CPU smoke run)")
+    ap.add_argument("--modes", default=None, help="comma list (default: all that apply)")
+    ap.add_argument("--quick", action="store_true", help="few steps (a smoke run)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--window", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    warmup, window, repeats = (3, 5, 3) if a.quick else (20, 50, 5)
-    r = measure(a.preset, a.device, warmup, window, repeats)
-    cfg = r["cfg"]
+    dw, dn, dr = (3, 5, 3) if a.quick else (30, 200, 5)
+    a.warmup = dw if a.warmup is None else a.warmup
+    a.window = dn if a.window is None else a.window
+    a.repeats = dr if a.repeats is None else a.repeats
+    dev = pick_device(a.device)
+    cuda = dev.type == "cuda"
+    if a.child:
+        r = measure(a.method, a.preset, str(dev), 1, True, False, a)
+        print(json.dumps({"rate": r["rate"], "prepare_s": r["prepare_s"]}))
+        return
+    get_method(a.method)
+    default = "eager,captured,compiled,packed2,packed4,packed8,procs4" if cuda else "eager"
+    modes = (a.modes or default).split(",")
+    cfg = make_config(a.method, a.preset)
+    name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(
-        f"| preset | device | batch | H | K | width | steps/s (median of {repeats}) "
-        f"| time for {cfg.total_steps:,} steps |"
+        f"{a.method} {a.preset} preset, batch {cfg.batch_size}, H {cfg.horizon}; {name}; "
+        f"torch {torch.__version__}; median of {a.repeats} windows of {a.window} steps"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    proj = cfg.total_steps / r["rate"]
-    print(
-        f"| {a.preset} | {r['device']} | {cfg.batch_size} | {cfg.horizon} | "
-        f"{cfg.n_diffusion_steps} | {cfg.dim} | {r['rate']:.1f} | {proj / 60:.1f} min |"
-    )
-    if a.preset == "paper":
-        need = TARGET_STEPS / TARGET_S
-        on_gpu = pick_device(a.device).type == "cuda"
-        verdict = "met" if r["rate"] >= need else f"missed by {need / r['rate']:.1f}x"
-        where = "" if on_gpu else " (target is for one H100; this is not a GPU run)"
-        print(f"\ntarget: {need:.1f} steps/s (100,000 steps in 15 min): {verdict}{where}")
+    print()
+    print("| mode | runs | steps/s per run | steps/s all runs | 100k steps, one run | prepare |")
+    print("|---|---|---|---|---|---|")
+    base = None
+    for mode in modes:
+        if mode == "eager":
+            r = measure(a.method, a.preset, str(dev), 1, False, False, a)
+        elif mode == "captured":
+            r = measure(a.method, a.preset, str(dev), 1, True, False, a)
+        elif mode == "compiled":
+            r = measure(a.method, a.preset, str(dev), 1, True, True, a)
+        elif mode.startswith("packed"):
+            r = measure(a.method, a.preset, str(dev), int(mode[6:]), True, False, a)
+        elif mode.startswith("procs"):
+            r = measure_procs(a, int(mode[5:]))
+        else:
+            raise SystemExit(f"--modes: unknown mode {mode!r}")
+        total = r.get("total", r["rate"] * r["runs"])
+        if mode == "captured":
+            base = total
+        proj = TARGET_STEPS / r["rate"]
+        ratio = f" ({total / base:.1f}x captured)" if base and r["runs"] > 1 else ""
+        print(
+            f"| {mode} | {r['runs']} | {r['rate']:.1f} | {total:.1f}{ratio} | "
+            f"{proj / 60:.1f} min | {r['prepare_s']:.1f} s |",
+            flush=True,
+        )
+    print(f"\ntargets (one H100): 100,000 steps in {BAR_S // 60} min (bar), {GOAL_S // 60} min "
+          "(goal); packed total >= 3x one captured run")  # fmt: skip
 
 
 if __name__ == "__main__":

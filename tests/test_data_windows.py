@@ -96,3 +96,26 @@ def test_bad_arguments(files):
         open_windows(files[0], H, 1.5)
     with pytest.raises(FileNotFoundError):
         open_windows(files[0].with_name("missing.h5"), H, GAMMA)
+
+
+def test_torch_windows_match_the_numba_gather(files):
+    """The trainer's on-device gather serves exactly the windows of WindowDataset.get."""
+    import torch
+
+    ds = open_windows(files[0], H, GAMMA)
+    tw = ds.torch_sampler("cpu")
+    index = np.random.default_rng(1).integers(0, ds.n_windows, 500)
+    index[:2] = [0, ds.n_windows - 1]
+    want = ds.get(index)
+    got = tw.get(torch.as_tensor(index))
+    for key in ("x", "xbar", "act", "y"):
+        np.testing.assert_allclose(got[key].numpy(), want[key], rtol=1e-5, atol=1e-4)
+    for b, w in enumerate(index[:50]):  # rewards, one by one
+        name, traj, agent, t = ds.locate(int(w))
+        rew = raw(files[0])[name]["rewards"][traj, t : t + H, agent]
+        np.testing.assert_array_equal(got["rew"][b].numpy(), rew)
+    batch = tw.sample(64, torch.Generator().manual_seed(0))
+    assert batch["x"].shape == (64, H, 4) and batch["y"].shape == (64,)
+    assert set(ds.torch_sampler("cpu", ("x", "act")).sample(3)) == {"x", "act"}
+    with pytest.raises(ValueError, match="keys"):
+        ds.torch_sampler("cpu", ("x", "nope"))

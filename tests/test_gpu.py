@@ -57,3 +57,71 @@ def test_plan_on_gpu_defaults_to_graphs_and_stays_in_range():
     actions, plans = plan(models, obs, obs, "dpm2", 10, 0.1, 1, gen)
     assert actions.shape == (9,) and np.all((actions >= 0) & (actions <= data.rbs))
     assert np.allclose(plans[:, 0, :4], obs, atol=1e-3)
+
+
+# ---- the trainer's captured step -----------------------------------------------------------
+
+TINY_GPU = {"batch_size": 32, "n_epochs": 1, "steps_per_epoch": 40, "log_every": 10,
+            "ckpt_every": 40, "warmup_steps": 5, "ema_start": 10}  # fmt: skip
+
+
+def _trainers(tmp_path, n, **kw):
+    from macdmp.methods import Trainer
+    from macdmp.planner import make_config as planner_config
+
+    cfg = planner_config("demo", **TINY_GPU)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    return [Trainer("ma-cdmp", cfg, data, tmp_path / f"{kw}-{k}", "cuda", **kw) for k in range(n)]
+
+
+def _steps(trs, n):
+    for tr in trs:
+        tr.method.train()
+        tr.prepare()
+    for _ in range(n):
+        for tr in trs:
+            tr.train_step()
+    for tr in trs:
+        tr.sync()
+
+
+def test_captured_step_matches_the_eager_step(tmp_path):
+    (eager,) = _trainers(tmp_path, 1, capture=False)
+    (graph,) = _trainers(tmp_path, 1, capture=True)
+    _steps([eager], 25)
+    _steps([graph], 25 - 3)  # prepare() took 3 eager warm-up steps before capture
+    assert graph.graph is not None and graph.step == eager.step == 25
+    torch.testing.assert_close(graph.acc, eager.acc, rtol=1e-4, atol=1e-5)
+    for a, b in zip(graph.params, eager.params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    for a, b in zip(graph.ema_params, eager.ema_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_packed_runs_on_streams_match_a_run_alone(tmp_path):
+    (alone,) = _trainers(tmp_path, 1, capture=True)
+    packed = _trainers(tmp_path, 3, capture=True)
+    _steps([alone], 30)
+    _steps(packed, 30)
+    for tr in packed:
+        torch.testing.assert_close(tr.acc, alone.acc, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_captured_training_runs(tmp_path):
+    (eager,) = _trainers(tmp_path, 1, capture=False)
+    (comp,) = _trainers(tmp_path, 1, capture=True, compile=True)
+    _steps([eager], 20)
+    _steps([comp], 17)
+    assert torch.isfinite(comp.acc).all()
+    torch.testing.assert_close(comp.acc, eager.acc, rtol=2e-2, atol=1e-3)
+
+
+def test_a_gpu_run_resumes_on_the_cpu(tmp_path):
+    from macdmp.methods import Trainer
+
+    (tr,) = _trainers(tmp_path, 1, capture=True)
+    tr.run(progress=False)
+    cpu = Trainer("ma-cdmp", tr.cfg.replace(n_epochs=2), tr.data, tr.run_dir, "cpu")
+    assert cpu.step == 40
+    cpu.run(progress=False)
+    assert cpu.step == 80

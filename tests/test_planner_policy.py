@@ -7,7 +7,7 @@ import pytest
 
 from macdmp.cli import main
 from macdmp.eval.evaluate import evaluate
-from macdmp.planner.policy import PlannerPolicy
+from macdmp.methods.policy import RunPolicy
 from macdmp.policies import PolicyError, make_policy
 from macdmp.sim.config import PRESETS
 from macdmp.sim.core import BatchedNetworks
@@ -70,7 +70,7 @@ def runs(tmp_path_factory):
 
 
 def _policy(run, **kw):
-    return PlannerPolicy(run, solver="dpm2", steps=3, seed=5, **kw)
+    return RunPolicy(run, solver="dpm2", steps=3, seed=5, **kw)
 
 
 @pytest.mark.parametrize("which", ["mf", "nomf"])
@@ -108,7 +108,7 @@ def test_planner_evaluation_is_reproducible(runs):
 
 
 def test_bad_run_folders_and_options(runs, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a training run folder"):
+    with pytest.raises(PolicyError, match="training run folder"):
         make_policy(f"macdmp:{tmp_path / 'missing'}")
     with pytest.raises(PolicyError, match="not understood"):
         make_policy(f"macdmp:{runs['mf']},zeta=3")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +13,18 @@ import pytest
 import torch
 
 from macdmp.diffusion import Conditioning, sample
-from macdmp.planner import (
+from macdmp.methods import (
     CheckpointMismatchError,
     Trainer,
+    TrainingInterrupted,
     load_run,
-    make_config,
-    plan,
+    lr_factor,
     read_losses,
     train,
 )
-from macdmp.planner import cli as planner_cli
+from macdmp.methods import cli as train_cli
+from macdmp.planner import make_config, plan
 from macdmp.planner.synthetic import SyntheticWindows
-from macdmp.planner.train import lr_factor
 
 TINY = {
     "horizon": 8,
@@ -60,7 +62,8 @@ def test_run_folder_and_checkpoint_contents(tmp_path: Path) -> None:
     cfg = tiny_cfg()
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
     train(cfg, data, tmp_path, progress=False)
-    assert json.loads((tmp_path / "config.json").read_text()) == cfg.to_dict()
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta == {"method": "ma-cdmp", "method_version": 1, "config": cfg.to_dict()}
     recs = read_losses(tmp_path)
     assert [r["step"] for r in recs] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert all(np.isfinite(r[k]) for r in recs for k in ("loss", "inv", "diff", "cls"))
@@ -72,32 +75,44 @@ def test_run_folder_and_checkpoint_contents(tmp_path: Path) -> None:
 
 
 class Interrupting(SyntheticWindows):
-    """Raises KeyboardInterrupt on the n-th batch, as Ctrl-C would."""
+    """Sends this process a signal while the n-th batch is drawn, as Ctrl-C or `kill` would."""
 
-    def __init__(self, *a, at: int, **kw) -> None:
+    def __init__(self, *a, at: int, signum: int = signal.SIGINT, **kw) -> None:
         super().__init__(*a, **kw)
-        self.calls, self.at = 0, at
+        self.calls, self.at, self.signum = 0, at, signum
 
-    def sample(self, batch_size, rng):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().sample(batch_size, rng)
+    def torch_sampler(self, device, keys=("x", "xbar", "act", "rew", "y")):
+        inner = super().torch_sampler(device, keys)
+        outer = self
+
+        class Sampler:
+            def sample(self, b, generator=None):
+                outer.calls += 1
+                if outer.calls == outer.at:
+                    os.kill(os.getpid(), outer.signum)
+                return inner.sample(b, generator)
+
+        return Sampler()
 
 
-def test_interrupted_run_resumes_on_the_same_loss_curve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_resumes_on_the_same_loss_curve(tmp_path: Path, signum) -> None:
     cfg = tiny_cfg()
     full = tmp_path / "full"
     train(cfg, SyntheticWindows(cfg.horizon, cfg.gamma), full, progress=False)
     cut = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, Interrupting(cfg.horizon, cfg.gamma, at=18), cut, progress=False)
-    assert torch.load(cut / "checkpoint.pt", weights_only=False)["step"] == 17
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, Interrupting(cfg.horizon, cfg.gamma, at=18, signum=signum), cut, progress=False)
+    # The signal arrived during step 18: that step completes, then the state is saved.
+    ckpt = torch.load(cut / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 18 and ckpt["wall_s"] > 0
     # Resume (run length may be changed on resume; everything else must match).
-    tr = Trainer(cfg, SyntheticWindows(cfg.horizon, cfg.gamma), cut)
-    assert tr.step == 17
+    tr = Trainer("ma-cdmp", cfg, SyntheticWindows(cfg.horizon, cfg.gamma), cut)
+    assert tr.step == 18
     tr.run(progress=False)
     assert strip(read_losses(cut)) == strip(read_losses(full))
+    walls = [r["wall_s"] for r in read_losses(cut)]
+    assert walls == sorted(walls)  # wall time keeps counting across the resume
     a = torch.load(full / "checkpoint.pt", weights_only=False)["ema"]
     b = torch.load(cut / "checkpoint.pt", weights_only=False)["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -107,19 +122,24 @@ def test_checkpoint_from_other_config_or_dataset_is_refused(tmp_path: Path) -> N
     cfg = tiny_cfg(n_epochs=1)
     train(cfg, SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path, progress=False)
     with pytest.raises(CheckpointMismatchError, match="dim: checkpoint 8 vs now 16"):
-        Trainer(cfg.replace(dim=16), SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path)
+        Trainer("ma-cdmp", cfg.replace(dim=16), SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path)
     with pytest.raises(CheckpointMismatchError, match="use_mf"):
-        Trainer(cfg.replace(use_mf=False), SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path)
+        Trainer(
+            "ma-cdmp", cfg.replace(use_mf=False), SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path
+        )
     with pytest.raises(CheckpointMismatchError, match="another dataset"):
-        Trainer(cfg, SyntheticWindows(cfg.horizon, cfg.gamma, seed=9), tmp_path)
+        Trainer("ma-cdmp", cfg, SyntheticWindows(cfg.horizon, cfg.gamma, seed=9), tmp_path)
     # A longer run of the same configuration is a resume, not a mismatch.
-    assert Trainer(cfg.replace(n_epochs=2), SyntheticWindows(8, cfg.gamma), tmp_path).step == 10
+    assert (
+        Trainer("ma-cdmp", cfg.replace(n_epochs=2), SyntheticWindows(8, cfg.gamma), tmp_path).step
+        == 10
+    )
 
 
 def test_checkpoint_reloads_to_identical_outputs(tmp_path: Path) -> None:
     cfg = tiny_cfg(n_epochs=1)
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    tr = Trainer(cfg, data, tmp_path)
+    tr = Trainer("ma-cdmp", cfg, data, tmp_path)
     tr.run(progress=False)
     w = data.sample(5, np.random.default_rng(0))
     outs = []
@@ -142,16 +162,16 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path: Path) -> None:
     x = torch.randn(3, 8, 8)
     k = torch.tensor([0, 4, 9])
     with torch.no_grad():
-        assert torch.equal(raw.eps(x, k), tr.models.eval().eps(x, k))
+        assert torch.equal(raw.eps(x, k), tr.method.eval().eps(x, k))
     assert load_run(tmp_path, device="cpu").train_step == 10
 
 
 def test_cli_train_and_errors(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(
-        planner_cli, "open_dataset", lambda path, horizon, gamma: SyntheticWindows(horizon, gamma)
+        train_cli, "open_dataset", lambda path, horizon, gamma: SyntheticWindows(horizon, gamma)
     )
     parser = argparse.ArgumentParser(prog="macdmp")
-    planner_cli.register(parser.add_subparsers(dest="command"))
+    train_cli.register(parser.add_subparsers(dest="command"))
     sets = [
         "--set",
         "dim=8",

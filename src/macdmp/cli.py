@@ -10,7 +10,7 @@ import sys
 STAGES = (
     "macdmp.sim.cli",  # simulate
     "macdmp.data.cli",  # collect, dataset info|validate
-    "macdmp.planner.cli",  # train
+    "macdmp.methods.cli",  # train (any method)
     "macdmp.eval.cli",  # evaluate, demo
 )
 

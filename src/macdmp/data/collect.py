@@ -29,7 +29,8 @@ from macdmp.data.format import (
     TRAIN_SEED_LIMIT,
     atomic_dataset,
 )
-from macdmp.policies.allocators import make_policy
+from macdmp.policies import make_policy
+from macdmp.signals import sigterm_raises
 from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES, ScenarioConfig, load_scenario
 from macdmp.sim.core import STAT_FIELDS, BatchedNetworks
 
@@ -200,6 +201,7 @@ def run_batch(
     }
 
 
+@sigterm_raises()  # SIGTERM is Ctrl-C here: either way the partial file is removed
 def collect(settings: CollectSettings, force: bool = False, progress: bool = True) -> CollectResult:
     """Collect the dataset described by `settings` into `settings.out` (atomically)."""
     from tqdm import tqdm

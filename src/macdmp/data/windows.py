@@ -6,6 +6,7 @@ rewards of frames t .. t+H-1 exist:
   x    (H, 4)  o_t .. o_{t+H-1} of the agent, raw units (packets)
   xbar (H, 4)  the mean of the same frames over its 1-hop neighbours (stored adjacency, Eq. 11)
   act  (H,)    a_t .. a_{t+H-1} (RBs)
+  rew  (H,)    r_t .. r_{t+H-1} (ms, <= 0)
   y    ()      sum_{k<H} gamma^k r_{t+k} (ms, <= 0)
 The whole file is read into memory once (the paper-scale file is about 0.9 GB there: uint16
 observations, float32 actions and rewards); windows are gathered by a compiled kernel, so the
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numba as nb
 import numpy as np
+import torch
 
 from macdmp.data.format import (
     DatasetError,
@@ -36,6 +38,7 @@ from macdmp.data.format import (
 STATS_WINDOWS = 65_536
 STATS_SEED = 0
 STD_FLOOR = 1e-3  # a constant dimension normalises to 0 instead of dividing by ~0
+WINDOW_KEYS = ("x", "xbar", "act", "rew", "y")
 
 
 @nb.njit(cache=True, nogil=True)
@@ -107,6 +110,10 @@ class WindowDataset:
     def scenarios(self) -> list[str]:
         return [g.name for g in self._groups]
 
+    def scenario_configs(self) -> list:
+        """The ScenarioConfig of every scenario, in file order (in-loop evaluation runs them)."""
+        return [self.header.scenarios[g.name].config for g in self._groups]
+
     def train_seeds(self) -> np.ndarray:
         """Every trajectory's env seed (int64, sorted): evaluation must use other seeds."""
         return np.sort(np.concatenate([g.seeds for g in self._groups]))
@@ -170,11 +177,109 @@ class WindowDataset:
             self._stats = s
         return self._stats
 
+    def torch_sampler(
+        self, device: torch.device | str, keys: tuple[str, ...] = WINDOW_KEYS
+    ) -> TorchWindows:
+        """The windows gathered by torch on ``device`` (what the trainer samples from)."""
+        return TorchWindows(self, torch.device(device), keys)
+
     def __repr__(self) -> str:
         return (
             f"WindowDataset({str(self.path)!r}, horizon={self.horizon}, gamma={self.gamma}, "
             f"scenarios={self.scenarios}, n_windows={self.n_windows})"
         )
+
+
+class TorchWindows:
+    """A WindowDataset's arrays on a torch device, and windows gathered there.
+
+    ``get(index)`` returns the same windows as ``WindowDataset.get`` (as float32 tensors, only
+    the requested ``keys``); ``sample(B, generator)`` draws B window indices uniformly with
+    replacement on the device. Nothing here synchronises with the host, so sampling can be
+    part of a captured CUDA graph. Scenarios with fewer nodes are padded to the largest N with
+    nodes that are nobody's neighbour and are never drawn.
+    """
+
+    def __init__(self, ds: WindowDataset, device: torch.device, keys: tuple[str, ...]):
+        bad = [k for k in keys if k not in WINDOW_KEYS]
+        if bad or not keys:
+            raise ValueError(f"keys: {bad or keys} not window fields; use some of {WINDOW_KEYS}")
+        self.keys = tuple(keys)
+        self.horizon = ds.horizon
+        self.n_windows = ds.n_windows
+        groups = ds._groups
+        n_max = max(g.obs.shape[2] for g in groups)
+        f_max = max(g.obs.shape[1] for g in groups)
+        big = max(int(g.obs.max(initial=0)) for g in groups)
+        odt = np.int16 if big < 2**15 else np.int32
+        obs, adj, act, rew = [], [], [], []
+        pair_traj, pair_agent, pair_count = [], [], []
+        t0 = 0
+        for g in groups:
+            t, f1, n, _ = g.obs.shape
+            o = np.zeros((t, f_max, n_max, 4), dtype=odt)
+            o[:, :f1, :n] = g.obs
+            a = np.zeros((t, n_max, n_max), dtype=np.float32)
+            a[:, :n, :n] = g.adjacency
+            ac = np.zeros((t, f_max - 1, n_max), dtype=np.float32)
+            ac[:, : f1 - 1, :n] = g.actions
+            rw = np.zeros_like(ac)
+            rw[:, : f1 - 1, :n] = g.rewards
+            obs.append(o), adj.append(a), act.append(ac), rew.append(rw)
+            # pairs in the global window order of WindowDataset: trajectory-major, then agent
+            pair_traj.append(np.repeat(np.arange(t0, t0 + t), n))
+            pair_agent.append(np.tile(np.arange(n), t))
+            pair_count.append(np.full(t * n, g.starts))
+            t0 += t
+        as_t = lambda v, dt=None: torch.as_tensor(np.concatenate(v), dtype=dt, device=device)  # noqa: E731
+        self._obs = as_t(obs)
+        self._adj = as_t(adj)
+        deg = self._adj.sum(dim=2).clamp(min=1.0)
+        self._adj_norm = self._adj / deg[..., None]  # row i: 1/deg_i on i's neighbours
+        self._act = as_t(act) if "act" in keys else None
+        self._rew = as_t(rew) if ("rew" in keys or "y" in keys) else None
+        self._pair_traj = as_t(pair_traj, torch.long)
+        self._pair_agent = as_t(pair_agent, torch.long)
+        ends = np.cumsum(np.concatenate(pair_count))
+        self._pair_end = torch.as_tensor(ends, dtype=torch.long, device=device)
+        self._pair_start = self._pair_end - as_t(pair_count, torch.long)
+        self._steps = torch.arange(ds.horizon, device=device)
+        self._disc = torch.as_tensor(ds._discounts, dtype=torch.float32, device=device)
+        self.device = device
+
+    def get(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The windows with these global indices, in that order (no range check)."""
+        p = torch.searchsorted(self._pair_end, index, right=True)
+        t = index - self._pair_start[p]
+        traj, agent = self._pair_traj[p], self._pair_agent[p]
+        frames = t[:, None] + self._steps  # (B, H)
+        out: dict[str, torch.Tensor] = {}
+        if "x" in self.keys or "xbar" in self.keys:
+            seq = self._obs[traj[:, None], frames]  # (B, H, N, 4)
+            if "x" in self.keys:
+                rows = torch.arange(len(index), device=index.device)
+                out["x"] = seq[rows, :, agent].float()
+            if "xbar" in self.keys:
+                w = self._adj_norm[traj, agent]  # (B, N)
+                out["xbar"] = torch.einsum("bn,bhnd->bhd", w, seq.float())
+        if self._act is not None:
+            out["act"] = self._act[traj[:, None], frames, agent[:, None]]
+        if self._rew is not None:
+            rew = self._rew[traj[:, None], frames, agent[:, None]]
+            if "rew" in self.keys:
+                out["rew"] = rew
+            if "y" in self.keys:
+                out["y"] = rew @ self._disc
+        return out
+
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """B windows drawn uniformly with replacement, on the device."""
+        index = torch.randint(
+            0, self.n_windows, (batch_size,), generator=generator, device=self.device
+        )
+        return self.get(index)
 
 
 def open_windows(path: str | os.PathLike, horizon: int, gamma: float) -> WindowDataset:

@@ -163,11 +163,16 @@ def _ddpm(
 DPM_START_ALPHA = 0.1
 
 
+def dpm_max_steps(sch: NoiseSchedule, start_alpha: float = DPM_START_ALPHA) -> int:
+    """The most steps the DPM solvers can take: the top level with alpha_k >= start_alpha."""
+    alpha = sch.ode_alpha.tolist()  # alpha[0] = 1 (clean) ... alpha[K]
+    return max(k for k in range(1, sch.n_steps + 1) if alpha[k] >= start_alpha or k == 1)
+
+
 def dpm_levels(sch: NoiseSchedule, steps: int, start_alpha: float = DPM_START_ALPHA) -> list[int]:
     """Levels k_0 > ... > k_steps = 0 visited by the DPM solvers, uniform in time from the top
     level with alpha_k >= start_alpha (steps beyond that many levels are refused)."""
-    alpha = sch.ode_alpha.tolist()  # alpha[0] = 1 (clean) ... alpha[K]
-    top = max(k for k in range(1, sch.n_steps + 1) if alpha[k] >= start_alpha or k == 1)
+    top = dpm_max_steps(sch, start_alpha)
     if not 1 <= steps <= top:
         raise ValueError(
             f"steps: must be in 1..{top} for the DPM solvers (levels with alpha_k >= "

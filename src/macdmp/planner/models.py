@@ -4,8 +4,6 @@ the configuration they are built from. Raw units go in and out; normalisation ha
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +13,10 @@ import torch
 from torch import nn
 
 from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape
+from macdmp.diffusion.sampler import Conditioning
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
+from macdmp.methods.base import Actor, Method, TrainConfig
 
-LR_SCHEDULES = ("cosine", "constant")
 STAT_KEYS = (
     "obs_mean",
     "obs_std",
@@ -28,17 +27,13 @@ STAT_KEYS = (
     "ret_mean",
     "ret_std",
 )
-# Fields that may differ between a checkpoint and the configuration resuming it.
-RESUMABLE_KEYS = ("n_epochs", "steps_per_epoch", "log_every", "ckpt_every")
 
 
 @dataclass(frozen=True)
-class PlannerConfig:
-    """Everything that defines a model and its training run; validated when built."""
+class PlannerConfig(TrainConfig):
+    """MA-CDMP's configuration: the common training fields plus its models; validated when
+    built."""
 
-    # data / task
-    horizon: int = 16
-    gamma: float = 0.99
     obs_dim: int = 4
     use_mf: bool = True
     # backbones (Diffuser's reference settings)
@@ -51,80 +46,33 @@ class PlannerConfig:
     # diffusion
     n_diffusion_steps: int = 100
     beta_schedule: str = "cosine"
-    # optimisation
-    batch_size: int = 64
-    lr: float = 2e-4
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 1000
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    ema_start: int = 1000
+    # loss weights of Eq. 19
     w_inv: float = 1.0
     w_diff: float = 1.0
     w_cls: float = 1.0
-    seed: int = 0
-    # run length and bookkeeping (may change when a run is resumed)
-    n_epochs: int = 100
-    steps_per_epoch: int = 1000
-    log_every: int = 100
-    ckpt_every: int = 1000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
+        super().__post_init__()
 
         def need(ok: bool, name: str, allowed: str) -> None:
             if not ok:
                 raise ValueError(f"{name}: must be {allowed} (got {getattr(self, name)!r})")
 
         need(self.obs_dim >= 1, "obs_dim", ">= 1")
-        need(0.0 < self.gamma <= 1.0, "gamma", "in (0, 1]")
         check_unet_shape(self.horizon, self.dim, self.dim_mults, self.kernel_size, self.groups)
         need(self.horizon >= 2, "horizon", ">= 2 (a plan needs o_t and o_t+1)")
         need(self.inv_hidden >= 1, "inv_hidden", ">= 1")
         need(self.inv_layers >= 1, "inv_layers", ">= 1")
         need(self.n_diffusion_steps >= 2, "n_diffusion_steps", ">= 2")
         need(self.beta_schedule in SCHEDULES, "beta_schedule", f"one of {SCHEDULES}")
-        need(self.batch_size >= 1, "batch_size", ">= 1")
-        need(self.lr > 0 and math.isfinite(self.lr), "lr", "> 0")
-        need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}")
-        need(self.warmup_steps >= 0, "warmup_steps", ">= 0")
-        need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "in [0, 1]")
-        need(self.grad_clip > 0, "grad_clip", "> 0")
-        need(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)")
-        need(self.ema_start >= 0, "ema_start", ">= 0")
         for w in ("w_inv", "w_diff", "w_cls"):
             need(getattr(self, w) >= 0, w, ">= 0")
-        need(self.n_epochs >= 1, "n_epochs", ">= 1")
-        need(self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1")
-        need(self.log_every >= 1, "log_every", ">= 1")
-        need(self.ckpt_every >= 1, "ckpt_every", ">= 1")
 
     @property
     def channels(self) -> int:
         """Input channels of the noise model and classifier: own (+ mean-field) observation."""
         return self.obs_dim * (2 if self.use_mf else 1)
-
-    @property
-    def total_steps(self) -> int:
-        return self.n_epochs * self.steps_per_epoch
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of the fields."""
-        d = dataclasses.asdict(self)
-        d["dim_mults"] = list(self.dim_mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PlannerConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"config: unknown keys {unknown}; known keys are {sorted(names)}")
-        return cls(**dict(d))
-
-    def replace(self, **changes: Any) -> PlannerConfig:
-        return dataclasses.replace(self, **changes)
 
 
 PRESETS: dict[str, PlannerConfig] = {
@@ -219,16 +167,28 @@ class InverseDynamics(nn.Module):
         return self.net(torch.cat([o_t, o_next], dim=-1)).squeeze(-1)
 
 
-class PlannerModels(nn.Module):
-    """eps_theta, J_psi and f_phi with the normaliser, shared by every agent (a batch row each)."""
+class PlannerModels(Method):
+    """MA-CDMP as a method: eps_theta, J_psi and f_phi with the normaliser, shared by every
+    agent (a batch row each); trained jointly by Eq. 19, acting by receding-horizon planning."""
+
+    name = "ma-cdmp"
+    version = 1
+    config_class = PlannerConfig
+    presets = PRESETS
+    loss_names = ("loss", "inv", "diff", "cls")
+    compile_modules = ("eps", "classifier")
+    actor_options = {
+        "solver": ("solver", str),
+        "steps": ("steps", int),
+        "guide": ("guidance_scale", float),
+        "candidates": ("n_candidates", int),
+    }
+    cfg: PlannerConfig
 
     def __init__(self, cfg: PlannerConfig, stats: Mapping[str, Any], rbs: float) -> None:
-        super().__init__()
-        if not rbs > 0:
-            raise ValueError(f"rbs: the maximum demand M x L must be > 0 (got {rbs})")
-        self.cfg = cfg
-        self.rbs = float(rbs)
+        super().__init__(cfg, stats, rbs)
         self.normalizer = Normalizer(stats, cfg.obs_dim)
+        self._schedule: NoiseSchedule | None = None
         unet = dict(
             dim=cfg.dim, dim_mults=cfg.dim_mults, kernel_size=cfg.kernel_size, groups=cfg.groups
         )
@@ -269,3 +229,48 @@ class PlannerModels(nn.Module):
         z = self.to_model_space(x, xbar)
         idx = torch.full((z.shape[0],), k - 1, dtype=torch.long, device=z.device)
         return self.normalizer.unret(self.classifier(z, idx))
+
+    @classmethod
+    def batch_keys(cls, cfg: TrainConfig) -> tuple[str, ...]:
+        return ("x", "xbar", "act", "y") if cfg.use_mf else ("x", "act", "y")  # type: ignore[attr-defined]
+
+    def loss(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Eq. 19 on one batch of raw windows: inverse dynamics + noise + return MSE."""
+        dev = self.normalizer.obs_mean.device
+        if self._schedule is None or self._schedule.device != dev:
+            self._schedule = self.schedule(dev)
+        return joint_loss(self, self._schedule, batch, generator)
+
+    def make_actor(self, seed: int = 0, **options: Any) -> Actor:
+        from macdmp.planner.policy import PlannerActor
+
+        return PlannerActor(self, seed=seed, **options)
+
+
+def joint_loss(
+    models: PlannerModels,
+    schedule: NoiseSchedule,
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Eq. 19 on one batch of raw windows: inverse dynamics + noise + return MSE (normalised)."""
+    cfg = models.cfg
+    n = models.normalizer
+    x, act, y = batch["x"], batch["act"], batch["y"]
+    z0 = models.to_model_space(x, batch.get("xbar"))
+    b, h, _ = z0.shape
+    dev = z0.device
+    idx = torch.randint(0, cfg.n_diffusion_steps, (b,), generator=generator, device=dev)
+    noise = torch.randn(z0.shape, generator=generator, device=dev)
+    # The first observation is always known when planning, so it is pinned here as well and
+    # left out of the noise loss (its "noise" is never removed by the sampler).
+    cond = Conditioning.first_step(z0[:, 0], h)
+    zk = cond.apply(schedule.q_sample(z0, idx, noise))
+    diff = (models.eps(zk, idx) - noise)[:, 1:].pow(2).mean()
+    cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
+    pred = models.invdyn(n.obs(x[:, :-1]), n.obs(x[:, 1:]))
+    inv = (pred - n.act(act[:, :-1])).pow(2).mean()
+    loss = cfg.w_inv * inv + cfg.w_diff * diff + cfg.w_cls * cls
+    return {"loss": loss, "inv": inv, "diff": diff, "cls": cls}

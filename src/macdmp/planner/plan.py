@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from macdmp.diffusion.sampler import Conditioning, noise_draws, sample
 from macdmp.diffusion.schedule import NoiseSchedule
-from macdmp.planner.models import PlannerModels
+
+if TYPE_CHECKING:
+    from macdmp.planner.models import PlannerModels
 
 _SCHEDULES: dict[tuple[int, str, str], NoiseSchedule] = {}
 

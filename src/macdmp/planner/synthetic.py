@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import torch
 
 
 class SyntheticWindows:
@@ -27,8 +28,8 @@ class SyntheticWindows:
         rbs: int = 40,
         seed: int = 0,
     ) -> None:
-        if horizon < 2:
-            raise ValueError(f"horizon: must be >= 2 (got {horizon})")
+        if horizon < 1:
+            raise ValueError(f"horizon: must be >= 1 (got {horizon})")
         self.horizon = horizon
         self.gamma = gamma
         self.rbs = rbs
@@ -77,3 +78,33 @@ class SyntheticWindows:
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """A batch of windows in raw units (the WindowDataset contract)."""
         return self._draw(batch_size, rng)
+
+    def torch_sampler(
+        self, device: torch.device | str, keys: tuple[str, ...] = ("x", "xbar", "act", "rew", "y")
+    ) -> _TorchSynthetic:
+        """The same distribution drawn by torch on ``device`` (the TorchWindows contract)."""
+        return _TorchSynthetic(self, torch.device(device), tuple(keys))
+
+
+class _TorchSynthetic:
+    def __init__(self, src: SyntheticWindows, device: torch.device, keys: tuple[str, ...]):
+        self.src, self.device, self.keys = src, device, keys
+        self.modes = torch.as_tensor(src.modes, dtype=torch.float32, device=device)
+        self.disc = torch.as_tensor(
+            src.gamma ** np.arange(src.horizon), dtype=torch.float32, device=device
+        )
+
+    def sample(self, b: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        s, dev = self.src, self.device
+        m = torch.randint(0, len(self.modes), (b,), generator=generator, device=dev)
+        shape = (b, s.horizon, s.obs_dim)
+        z = self.modes[m] + s.noise * torch.randn(shape, generator=generator, device=dev)
+        zbar = s.mf_gain * self.modes[m]
+        zbar = zbar + s.noise * torch.randn(shape, generator=generator, device=dev)
+        x = s.offset + s.scale * z
+        xbar = s.offset + s.scale * zbar
+        dz = torch.diff(z[..., 0], dim=1, append=z[:, -1:, 0])
+        act = (s.rbs / 2 + 5.0 * dz).clamp(0, s.rbs)
+        r = -x[..., 0].abs() - 0.5 * xbar[..., 1].abs()
+        out = {"x": x, "xbar": xbar, "act": act, "rew": r, "y": r @ self.disc}
+        return {k: out[k] for k in self.keys}

@@ -1,5 +1,7 @@
-"""Non-learning allocators and the behaviour policy (one batched interface)."""
+"""The policy interface, the non-learning allocators and the registry of policies by name."""
 
-from .allocators import ALLOCATORS, POLICY_NAMES, Policy, PolicyError, make_policy
+from .allocators import ALLOCATORS
+from .base import Policy, PolicyError
+from .registry import POLICY_NAMES, make_policy
 
 __all__ = ["ALLOCATORS", "POLICY_NAMES", "Policy", "PolicyError", "make_policy"]

@@ -1,7 +1,5 @@
-"""Non-learning RB allocators and the behaviour policy, behind one batched policy interface.
+"""Non-learning RB allocators and the behaviour policy, on the policy interface of `base.py`.
 
-A policy sees the batch once per episode (`reset`) and then, every frame, the observations and
-mean-field messages of all agents of all networks (`act`), and returns the demands (B, N) in RBs.
 The topology-aware ones (`ratio`, `carried`, `backpressure`, `behaviour`) read the scenario's
 rate classes and routes at reset; the others use the observations only. Definitions: spec
 section 3 ("Non-learning allocators") and section 4 (behaviour policy); `docs/simulator.md`.
@@ -9,48 +7,9 @@ section 3 ("Non-learning allocators") and section 4 (behaviour policy); `docs/si
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from macdmp.sim.core import BatchedNetworks
-
-
-class PolicyError(ValueError):
-    """An unknown policy name or invalid policy option."""
-
-
-class Policy:
-    """Maps (observations, mean field) of B networks x N agents to demands in RBs."""
-
-    name = "policy"
-    # A decentralised policy decides per agent from (own observation, neighbours' mean) only;
-    # it implements act_agents, and the evaluator batches every agent of every network into
-    # one call.
-    decentralized = False
-
-    def reset(self, sim: BatchedNetworks) -> None:
-        """Called once after the networks are (re)built."""
-        self.rbs = sim.cfg.rbs
-        self.n_nodes = sim.n_nodes
-        self.batch_size = sim.batch_size
-
-    def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
-        """Demands (B, N) in RBs from observations (B, N, 4) and mean-field messages (B, N, 4)."""
-        if self.decentralized:
-            return self.act_agents(obs.reshape(-1, 4), mean_field.reshape(-1, 4)).reshape(
-                obs.shape[:2]
-            )
-        raise NotImplementedError
-
-    def act_agents(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
-        """Decentralised policies: demands (A,) from per-agent obs (A, 4) and mean field (A, 4)."""
-        raise NotImplementedError(f"{self.name} is not a decentralised policy")
-
-    def describe(self) -> dict:
-        """Settings worth storing next to data this policy produced."""
-        return {"name": self.name}
+from macdmp.policies.base import Policy, PolicyError
 
 
 def backlog(obs: np.ndarray) -> np.ndarray:
@@ -236,35 +195,3 @@ ALLOCATORS = {
     cls.name: cls
     for cls in (Equal, Ratio, Carried, Proportional, MaxWeight, Backpressure, Random, Static)
 }
-POLICY_NAMES = (*ALLOCATORS, "behaviour", "macdmp:RUN_DIR")
-
-
-def make_policy(spec: str | Policy, seed: int = 0) -> Policy:
-    """A policy from its name: an allocator, `behaviour[:SIGMA]`, `static:D[,D...]`,
-    or `macdmp:RUN_DIR` (a trained MA-CDMP run)."""
-    if isinstance(spec, Policy):
-        return spec
-    name, _, arg = str(spec).partition(":")
-    if name == "static":
-        try:
-            values = [float(v) for v in arg.split(",")] if arg else []
-        except ValueError:
-            raise PolicyError(f"static: could not read demands from {arg!r}") from None
-        return Static(values)
-    if name == "behaviour":
-        try:
-            sigma = float(arg) if arg else 0.5
-        except ValueError:
-            raise PolicyError(f"behaviour: noise sigma must be a number, got {arg!r}") from None
-        return Behaviour(noise=sigma, seed=seed)
-    if name == "random":
-        return Random(seed=seed)
-    if name == "macdmp":
-        from macdmp.planner.policy import PlannerPolicy
-
-        if not arg:
-            raise PolicyError("macdmp: give the run folder, e.g. --policy macdmp:runs/demo")
-        return PlannerPolicy.from_spec(arg, seed=seed)
-    if name in ALLOCATORS and not arg:
-        return ALLOCATORS[name]()
-    raise PolicyError(f"policy: unknown policy {spec!r}; allowed: {', '.join(POLICY_NAMES)}")

@@ -1,0 +1,1 @@
+"""The comparison methods, one module each, on the method interface of ``macdmp.methods``."""

@@ -1,0 +1,102 @@
+"""Behaviour cloning: the simplest learned method, and the worked example of docs/methods.md.
+
+Each agent maps its own current observation (normalised) to the demand its data took, by an
+MLP with parameters shared across agents and a mean-squared error on the normalised action.
+Decentralised: an agent acts on its own observation alone (the mean field is ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from macdmp.methods.base import Actor, Method, TrainConfig
+
+
+@dataclass(frozen=True)
+class BCConfig(TrainConfig):
+    horizon: int = 1  # one frame: (o_t, a_t)
+    hidden: int = 256
+    layers: int = 2
+    warmup_steps: int = 0
+    ema_start: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden < 1:
+            raise ValueError(f"hidden: must be >= 1 (got {self.hidden})")
+        if self.layers < 1:
+            raise ValueError(f"layers: must be >= 1 (got {self.layers})")
+
+
+PRESETS = {
+    "paper": BCConfig(n_epochs=20, steps_per_epoch=1000, batch_size=256, lr=1e-3),
+    "demo": BCConfig(
+        hidden=64,
+        n_epochs=4,
+        steps_per_epoch=250,
+        batch_size=256,
+        lr=1e-3,
+        log_every=50,
+        ckpt_every=250,
+    ),  # fmt: skip
+}
+
+
+class BehaviourCloning(Method):
+    name = "bc"
+    version = 1
+    config_class = BCConfig
+    presets = PRESETS
+    loss_names = ("loss",)
+
+    def __init__(self, cfg: BCConfig, stats: Mapping[str, Any], rbs: float) -> None:
+        super().__init__(cfg, stats, rbs)
+        f = lambda k: torch.as_tensor(np.asarray(stats[k], dtype=np.float32))  # noqa: E731
+        self.register_buffer("obs_mean", f("obs_mean"))
+        self.register_buffer("obs_std", f("obs_std").clamp(min=1e-6))
+        self.register_buffer("act_mean", f("act_mean"))
+        self.register_buffer("act_std", f("act_std").clamp(min=1e-6))
+        mods: list[nn.Module] = []
+        width = 4
+        for _ in range(cfg.layers):
+            mods += [nn.Linear(width, cfg.hidden), nn.ReLU()]
+            width = cfg.hidden
+        mods.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*mods)
+
+    @classmethod
+    def batch_keys(cls, cfg: TrainConfig) -> tuple[str, ...]:
+        return ("x", "act")
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw observations (..., 4) -> demands in RBs (unclipped)."""
+        z = self.net((obs - self.obs_mean) / self.obs_std).squeeze(-1)
+        return z * self.act_std + self.act_mean
+
+    def loss(self, batch, generator=None):
+        pred = self.net((batch["x"][:, 0] - self.obs_mean) / self.obs_std).squeeze(-1)
+        target = (batch["act"][:, 0] - self.act_mean) / self.act_std
+        return {"loss": (pred - target).pow(2).mean()}
+
+    def make_actor(self, seed: int = 0, **options: Any) -> Actor:
+        if options:
+            raise ValueError(f"bc takes no options (got {sorted(options)})")
+        return _BCActor(self)
+
+
+class _BCActor(Actor):
+    label = "BC"
+
+    def __init__(self, model: BehaviourCloning) -> None:
+        self.model = model
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
+        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.model.device)
+        return self.model(o).clamp(0.0, self.model.rbs).double().cpu().numpy()

@@ -1,0 +1,251 @@
+"""The method interface: every learned method (MA-CDMP and each baseline) is one ``Method``.
+
+A method declares
+- ``config_class``: a frozen dataclass derived from :class:`TrainConfig`, validated when built
+  (the common optimisation and bookkeeping fields live in ``TrainConfig``);
+- ``presets``: named configurations (at least ``demo`` and ``paper``);
+- ``batch_keys(cfg)``: which fields of a training window its loss reads (``x``, ``xbar``,
+  ``act``, ``rew``, ``y``; see :mod:`macdmp.data.windows`), windows of ``cfg.horizon`` frames;
+- ``__init__(cfg, stats, rbs)``: its networks, built from the dataset's normalisation
+  statistics and the frame's resource blocks M x L;
+- ``loss(batch, generator)``: a dict of scalar tensors with the keys ``loss_names``, ``"loss"``
+  first (what is minimised). It must not synchronise with the host (no ``.item()``), so that the
+  whole step can be captured as one CUDA graph;
+- ``make_actor(seed, **options)``: an :class:`Actor` that acts for a batch of agents.
+
+One trainer (:mod:`macdmp.methods.trainer`) owns the optimiser, the EMA copy, the learning-rate
+schedule, logging, evaluation and checkpoints for every method; one checkpoint format
+(:mod:`macdmp.methods.checkpoint`) stores every run; a run folder is a policy by itself
+(:mod:`macdmp.methods.policy`). ``docs/methods.md`` shows how to add a method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+LR_SCHEDULES = ("cosine", "constant")
+# Fields that may change when a run is resumed: run length and bookkeeping only.
+RESUMABLE_KEYS = (
+    "n_epochs",
+    "steps_per_epoch",
+    "max_steps",
+    "log_every",
+    "ckpt_every",
+    "eval_every",
+    "eval_seeds",
+    "eval_frames",
+)
+
+
+def _need(obj: Any, ok: bool, name: str, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: must be {allowed} (got {getattr(obj, name)!r})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fields every method's configuration has: data, optimisation and bookkeeping."""
+
+    # data: windows of `horizon` frames, returns discounted by `gamma`
+    horizon: int = 16
+    gamma: float = 0.99
+    # optimisation (one Adam over the method's parameters, owned by the trainer)
+    batch_size: int = 64
+    lr: float = 2e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    ema_start: int = 1000
+    seed: int = 0
+    # run length and bookkeeping (may change when a run is resumed)
+    n_epochs: int = 100
+    steps_per_epoch: int = 1000
+    max_steps: int = 0  # > 0: stop after this many steps instead of n_epochs x steps_per_epoch
+    log_every: int = 100
+    ckpt_every: int = 1000
+    # learning curves: evaluate the EMA policy every eval_every steps (0: never) on eval_seeds
+    # held-out networks per scenario of the dataset, eval_frames frames each, ideal RF
+    eval_every: int = 0
+    eval_seeds: int = 2
+    eval_frames: int = 200
+
+    def __post_init__(self) -> None:
+        need = lambda ok, name, allowed: _need(self, ok, name, allowed)  # noqa: E731
+        need(isinstance(self.horizon, int) and self.horizon >= 1, "horizon", "an integer >= 1")
+        need(0.0 < self.gamma <= 1.0, "gamma", "in (0, 1]")
+        need(self.batch_size >= 1, "batch_size", ">= 1")
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", "> 0")
+        need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}")
+        need(self.warmup_steps >= 0, "warmup_steps", ">= 0")
+        need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "in [0, 1]")
+        need(self.grad_clip > 0, "grad_clip", "> 0")
+        need(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)")
+        need(self.ema_start >= 0, "ema_start", ">= 0")
+        need(self.seed >= 0, "seed", ">= 0")
+        need(self.n_epochs >= 1, "n_epochs", ">= 1")
+        need(self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1")
+        need(self.max_steps >= 0, "max_steps", ">= 0 (0: n_epochs x steps_per_epoch)")
+        need(self.log_every >= 1, "log_every", ">= 1")
+        need(self.ckpt_every >= 1, "ckpt_every", ">= 1")
+        need(self.eval_every >= 0, "eval_every", ">= 0 (0: no evaluation during training)")
+        need(self.eval_seeds >= 1, "eval_seeds", ">= 1")
+        need(self.eval_frames >= 1, "eval_frames", ">= 1")
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_steps or self.n_epochs * self.steps_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the fields (tuples as lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"config: unknown keys {unknown}; known keys are {sorted(names)}")
+        return cls(**dict(d))
+
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of cfg.lr for the update after ``step`` updates: linear warm-up, then cosine
+    decay to min_lr_ratio at total_steps, or constant."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(1, cfg.total_steps - cfg.warmup_steps)
+    p = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def lr_factor_tensor(cfg: TrainConfig, step: torch.Tensor) -> torch.Tensor:
+    """:func:`lr_factor` computed on the device from a step counter tensor (no host sync)."""
+    s = step.to(torch.float64)
+    if cfg.lr_schedule == "constant":
+        after = torch.ones_like(s)
+    else:
+        span = max(1, cfg.total_steps - cfg.warmup_steps)
+        p = ((s - cfg.warmup_steps) / span).clamp(0.0, 1.0)
+        after = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + torch.cos(math.pi * p))
+    if cfg.warmup_steps <= 0:
+        return after
+    return torch.where(s < cfg.warmup_steps, (s + 1) / cfg.warmup_steps, after)
+
+
+class Actor:
+    """Acts for a batch of agents: demands (A,) in RBs from observations (A, 4) and the
+    neighbours' mean observations (A, 4). ``reset(n_agents)`` starts a new episode for every
+    agent (clearing any per-agent history); agent a is row a of every later call."""
+
+    label = "actor"
+
+    def reset(self, n_agents: int) -> None:
+        """A new episode for ``n_agents`` agents."""
+
+    def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label}
+
+
+# name -> "module:Class"; imported on first use so that `--policy equal` never loads torch
+# models, and so that this module imports no method.
+_REGISTRY: dict[str, str] = {
+    "ma-cdmp": "macdmp.planner.models:PlannerModels",
+    "bc": "macdmp.baselines.bc:BehaviourCloning",
+}
+
+
+class Method(nn.Module):
+    """Base class of every learned method (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    config_class: ClassVar[type[TrainConfig]] = TrainConfig
+    presets: ClassVar[dict[str, TrainConfig]] = {}
+    loss_names: ClassVar[tuple[str, ...]] = ("loss",)
+    # submodules worth compiling with torch.compile on a GPU (the backbones)
+    compile_modules: ClassVar[tuple[str, ...]] = ()
+    # options of make_actor accepted in `--policy RUN_DIR,key=value`: key -> (kwarg, type)
+    actor_options: ClassVar[dict[str, tuple[str, type]]] = {}
+
+    def __init__(self, cfg: TrainConfig, stats: Mapping[str, Any], rbs: float) -> None:
+        super().__init__()
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(f"{self.name}: config must be a {self.config_class.__name__}")
+        if not rbs > 0:
+            raise ValueError(f"rbs: the maximum demand M x L must be > 0 (got {rbs})")
+        self.cfg = cfg
+        self.rbs = float(rbs)
+
+    @classmethod
+    def batch_keys(cls, cfg: TrainConfig) -> tuple[str, ...]:
+        """The window fields the loss reads."""
+        return ("x", "xbar", "act", "rew", "y")
+
+    def loss(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after each optimiser step, inside the captured step (target networks)."""
+
+    def make_actor(self, seed: int = 0, **options: Any) -> Actor:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class registered under ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"method: {name!r} is not one of {', '.join(_REGISTRY)}")
+    module, _, cls = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def register_method(name: str, target: str) -> None:
+    """Register a user method as ``"package.module:Class"`` under ``name``."""
+    if ":" not in target:
+        raise ValueError(f"method: target must be 'module:Class' (got {target!r})")
+    _REGISTRY[name] = target
+
+
+def make_config(method: str, preset: str = "demo", **overrides: Any) -> TrainConfig:
+    """A method's preset configuration with fields replaced by ``overrides``."""
+    cls = get_method(method)
+    if preset not in cls.presets:
+        raise ValueError(f"preset: must be one of {tuple(cls.presets)} (got {preset!r})")
+    base = cls.presets[preset].to_dict()
+    base.update(overrides)
+    return cls.config_class.from_dict(base)

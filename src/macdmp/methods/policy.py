@@ -1,0 +1,126 @@
+"""A training run folder as a policy of the common interface, whatever method trained it.
+
+    --policy RUN_DIR[,key=value...]        (also macdmp:RUN_DIR[,key=value...])
+
+Options every run accepts: ``device`` (cpu, cuda, cuda:1; default the GPU if there is one),
+``threads`` (CPU threads for torch, default 1), ``weights`` (ema or raw, default ema); the
+method's own options are listed by its ``actor_options`` (MA-CDMP: solver, steps, guide,
+candidates; see ``macdmp.planner.policy``). Options are checked when the policy is built,
+before any episode runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from macdmp.methods.base import get_method
+from macdmp.methods.checkpoint import CHECKPOINT_NAME, is_run_dir, load_run, read_checkpoint
+from macdmp.policies.base import Policy, PolicyError
+
+COMMON_OPTIONS: dict[str, tuple[str, type]] = {
+    "device": ("device", str),
+    "threads": ("threads", int),
+    "weights": ("weights", str),
+}
+
+
+class ActorPolicy(Policy):
+    """An actor of a trained method as a policy (also the trainer's in-loop evaluation).
+
+    Decentralised: one batched call per frame for every agent of every network."""
+
+    decentralized = True
+
+    def __init__(self, actor: Any, name: str, rbs: float) -> None:
+        self.actor, self.name, self.label, self.trained_rbs = actor, name, actor.label, rbs
+        self._fresh = True
+
+    def reset(self, sim) -> None:
+        super().reset(sim)
+        if float(sim.cfg.rbs) != self.trained_rbs:
+            raise PolicyError(
+                f"policy {self.label}: trained with M x L = {self.trained_rbs:g} RBs per frame "
+                f"but scenario {sim.cfg.name!r} has {sim.cfg.rbs}; evaluate it on a matching "
+                "scenario"
+            )
+        self._fresh = True  # the next act_agents call starts every agent's episode
+
+    def act_agents(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
+        if self._fresh:
+            self.actor.reset(len(obs))
+            self._fresh = False
+        return self.actor.act(obs, mean_field)
+
+
+class RunPolicy(ActorPolicy):
+    """The EMA (or raw) weights of a run folder, acting through its method's actor."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        seed: int = 0,
+        device: str | None = None,
+        threads: int = 1,
+        weights: str = "ema",
+        **options: Any,
+    ) -> None:
+        run = Path(run_dir)
+        if not is_run_dir(run):
+            raise PolicyError(
+                f"policy: {run} is not a training run folder (no {CHECKPOINT_NAME}); train one "
+                "with `macdmp train --data FILE --out RUN_DIR`"
+            )
+        if threads < 1:
+            raise PolicyError(f"policy threads: must be >= 1 (got {threads})")
+        try:
+            self.method = load_run(run, device, weights)
+            if self.method.device.type == "cpu":
+                # A frame's decision is many small kernels: intra-op threads gain little and,
+                # when another process holds a core, their barriers stall every op (measured:
+                # 42 ms -> 4.4 s per frame for MA-CDMP on the 2-core machine).
+                torch.set_num_threads(threads)
+            actor = self.method.make_actor(seed=seed, **options)
+        except ValueError as exc:
+            raise PolicyError(f"policy {run}: {exc}") from None
+        super().__init__(actor, self.method.name, self.method.rbs)
+        self.run_dir = run
+
+    @classmethod
+    def from_spec(cls, spec: str, seed: int = 0) -> RunPolicy:
+        """From ``RUN_DIR[,key=value...]``; the keys are checked against the run's method."""
+        run, *opts = spec.split(",")
+        if not is_run_dir(run):
+            raise PolicyError(
+                f"policy: {run!r} is neither a policy name nor a training run folder (no "
+                f"{CHECKPOINT_NAME})"
+            )
+        method = get_method(read_checkpoint(Path(run) / CHECKPOINT_NAME)["method"])
+        kinds = {**COMMON_OPTIONS, **method.actor_options}
+        kwargs: dict[str, Any] = {}
+        for opt in opts:
+            key, _, value = opt.partition("=")
+            if key not in kinds or not value:
+                raise PolicyError(
+                    f"policy {run}: option {opt!r} not understood; use key=value with keys "
+                    f"{', '.join(kinds)}"
+                )
+            name, kind = kinds[key]
+            try:
+                kwargs[name] = kind(value)
+            except ValueError:
+                raise PolicyError(
+                    f"policy {run}: {key}={value!r} is not a valid {kind.__name__}"
+                ) from None
+        return cls(run, seed=seed, **kwargs)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "run": str(self.run_dir),
+            "train_step": int(getattr(self.method, "train_step", -1)),
+            **self.actor.describe(),
+        }

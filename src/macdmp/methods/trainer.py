@@ -1,0 +1,410 @@
+"""The one trainer of every method: optimiser, EMA, learning-rate schedule, logs, in-loop
+evaluation, checkpoints and resumption; on a GPU, the whole step replayed as one CUDA graph,
+and several runs packed on one GPU.
+
+Run folder layout: ``config.json`` (method, configuration), ``checkpoint.pt`` (the one format
+of :mod:`macdmp.methods.checkpoint`), ``losses.jsonl`` (one line per logged step) and, with
+``eval_every``, ``evals.jsonl`` (the EMA policy's QoS on held-out networks: learning curves).
+
+One step: draw a batch of windows on the device, the method's loss, backward, gradient clipping,
+Adam, the EMA update and the method's ``after_step``. No step reads anything back to the host:
+the losses are summed on the device and read every ``log_every`` steps. On a CUDA device the
+step is captured once as a CUDA graph (after a few eager warm-up steps, which are ordinary
+training steps) and replayed; its random numbers come from the run's own generator, registered
+with the graph, so a replayed step draws what the eager step would have drawn.
+
+Interruption: Ctrl-C and SIGTERM stop the loop between two steps; the state of the last whole
+step is saved, and the same command resumes it. A resumed run's log is the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from macdmp.methods.base import Method, TrainConfig, get_method, lr_factor, lr_factor_tensor
+from macdmp.methods.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    check_compatible,
+    pick_device,
+    read_checkpoint,
+    save_atomic,
+)
+from macdmp.signals import StopFlag, stop_requests
+
+WARMUP_STEPS_BEFORE_CAPTURE = 3
+EVAL_SEED_OFFSET = 1_000_000  # in-loop evaluation networks: held out, and apart from the
+# protocol's first seeds that `macdmp evaluate` uses for final results
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by Trainer.run after Ctrl-C or SIGTERM, once the checkpoint is saved."""
+
+
+def _check_dataset(cfg: TrainConfig, data: Any) -> None:
+    if int(data.horizon) != cfg.horizon:
+        raise ValueError(f"horizon: dataset windows have H={data.horizon}, config {cfg.horizon}")
+    if abs(float(data.gamma) - cfg.gamma) > 1e-9:
+        raise ValueError(f"gamma: dataset returns use {data.gamma}, config {cfg.gamma}")
+
+
+class Trainer:
+    """One run folder: the method, its EMA copy, optimiser, generator and step counter."""
+
+    def __init__(
+        self,
+        method: str | type[Method],
+        cfg: TrainConfig,
+        data: Any,
+        run_dir: str | Path,
+        device: str | torch.device | None = None,
+        capture: bool | None = None,
+        compile: bool = False,
+    ) -> None:
+        cls = get_method(method) if isinstance(method, str) else method
+        if not isinstance(cfg, cls.config_class):
+            raise TypeError(f"cfg: {cls.name} needs a {cls.config_class.__name__}")
+        _check_dataset(cfg, data)
+        self.cfg = cfg
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.device = pick_device(device)
+        cuda = self.device.type == "cuda"
+        self.capture = cuda if capture is None else bool(capture)
+        if self.capture and not cuda:
+            raise ValueError("capture: CUDA-graph capture needs a CUDA device (use capture=off)")
+        self.compile = bool(compile)
+        self.ckpt_path = self.run_dir / CHECKPOINT_NAME
+        self.log_path = self.run_dir / "losses.jsonl"
+        self.eval_path = self.run_dir / "evals.jsonl"
+        torch.manual_seed(cfg.seed)  # parameter initialisation
+        self.method = cls(cfg, data.stats, float(data.rbs)).to(self.device)
+        self.ema = copy.deepcopy(self.method).requires_grad_(False).eval()
+        named = dict(self.method.named_parameters())
+        ema_named = dict(self.ema.named_parameters())
+        self.params = [p for p in named.values() if p.requires_grad]
+        self.ema_params = [ema_named[k] for k, p in named.items() if p.requires_grad]
+        # On CUDA the learning rate is a device tensor set inside the step (capturable Adam);
+        # on the CPU a float set before each step.
+        self.lr_t = torch.tensor(cfg.lr, dtype=torch.float32, device=self.device)
+        self.opt = torch.optim.Adam(
+            self.params,
+            lr=self.lr_t if cuda else cfg.lr,
+            foreach=True,
+            capturable=cuda,
+        )
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.sampler = data.torch_sampler(self.device, cls.batch_keys(cfg))
+        self.loss_names = cls.loss_names
+        self.step = 0
+        self.wall_s = 0.0
+        self.step_t = torch.zeros((), dtype=torch.long, device=self.device)
+        self.acc = torch.zeros(len(self.loss_names) + 1, dtype=torch.float64, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.stream: torch.cuda.Stream | None = None
+        self.compile_s = 0.0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.ckpt_path.exists():
+            self._resume()
+        else:
+            meta = {"method": cls.name, "method_version": cls.version, "config": cfg.to_dict()}
+            (self.run_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+            self.log_path.write_text("")
+            if self.eval_path.exists():
+                self.eval_path.unlink()
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.cfg.total_steps
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "method": self.method.name,
+            "method_version": self.method.version,
+            "config": self.cfg.to_dict(),
+            "fingerprint": str(self.data.fingerprint),
+            "rbs": float(self.data.rbs),
+            "stats": {k: np.asarray(v) for k, v in self.data.stats.items()},
+            "step": self.step,
+            "wall_s": self.wall_s,
+            "model": self.method.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "rng": self.gen.get_state(),
+            "log_acc": self.acc.cpu(),
+        }
+
+    def save(self) -> None:
+        save_atomic(self.state(), self.ckpt_path)
+
+    def _resume(self) -> None:
+        ckpt = read_checkpoint(self.ckpt_path, "cpu")
+        check_compatible(
+            ckpt, self.method.name, self.cfg, str(self.data.fingerprint), self.ckpt_path
+        )
+        self.method.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        opt_state = ckpt["optimizer"]
+        for group in opt_state["param_groups"]:  # this device's settings, not the saver's
+            group.update(
+                {k: v for k, v in self.opt.param_groups[0].items() if k not in ("params",)}
+            )
+        self.opt.load_state_dict(opt_state)
+        if "rng" in ckpt:
+            self.gen.set_state(ckpt["rng"].cpu())
+        else:  # macdmp-planner-v1: a torch generator of the same device kind
+            self.gen.set_state(ckpt["torch_rng"].cpu())
+        self.step = int(ckpt["step"])
+        self.wall_s = float(ckpt.get("wall_s", 0.0))
+        self.step_t.fill_(self.step)
+        acc = ckpt.get("log_acc")
+        if isinstance(acc, torch.Tensor):
+            self.acc.copy_(acc)
+        elif isinstance(acc, dict):  # the older format: {"sums": {...}, "n": int}
+            sums = [acc["sums"].get(k, 0.0) for k in self.loss_names]
+            self.acc.copy_(torch.tensor([*sums, acc["n"]], dtype=torch.float64))
+        # Drop log lines written after the checkpoint so the resumed curve continues cleanly.
+        for path in (self.log_path, self.eval_path):
+            if path.exists():
+                keep = [
+                    ln
+                    for ln in path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= self.step
+                ]
+                path.write_text("".join(ln + "\n" for ln in keep))
+
+    # -- one step ----------------------------------------------------------------------------
+    def _body(self, capturing: bool) -> None:
+        """The whole step, with no host synchronisation (capturable)."""
+        cfg = self.cfg
+        batch = self.sampler.sample(cfg.batch_size, self.gen)
+        losses = self.method.loss(batch, self.gen)
+        if not capturing:
+            self.opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+        if self.device.type == "cuda":
+            self.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, self.step_t))
+        self.opt.step()
+        self.step_t += 1
+        # EMA: a copy of the weights until ema_start, then an exponential moving average.
+        w = torch.where(self.step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
+        torch._foreach_lerp_(self.ema_params, self.params, w.to(torch.float32))
+        self.method.after_step()
+        vals = [losses[k].detach().to(torch.float64) for k in self.loss_names]
+        self.acc += torch.stack([*vals, torch.ones((), dtype=torch.float64, device=self.device)])
+
+    def _eager_step(self) -> None:
+        if self.device.type != "cuda":
+            for group in self.opt.param_groups:
+                group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
+        self._body(capturing=False)
+        self.step += 1
+
+    def prepare(self) -> None:
+        """Compile the backbones and capture the step (CUDA), before the first step."""
+        if self.compile and not getattr(self, "_compiled", False):
+            for name in self.method.compile_modules:
+                getattr(self.method, name).compile()
+            self._compiled = True
+        if not self.capture or self.graph is not None:
+            return
+        dev = self.device
+        self.stream = self.stream or torch.cuda.Stream(dev)
+        self.stream.wait_stream(torch.cuda.current_stream(dev))
+        t0 = time.perf_counter()
+        with torch.cuda.stream(self.stream):
+            # Warm-up: ordinary training steps, eager (compilation, cuDNN choices, Adam state).
+            n = min(WARMUP_STEPS_BEFORE_CAPTURE, self.cfg.total_steps - self.step - 1)
+            for _ in range(max(n, 0)):
+                self._eager_step()
+        torch.cuda.current_stream(dev).wait_stream(self.stream)
+        torch.cuda.synchronize(dev)
+        if self.done:
+            return
+        self.opt.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.gen)
+        with torch.cuda.graph(graph, stream=self.stream):
+            self._body(capturing=True)
+        torch.cuda.synchronize(dev)
+        self.graph = graph
+        self.compile_s = time.perf_counter() - t0
+
+    def train_step(self) -> None:
+        """One step: a graph replay on CUDA (after :meth:`prepare`), else the eager step."""
+        if self.graph is not None:
+            with torch.cuda.stream(self.stream):
+                self.graph.replay()
+            self.step += 1
+        else:
+            self._eager_step()
+
+    def sync(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+        elif self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def log(self) -> dict[str, Any]:
+        """Write one log line from the loss sums since the last one, and reset them."""
+        self.sync()
+        acc = self.acc.tolist()
+        n = max(acc[-1], 1.0)
+        rec: dict[str, Any] = {"step": self.step, "epoch": self.step / self.cfg.steps_per_epoch}
+        rec.update({k: acc[i] / n for i, k in enumerate(self.loss_names)})
+        rec["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step - 1)
+        rec["wall_s"] = round(self.wall_s, 3)
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        self.acc.zero_()
+        return rec
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """The EMA policy's QoS on the held-out networks of the in-loop evaluation."""
+        scenarios = getattr(self.data, "scenario_configs", None)
+        if scenarios is None:
+            return None
+        from macdmp.eval.episodes import run_groups
+        from macdmp.eval.protocol import eval_seeds
+        from macdmp.methods.policy import ActorPolicy
+
+        self.sync()
+        t0 = time.perf_counter()
+        seeds = eval_seeds(self.cfg.eval_seeds, EVAL_SEED_OFFSET)
+        actor = self.ema.make_actor(seed=0)
+        policy = ActorPolicy(actor, self.method.name, float(self.data.rbs))
+        groups = [(c, seeds) for c in scenarios()]
+        results = run_groups(groups, policy, frames=self.cfg.eval_frames)
+        rec: dict[str, Any] = {"step": self.step, "epoch": self.step / self.cfg.steps_per_epoch}
+        for key in ("avg_reward", "mean_delay_ms", "throughput_mbps", "loss_rate"):
+            per_seed = np.nanmean([getattr(r, key) for r in results], axis=0)
+            rec[key] = float(np.mean(per_seed))
+            rec[key + "_std"] = float(np.std(per_seed))
+        rec["eval_s"] = round(time.perf_counter() - t0, 3)
+        with self.eval_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        return rec
+
+    def after_step(self) -> dict[str, Any] | None:
+        """Logs, evaluation and checkpoints due after the step just taken."""
+        cfg, rec = self.cfg, None
+        if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
+            rec = self.log()
+        if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.total_steps):
+            ev = self.evaluate()
+            if ev is not None and rec is not None:
+                rec = {**rec, "eval_delay_ms": ev["mean_delay_ms"]}
+        if self.step % cfg.ckpt_every == 0 or self.step == cfg.total_steps:
+            self.sync()
+            self.save()
+        return rec
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, progress: bool = True, stop_after: int | None = None) -> Path:
+        """Train to total_steps (or ``stop_after`` more steps). Ctrl-C or SIGTERM: save the last
+        whole step and raise TrainingInterrupted. Returns the checkpoint path."""
+        train_packed([self], progress=progress, stop_after=stop_after)
+        return self.ckpt_path
+
+
+def train_packed(
+    trainers: Sequence[Trainer], progress: bool = True, stop_after: int | None = None
+) -> None:
+    """Train several runs at once, round-robin, one step each in turn.
+
+    On a GPU each run replays its own captured graph on its own CUDA stream, so the runs' small
+    kernels overlap on the device (docs/methods.md has the measurements). Each run keeps its own
+    folder, log, generator and checkpoints, exactly as if it had been trained alone.
+    """
+    from macdmp.progress import progress_bar
+
+    for tr in trainers:
+        tr.method.train()
+        tr.prepare()
+    ends = [
+        tr.cfg.total_steps if stop_after is None else min(tr.cfg.total_steps, tr.step + stop_after)
+        for tr in trainers
+    ]
+    total = sum(tr.cfg.total_steps for tr in trainers)
+    bar = progress_bar(
+        total=total,
+        initial=sum(tr.step for tr in trainers),
+        desc="train" if len(trainers) == 1 else f"train x{len(trainers)}",
+        disable=not progress,
+        unit="step",
+    )
+    t0 = time.perf_counter()
+    starts = [tr.wall_s for tr in trainers]
+    active = [i for i, tr in enumerate(trainers) if tr.step < ends[i]]
+    with stop_requests() as stop:
+        try:
+            while active and not stop:
+                for i in list(active):
+                    tr = trainers[i]
+                    tr.train_step()
+                    tr.wall_s = starts[i] + time.perf_counter() - t0
+                    rec = tr.after_step()
+                    bar.update(1)
+                    if rec is not None and len(trainers) == 1:
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                    if tr.step >= ends[i]:
+                        active.remove(i)
+                        tr.sync()
+                        tr.save()
+        finally:
+            bar.close()
+        if stop:
+            _save_all(trainers, stop)
+
+
+def _save_all(trainers: Sequence[Trainer], stop: StopFlag) -> None:
+    for tr in trainers:
+        tr.sync()
+        tr.save()
+    raise TrainingInterrupted(
+        f"signal {stop.signum}: stopped at step "
+        + ", ".join(str(tr.step) for tr in trainers)
+        + "; checkpoints saved, run the same command to resume"
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    data: Any,
+    run_dir: str | Path,
+    method: str | type[Method] = "ma-cdmp",
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    capture: bool | None = None,
+    compile: bool = False,
+) -> Path:
+    """Train (or resume) a run folder to completion; returns the checkpoint path."""
+    tr = Trainer(method, cfg, data, run_dir, device, capture=capture, compile=compile)
+    return tr.run(progress=progress, stop_after=stop_after)
+
+
+def read_losses(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The logged loss records of a run folder, in order."""
+    path = Path(run_dir) / "losses.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def read_evals(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The in-loop evaluation records of a run folder (empty without eval_every)."""
+    path = Path(run_dir) / "evals.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
