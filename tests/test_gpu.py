@@ -125,3 +125,29 @@ def test_a_gpu_run_resumes_on_the_cpu(tmp_path):
     assert cpu.step == 40
     cpu.run(progress=False)
     assert cpu.step == 80
+
+
+def test_an_interrupted_captured_run_resumes_on_the_same_curve(tmp_path):
+    from macdmp.methods import Trainer, read_losses
+
+    (full,) = _trainers(tmp_path / "full", 1, capture=True)
+    full.run(progress=False)
+    (cut,) = _trainers(tmp_path / "cut", 1, capture=True)
+    cut.run(progress=False, stop_after=17)
+    again = Trainer("ma-cdmp", cut.cfg, cut.data, cut.run_dir, "cuda")
+    assert again.step == 17
+    again.run(progress=False)
+    for a, b in zip(read_losses(full.run_dir), read_losses(cut.run_dir), strict=True):
+        assert a["step"] == b["step"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_the_training_step_never_waits_for_the_host(tmp_path):
+    (tr,) = _trainers(tmp_path, 1, capture=False)
+    tr._eager_step()  # first step: Adam state and allocator pools
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call now raises
+    try:
+        tr._body(capturing=False)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

@@ -95,12 +95,9 @@ class Trainer:
         # On CUDA the learning rate is a device tensor set inside the step (capturable Adam);
         # on the CPU a float set before each step.
         self.lr_t = torch.tensor(cfg.lr, dtype=torch.float32, device=self.device)
-        self.opt = torch.optim.Adam(
-            self.params,
-            lr=self.lr_t if cuda else cfg.lr,
-            foreach=True,
-            capturable=cuda,
-        )
+        # CUDA: the fused Adam kernel, capturable with a device learning rate; CPU: foreach.
+        kw = {"fused": True, "capturable": True} if cuda else {"foreach": True}
+        self.opt = torch.optim.Adam(self.params, lr=self.lr_t if cuda else cfg.lr, **kw)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.sampler = data.torch_sampler(self.device, cls.batch_keys(cfg))
         self.loss_names = cls.loss_names
@@ -141,6 +138,7 @@ class Trainer:
             "ema": self.ema.state_dict(),
             "optimizer": self.opt.state_dict(),
             "rng": self.gen.get_state(),
+            "rng_device": self.device.type,
             "log_acc": self.acc.cpu(),
         }
 
@@ -160,10 +158,17 @@ class Trainer:
                 {k: v for k, v in self.opt.param_groups[0].items() if k not in ("params",)}
             )
         self.opt.load_state_dict(opt_state)
-        if "rng" in ckpt:
-            self.gen.set_state(ckpt["rng"].cpu())
-        else:  # macdmp-planner-v1: a torch generator of the same device kind
-            self.gen.set_state(ckpt["torch_rng"].cpu())
+        if self.device.type == "cuda":  # the step writes the learning rate into this tensor
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_t
+        rng = ckpt["rng"] if "rng" in ckpt else ckpt["torch_rng"]  # older: "torch_rng"
+        saved_kind = ckpt.get("rng_device", self.device.type)
+        if saved_kind == self.device.type:
+            self.gen.set_state(rng.cpu())
+        else:
+            # CPU and CUDA generators differ: a run moved to another kind of device goes on
+            # with a fresh stream, seeded from its seed and step (so this too is reproducible).
+            self.gen.manual_seed(self.cfg.seed * 1_000_003 + int(ckpt["step"]))
         self.step = int(ckpt["step"])
         self.wall_s = float(ckpt.get("wall_s", 0.0))
         self.step_t.fill_(self.step)
@@ -198,8 +203,12 @@ class Trainer:
         self.opt.step()
         self.step_t += 1
         # EMA: a copy of the weights until ema_start, then an exponential moving average.
+        # (A 0-d weight tensor given to _foreach_lerp_ is read back as a Python number, a host
+        # sync that breaks capture; multiplying by a tensor stays on the device.)
         w = torch.where(self.step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
-        torch._foreach_lerp_(self.ema_params, self.params, w.to(torch.float32))
+        delta = torch._foreach_sub(self.params, self.ema_params)
+        torch._foreach_mul_(delta, w.to(torch.float32))
+        torch._foreach_add_(self.ema_params, delta)
         self.method.after_step()
         vals = [losses[k].detach().to(torch.float64) for k in self.loss_names]
         self.acc += torch.stack([*vals, torch.ones((), dtype=torch.float64, device=self.device)])
