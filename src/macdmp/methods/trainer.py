@@ -220,8 +220,9 @@ class Trainer:
         self._body(capturing=False)
         self.step += 1
 
-    def prepare(self) -> None:
-        """Compile the backbones and capture the step (CUDA), before the first step."""
+    def prepare(self, end: int | None = None) -> None:
+        """Compile the backbones and capture the step (CUDA), before the first step; the eager
+        warm-up steps before capture never go past step ``end`` (default: total_steps)."""
         if self.compile and not getattr(self, "_compiled", False):
             for name in self.method.compile_modules:
                 getattr(self.method, name).compile()
@@ -234,12 +235,14 @@ class Trainer:
         t0 = time.perf_counter()
         with torch.cuda.stream(self.stream):
             # Warm-up: ordinary training steps, eager (compilation, cuDNN choices, Adam state).
-            n = min(WARMUP_STEPS_BEFORE_CAPTURE, self.cfg.total_steps - self.step - 1)
+            end = self.cfg.total_steps if end is None else end
+            n = min(WARMUP_STEPS_BEFORE_CAPTURE, end - self.step - 1)
             for _ in range(max(n, 0)):
                 self._eager_step()
+                self.after_step()  # logs and checkpoints as for any step
         torch.cuda.current_stream(dev).wait_stream(self.stream)
         torch.cuda.synchronize(dev)
-        if self.done:
+        if self.step >= end - 1:  # nothing (or one step) left: no graph worth capturing
             return
         self.opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
@@ -339,13 +342,13 @@ def train_packed(
     """
     from macdmp.progress import progress_bar
 
-    for tr in trainers:
-        tr.method.train()
-        tr.prepare()
     ends = [
         tr.cfg.total_steps if stop_after is None else min(tr.cfg.total_steps, tr.step + stop_after)
         for tr in trainers
     ]
+    for tr, end in zip(trainers, ends, strict=True):
+        tr.method.train()
+        tr.prepare(end)  # its warm-up steps are ordinary steps, logged and saved as such
     total = sum(tr.cfg.total_steps for tr in trainers)
     bar = progress_bar(
         total=total,
