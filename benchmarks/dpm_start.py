@@ -18,7 +18,8 @@ import torch
 
 import macdmp.diffusion.sampler as sampler
 from macdmp.diffusion.sampler import Conditioning, sample
-from macdmp.planner import load_run, make_config, train
+from macdmp.methods import load_run, train
+from macdmp.planner import make_config
 from macdmp.planner.synthetic import SyntheticWindows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

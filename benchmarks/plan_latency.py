@@ -17,7 +17,8 @@ import time
 import numpy as np
 import torch
 
-from macdmp.planner import PlannerModels, make_config, pick_device, plan
+from macdmp.methods import pick_device
+from macdmp.planner import PlannerModels, make_config, plan
 from macdmp.planner.synthetic import SyntheticWindows
 
 FRAME_MS = 5.0
