@@ -205,10 +205,14 @@ class Trainer:
         # EMA: a copy of the weights until ema_start, then an exponential moving average.
         # (A 0-d weight tensor given to _foreach_lerp_ is read back as a Python number, a host
         # sync that breaks capture; multiplying by a tensor stays on the device.)
-        w = torch.where(self.step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
-        delta = torch._foreach_sub(self.params, self.ema_params)
-        torch._foreach_mul_(delta, w.to(torch.float32))
-        torch._foreach_add_(self.ema_params, delta)
+        if self.device.type == "cuda":
+            w = torch.where(self.step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
+            delta = torch._foreach_sub(self.params, self.ema_params)
+            torch._foreach_mul_(delta, w.to(torch.float32))
+            torch._foreach_add_(self.ema_params, delta)
+        else:  # eager on the CPU: the step count is known on the host, one fused op
+            w_host = 1.0 if self.step + 1 < cfg.ema_start else 1.0 - cfg.ema_decay
+            torch._foreach_lerp_(self.ema_params, self.params, w_host)
         self.method.after_step()
         vals = [losses[k].detach().to(torch.float64) for k in self.loss_names]
         self.acc += torch.stack([*vals, torch.ones((), dtype=torch.float64, device=self.device)])
