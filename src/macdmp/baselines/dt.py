@@ -70,7 +70,12 @@ class DTConfig(TrainConfig):
 PRESETS = {
     "paper": DTConfig(n_epochs=100, steps_per_epoch=1000),
     "demo": DTConfig(
-        embed=64, layers=2, warmup_steps=100, n_epochs=4, steps_per_epoch=250, log_every=50,
+        embed=64,
+        layers=2,
+        warmup_steps=100,
+        n_epochs=4,
+        steps_per_epoch=250,
+        log_every=50,
         ckpt_every=250,
     ),  # fmt: skip
 }
@@ -90,7 +95,9 @@ class Block(nn.Module):
         self.heads, self.p = heads, dropout
         self.ln1, self.ln2 = nn.LayerNorm(embed), nn.LayerNorm(embed)
         self.qkv, self.proj = nn.Linear(embed, 3 * embed), nn.Linear(embed, embed)
-        self.mlp = nn.Sequential(nn.Linear(embed, 4 * embed), nn.GELU(), nn.Linear(4 * embed, embed))
+        self.mlp = nn.Sequential(
+            nn.Linear(embed, 4 * embed), nn.GELU(), nn.Linear(4 * embed, embed)
+        )
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         b, n, e = x.shape

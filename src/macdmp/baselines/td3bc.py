@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from macdmp.baselines.td3 import TD3Base, TD3Config
 
 
