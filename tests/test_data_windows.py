@@ -116,6 +116,31 @@ def test_torch_windows_match_the_numba_gather(files):
         np.testing.assert_array_equal(got["rew"][b].numpy(), rew)
     batch = tw.sample(64, torch.Generator().manual_seed(0))
     assert batch["x"].shape == (64, H, 4) and batch["y"].shape == (64,)
+    assert "rtg" not in batch  # served only when asked for
+
+
+def test_returns_to_go_sum_the_rest_of_the_trajectory(files):
+    """rtg: the undiscounted sum of the agent's rewards from each window frame to the end."""
+    import torch
+
+    ds = open_windows(files[0], H, GAMMA)
+    tw = ds.torch_sampler("cpu", ("rew", "rtg"))
+    index = np.random.default_rng(2).integers(0, ds.n_windows, 200)
+    index[:2] = [0, ds.n_windows - 1]
+    got = tw.get(torch.as_tensor(index))
+    want = ds.get(index)["rtg"]
+    np.testing.assert_allclose(got["rtg"].numpy(), want, rtol=1e-5, atol=1e-3)
+    for b, w in enumerate(index[:40]):
+        name, traj, agent, t = ds.locate(int(w))
+        rew = raw(files[0])[name]["rewards"][traj, :, agent].astype(np.float64)
+        expect = [rew[t + h :].sum() for h in range(H)]
+        np.testing.assert_allclose(got["rtg"][b].numpy(), expect, rtol=1e-5, atol=1e-3)
+    # consecutive frames differ by the reward: rtg_t = r_t + rtg_{t+1}
+    np.testing.assert_allclose(
+        got["rtg"][:, :-1] - got["rtg"][:, 1:], got["rew"][:, :-1], rtol=1e-4, atol=1e-3
+    )
+    s = ds.stats
+    assert s["rtg_std"] > 0 and s["rew_mean"] <= 0 and s["rtg_start_best"] <= 0
     assert set(ds.torch_sampler("cpu", ("x", "act")).sample(3)) == {"x", "act"}
     with pytest.raises(ValueError, match="keys"):
         ds.torch_sampler("cpu", ("x", "nope"))

@@ -8,6 +8,8 @@ rewards of frames t .. t+H-1 exist:
   act  (H,)    a_t .. a_{t+H-1} (RBs)
   rew  (H,)    r_t .. r_{t+H-1} (ms, <= 0)
   y    ()      sum_{k<H} gamma^k r_{t+k} (ms, <= 0)
+  rtg  (H,)    returns-to-go: the undiscounted sum of the agent's rewards from each frame of the
+               window to the end of its trajectory (ms, <= 0; Decision Transformer's condition)
 The whole file is read into memory once (the paper-scale file is about 0.9 GB there: uint16
 observations, float32 actions and rewards); windows are gathered by a compiled kernel, so the
 mean field and the return are computed per sample rather than stored.
@@ -38,7 +40,15 @@ from macdmp.data.format import (
 STATS_WINDOWS = 65_536
 STATS_SEED = 0
 STD_FLOOR = 1e-3  # a constant dimension normalises to 0 instead of dividing by ~0
-WINDOW_KEYS = ("x", "xbar", "act", "rew", "y")
+WINDOW_KEYS = ("x", "xbar", "act", "rew", "y", "rtg")
+DEFAULT_KEYS = ("x", "xbar", "act", "rew", "y")  # what a sampler serves unless asked otherwise
+RTG_BEST_QUANTILE = 0.9  # stats["rtg_start_best"]: this quantile of the trajectories' returns
+
+
+def returns_to_go(rewards: np.ndarray) -> np.ndarray:
+    """(T, F, N) rewards -> (T, F, N) float32 sums from each frame to the trajectory's end."""
+    r = rewards.astype(np.float64)
+    return np.flip(np.cumsum(np.flip(r, axis=1), axis=1), axis=1).astype(np.float32)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -75,6 +85,14 @@ class _Group:
     rewards: np.ndarray  # (T, F, N) float32
     seeds: np.ndarray  # (T,) int64
     starts: int  # valid starts per (trajectory, agent): F - H + 1
+    _rtg: np.ndarray | None = None
+
+    @property
+    def rtg(self) -> np.ndarray:
+        """(T, F, N) float32 returns-to-go, computed on first use."""
+        if self._rtg is None:
+            self._rtg = returns_to_go(self.rewards)
+        return self._rtg
 
     @property
     def n_windows(self) -> int:
@@ -131,6 +149,7 @@ class WindowDataset:
             "xbar": np.empty((b, h, 4), dtype=np.float32),
             "act": np.empty((b, h), dtype=np.float32),
             "y": np.empty(b, dtype=np.float64),
+            "rtg": np.empty((b, h), dtype=np.float32),
         }
         which = np.searchsorted(self._offsets, index, side="right") - 1
         for gi, g in enumerate(self._groups):
@@ -144,6 +163,8 @@ class WindowDataset:
             agent, traj = rest % n_nodes, rest // n_nodes
             _gather(g.obs, g.adjacency, g.actions, g.rewards, traj, agent, start,
                     self._discounts, pos, out["x"], out["xbar"], out["act"], out["y"])  # fmt: skip
+            frames = start[:, None] + np.arange(h)
+            out["rtg"][pos] = g.rtg[traj[:, None], frames, agent[:, None]]
         out["y"] = out["y"].astype(np.float32)
         return out
 
@@ -157,14 +178,17 @@ class WindowDataset:
         return g.name, traj, agent, t
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A batch of windows drawn uniformly with replacement: x, xbar, act, y (float32)."""
+        """A batch of windows drawn uniformly with replacement: x, xbar, act, y, rtg (float32)."""
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
         return self.get(rng.integers(0, self.n_windows, size=batch_size))
 
     @property
     def stats(self) -> dict[str, np.ndarray]:
-        """Per-dimension mean and std of x, xbar, act and y over a fixed subsample of windows."""
+        """Per-dimension mean and std of x, xbar, act and y over a fixed subsample of windows;
+        the per-frame reward's mean and std (``rew_*``), the returns-to-go's (``rtg_*``) and
+        the RTG_BEST_QUANTILE quantile of every (trajectory, agent)'s whole return
+        (``rtg_start_best``, the closest to 0 being the best: Decision Transformer's target)."""
         if self._stats is None:
             n = min(STATS_WINDOWS, self.n_windows)
             batch = self.sample(n, np.random.default_rng(STATS_SEED))
@@ -174,11 +198,21 @@ class WindowDataset:
                 v = v.reshape(-1, 4) if v.ndim == 3 else v.reshape(-1)
                 s[f"{name}_mean"] = v.mean(axis=0).astype(np.float32)
                 s[f"{name}_std"] = np.maximum(v.std(axis=0), STD_FLOOR).astype(np.float32)
+            # the frame reward and the return-to-go of each window's first frame
+            rew0 = np.concatenate([g.rewards.reshape(-1) for g in self._groups])
+            for name, v in (("rew", rew0), ("rtg", batch["rtg"][:, 0])):
+                v = v.astype(np.float64)
+                s[f"{name}_mean"] = np.asarray(v.mean(), dtype=np.float32)
+                s[f"{name}_std"] = np.asarray(max(v.std(), STD_FLOOR), dtype=np.float32)
+            start = np.concatenate([g.rtg[:, 0].reshape(-1) for g in self._groups])
+            s["rtg_start_best"] = np.asarray(
+                np.quantile(start.astype(np.float64), RTG_BEST_QUANTILE), dtype=np.float32
+            )
             self._stats = s
         return self._stats
 
     def torch_sampler(
-        self, device: torch.device | str, keys: tuple[str, ...] = WINDOW_KEYS
+        self, device: torch.device | str, keys: tuple[str, ...] = DEFAULT_KEYS
     ) -> TorchWindows:
         """The windows gathered by torch on ``device`` (what the trainer samples from)."""
         return TorchWindows(self, torch.device(device), keys)
@@ -212,7 +246,7 @@ class TorchWindows:
         f_max = max(g.obs.shape[1] for g in groups)
         big = max(int(g.obs.max(initial=0)) for g in groups)
         odt = np.int16 if big < 2**15 else np.int32
-        obs, adj, act, rew = [], [], [], []
+        obs, adj, act, rew, rtg = [], [], [], [], []
         pair_traj, pair_agent, pair_count = [], [], []
         t0 = 0
         for g in groups:
@@ -226,6 +260,10 @@ class TorchWindows:
             rw = np.zeros_like(ac)
             rw[:, : f1 - 1, :n] = g.rewards
             obs.append(o), adj.append(a), act.append(ac), rew.append(rw)
+            if "rtg" in keys:
+                rt = np.zeros_like(ac)
+                rt[:, : f1 - 1, :n] = g.rtg
+                rtg.append(rt)
             # pairs in the global window order of WindowDataset: trajectory-major, then agent
             pair_traj.append(np.repeat(np.arange(t0, t0 + t), n))
             pair_agent.append(np.tile(np.arange(n), t))
@@ -238,6 +276,7 @@ class TorchWindows:
         self._adj_norm = self._adj / deg[..., None]  # row i: 1/deg_i on i's neighbours
         self._act = as_t(act) if "act" in keys else None
         self._rew = as_t(rew) if ("rew" in keys or "y" in keys) else None
+        self._rtg = as_t(rtg) if "rtg" in keys else None
         self._pair_traj = as_t(pair_traj, torch.long)
         self._pair_agent = as_t(pair_agent, torch.long)
         ends = np.cumsum(np.concatenate(pair_count))
@@ -270,6 +309,8 @@ class TorchWindows:
                 out["rew"] = rew
             if "y" in self.keys:
                 out["y"] = rew @ self._disc
+        if self._rtg is not None:
+            out["rtg"] = self._rtg[traj[:, None], frames, agent[:, None]]
         return out
 
     def sample(

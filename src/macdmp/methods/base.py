@@ -172,6 +172,9 @@ class Actor:
 _REGISTRY: dict[str, str] = {
     "ma-cdmp": "macdmp.planner.models:PlannerModels",
     "bc": "macdmp.baselines.bc:BehaviourCloning",
+    "ma-cql": "macdmp.baselines.cql:MACQL",
+    "ma-td3bc": "macdmp.baselines.td3bc:MATD3BC",
+    "ma-dt": "macdmp.baselines.dt:MADT",
 }
 
 
