@@ -8,6 +8,8 @@
 #   experiments/paper_run.sh train SECONDS      # train (or resume) for at most SECONDS
 #   experiments/paper_run.sh eval               # the paper's protocol, both runs + allocators
 #   experiments/paper_run.sh results            # small result files into $OUT
+#   experiments/paper_run.sh baselines SECONDS  # MA-CQL, MA-TD3+BC, MA-DT packed (resumable)
+#   experiments/paper_run.sh eval-baselines     # the paper's protocol for the three
 #
 # Works from the repository root without installing the package (PYTHONPATH=src): the GPU
 # machine has torch, numba, h5py and matplotlib but no package index.
@@ -64,6 +66,28 @@ results)
   done
   ls -la "$OUT"
   ;;
+baselines)
+  printf '[[run]]\nout = "%s"\nmethod = "%s"\npreset = "paper"\n' \
+      "$W/runs/ma-cql" ma-cql "$W/runs/ma-td3bc" ma-td3bc "$W/runs/ma-dt" ma-dt > "$W/base.toml"
+  rc=0
+  timeout -s TERM "${2:-540}" python3 -m macdmp.cli train --data "$W/paper.h5" \
+      --plan "$W/base.toml" --capture "${CAPTURE:-auto}" --quiet || rc=$?
+  for r in ma-cql ma-td3bc ma-dt; do echo "$r: $(tail -n 1 "$W/runs/$r/losses.jsonl")"; done
+  case $rc in 0) echo "training finished";; 124|130) echo "stopped; run again to resume";;
+    *) exit $rc;; esac
+  ;;
+eval-baselines)
+  mkdir -p "$W/eval"
+  common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames 1000)
+  for r in ma-cql ma-td3bc ma-dt; do for rf in ideal limited; do
+    macdmp evaluate "${common[@]}" --rf $rf --policy "$W/runs/$r" \
+        --json "$W/eval/eval-$r-$rf.json" > "$W/eval/eval-$r-$rf.txt" 2>&1 &
+  done; done
+  wait
+  for r in ma-cql ma-td3bc ma-dt; do cp "$W/runs/$r/losses.jsonl" "$W/eval/losses-$r.jsonl"; done
+  tar czf "$OUT/baselines.tgz" -C "$W/eval" .
+  ;;
 *)
-  echo "usage: $0 collect|train SECONDS|eval|results" >&2; exit 2 ;;
+  echo "usage: $0 collect|train SECONDS|eval|results|baselines SECONDS|eval-baselines" >&2
+  exit 2 ;;
 esac

@@ -151,3 +151,20 @@ def test_the_training_step_never_waits_for_the_host(tmp_path):
         tr._body(capturing=False)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.parametrize("method", ["ma-cql", "ma-td3bc", "ma-dt", "bc"])
+def test_baselines_capture_and_replay_their_eager_steps(tmp_path, method):
+    from test_baselines import BanditWindows
+
+    from macdmp.methods import Trainer
+    from macdmp.methods.base import make_config as method_config
+
+    cfg = method_config(method, "demo", max_steps=40, log_every=10, ckpt_every=40)
+    data = BanditWindows(cfg.horizon, cfg.gamma)
+    eager = Trainer(method, cfg, data, tmp_path / "e", "cuda", capture=False)
+    graph = Trainer(method, cfg, data, tmp_path / "g", "cuda", capture=True)
+    _steps([eager], 12)
+    _steps([graph], 12 - 3)
+    assert graph.graph is not None
+    torch.testing.assert_close(graph.acc, eager.acc, rtol=1e-3, atol=1e-4)
