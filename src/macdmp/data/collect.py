@@ -202,14 +202,14 @@ def run_batch(
 
 def collect(settings: CollectSettings, force: bool = False, progress: bool = True) -> CollectResult:
     """Collect the dataset described by `settings` into `settings.out` (atomically)."""
-    from tqdm import tqdm
+    from macdmp.progress import progress_bar
 
     settings.check()
     out = Path(settings.out)
     if out.exists() and not force:
         raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out: folder {out.parent} does not exist")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise FileNotFoundError(f"--out: {out.parent} is not a folder")
     cfgs = [load_scenario(s, rf=settings.rf) for s in settings.scenarios]
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
@@ -228,11 +228,12 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     total_frames = settings.trajectories * settings.frames
+    out.parent.mkdir(parents=True, exist_ok=True)  # like `evaluate --json/--plots`
     threads_before = numba.get_num_threads()
     numba.set_num_threads(settings.threads)
     t0 = time.perf_counter()
-    bar = tqdm(total=total_frames, unit="env-frame", unit_scale=True, disable=not progress,
-               desc="collect")  # fmt: skip
+    bar = progress_bar(total_frames, "collect", disable=not progress, unit="env-frame",
+                       unit_scale=True)  # fmt: skip
     with _restore_threads(threads_before), bar, atomic_dataset(settings.out, attrs, force=force,
                              compression=settings.compression) as writer:  # fmt: skip
         k = 0
