@@ -83,3 +83,42 @@ def test_evaluate_cli(tmp_path, capsys):
     assert (tmp_path / "qos.png").exists() and (tmp_path / "delay.png").exists()
     assert main(["evaluate", "--policy", "carried", "--rf", "fuzzy", "--frames", "5"]) == 2
     assert "--rf" in capsys.readouterr().err
+
+
+def test_evaluate_checks_everything_before_running(capsys, monkeypatch):
+    import macdmp.eval.evaluate as ev
+
+    calls = []
+    real = ev.run_groups
+    monkeypatch.setattr(ev, "run_groups", lambda *a, **k: calls.append(k) or real(*a, **k))
+    # the second policy is bad: nothing may run beyond the one-frame trial of the first
+    rc = main(["evaluate", "--policy", "carried", "--policy", "static:x", "--quiet"])
+    assert rc == 2 and all(k.get("frames") == 1 for k in calls)
+    assert "--policy static:x" in capsys.readouterr().err
+    for argv, option in [
+        (["--frames", "0"], "--frames: must be >= 1 (got 0)"),
+        (["--seeds", "0"], "--seeds: must be >= 1 (got 0)"),
+        (["--seed-offset", "-1"], "--seed-offset: must be >= 0 (got -1)"),
+        (["--scenarios", "n7"], "--scenarios"),
+    ]:
+        assert main(["evaluate", "--policy", "carried", *argv]) == 2
+        assert f"macdmp evaluate: error: {option}" in capsys.readouterr().err
+
+
+def test_evaluate_trial_frame_leaves_results_unchanged():
+    seeds = [EVAL_SEED_BASE, EVAL_SEED_BASE + 1]
+    direct = run_groups([(PRESETS["n8-2to6"], seeds)], "behaviour", frames=60)[0]
+    via = evaluate(["behaviour"], ["n8-2to6"], ["ideal"], 2, 60, progress=False)
+    assert via["rows"][0]["avg_reward"] == pytest.approx(float(np.mean(direct.avg_reward)))
+    traces = via["frame_delay_ms"]["n8-2to6/ideal"]["behaviour"]
+    assert len(traces) == 2 and len(traces[0]) == 60
+
+
+def test_every_option_has_help():
+    from macdmp.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("demo", "sim-study", "evaluate", "report", "collect", "simulate"):
+        for action in sub.choices[name]._actions:
+            assert action.help, f"macdmp {name} {action.option_strings}: no help text"

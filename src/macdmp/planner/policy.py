@@ -6,7 +6,9 @@ observation and that mean, takes a_t = f_phi(o_t, planned o_t+1), and replans th
 All agents of all networks being evaluated are planned in one batched call (`act_agents`).
 
     --policy macdmp:RUN_DIR[,solver=ddpm|dpm1|dpm2][,steps=N][,guide=ZETA][,candidates=C]
-                           [,device=cpu|cuda][,threads=T]
+                           [,device=cpu|cuda]
+
+(docs/results.md, "Planner options", explains each option and its default.)
 """
 
 from __future__ import annotations
@@ -76,7 +78,10 @@ class PlannerPolicy(Policy):
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0) -> PlannerPolicy:
-        """From `RUN_DIR[,key=value...]`: solver, steps, guide, candidates, device, threads."""
+        """From `RUN_DIR[,key=value...]` with keys solver, steps, guide, candidates, device.
+
+        (`threads` is a constructor argument only; the spec does not take it.)
+        """
         run, *opts = spec.split(",")
         kinds = {
             "solver": ("solver", str),
