@@ -159,7 +159,8 @@ def plot_delay_panels(
                 lo, hi = np.nanmin(smooth, axis=0), np.nanmax(smooth, axis=0)
             t = np.arange(arr.shape[-1])
             ax.fill_between(t, lo, hi, color=colours[m], alpha=0.12, lw=0)
-            ax.plot(t, mid, color=colours[m], ls=styles[m], lw=1.2, label=m)
+            learned = m.startswith("MA-CDMP")  # the learned methods stand out
+            ax.plot(t, mid, color=colours[m], ls=styles[m], lw=2.0 if learned else 1.0, label=m)
         ax.set_title(f"{scen}, {rf} RF", fontsize=9)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both", lw=0.5)
@@ -177,6 +178,6 @@ def plot_delay_panels(
         x=0.01,
         ha="left",
     )
-    fig.tight_layout(rect=(0, 0, 0.8, 0.95))
+    fig.tight_layout(rect=(0, 0, 0.85, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
