@@ -81,7 +81,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         nargs="+",
-        help="override a configuration field (repeatable)",
+        help="override a configuration field (repeatable); keys: "
+        + ", ".join(f.name for f in dataclasses.fields(PlannerConfig)),
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
