@@ -208,3 +208,9 @@ def test_killed_collection_leaves_no_file_under_final_name(tmp_path, sig):
     if sig == signal.SIGINT:  # a clean interrupt also removes its temporary file
         assert proc.returncode == 130
         assert list(tmp_path.iterdir()) == []
+
+
+def test_collect_makes_missing_output_folders(tmp_path):
+    out = tmp_path / "new" / "folder" / "d.h5"
+    collect(small(out), progress=False)
+    assert out.is_file()

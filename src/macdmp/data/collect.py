@@ -79,27 +79,27 @@ class CollectSettings:
         if self.trajectories < len(self.scenarios) or self.trajectories > SEED_STRIDE:
             raise ValueError(
                 f"--trajectories: must be in [{len(self.scenarios)} (one per scenario), "
-                f"{SEED_STRIDE}], got {self.trajectories}"
+                f"{SEED_STRIDE}] (got {self.trajectories})"
             )
         if self.frames < 1:
-            raise ValueError(f"--frames: must be >= 1, got {self.frames}")
+            raise ValueError(f"--frames: must be >= 1 (got {self.frames})")
         if not 0 <= self.seed <= MAX_DATASET_SEED:
             raise ValueError(
                 f"--seed: must be in [0, {MAX_DATASET_SEED}] so that every env seed "
-                f"(seed * 2**16 + k) stays below 2**31, the range reserved for training; "
-                f"got {self.seed}"
+                f"(seed * 2**16 + k) stays below 2**31, the range reserved for training "
+                f"(got {self.seed})"
             )
         if self.rf is not None and self.rf not in RF_MODES:
             raise ValueError(f"--rf: {self.rf!r} is not one of {', '.join(RF_MODES)}")
         if not np.isfinite(self.behaviour_noise) or self.behaviour_noise < 0:
             raise ValueError(
-                f"--behaviour-noise: must be a finite sigma >= 0, got {self.behaviour_noise}"
+                f"--behaviour-noise: must be a finite sigma >= 0 (got {self.behaviour_noise})"
             )
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
+            raise ValueError(f"--batch-size: must be >= 1 (got {self.batch_size})")
         max_threads = numba.config.NUMBA_NUM_THREADS
         if not 1 <= self.threads <= max_threads:
-            raise ValueError(f"--threads: must be in [1, {max_threads}], got {self.threads}")
+            raise ValueError(f"--threads: must be in [1, {max_threads}] (got {self.threads})")
         if self.compression not in COMPRESSIONS:
             raise ValueError(
                 f"--compression: {self.compression!r} is not one of {', '.join(COMPRESSIONS)}"

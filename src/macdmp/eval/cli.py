@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from macdmp.eval.protocol import EVAL_FRAMES, EVAL_SEEDS
+from macdmp.sim.cli import option_error
 from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES
 
 ALLOCATOR_SET = (
@@ -180,7 +181,7 @@ def _split_scenarios(text: str) -> list[str]:
         try:
             load_scenario(s)
         except ValueError as exc:
-            raise ValueError(f"--scenarios: {exc}") from None
+            raise option_error("--scenarios", exc) from None
     return scenarios
 
 
@@ -335,11 +336,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sim_study(args: argparse.Namespace) -> int:
+    from macdmp.sim.config import load_scenario
+
     from .sim_study import allocator_table, load_sweep, markdown
 
     _at_least("--frames", args.frames, 1)
     _at_least("--seeds", args.seeds, 1)
-    _split_scenarios(args.sweep_scenario.replace(",", ""))
+    try:
+        load_scenario(args.sweep_scenario)
+    except ValueError as exc:
+        raise option_error("--sweep-scenario", exc) from None
     _check_out_file("--out", args.out)
     show = not args.quiet
     table = allocator_table(n_seeds=args.seeds, frames=args.frames, progress=show)

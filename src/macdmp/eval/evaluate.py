@@ -81,7 +81,8 @@ def check_policy(spec: str, configs: Sequence, seeds: Sequence[int], seed_offset
             check_disjoint(seeds, train_seeds)
         run_groups([(cfg, list(seeds[:1])) for cfg in configs], policy, frames=1)
     except ValueError as exc:
-        raise ValueError(f"--policy {spec}: {exc}") from None
+        text = str(exc).removeprefix("policy: ")
+        raise ValueError(f"--policy {spec}: {text}") from None
     return policy
 
 
