@@ -8,7 +8,7 @@ All agents of all networks being evaluated are planned in one batched call (`act
     --policy macdmp:RUN_DIR[,solver=ddpm|dpm1|dpm2][,steps=N][,guide=ZETA][,candidates=C]
                            [,device=cpu|cuda]
 
-(docs/results.md, "Planner options", explains each option and its default.)
+(README.md, "Policies for `--policy`", explains each option and its default.)
 """
 
 from __future__ import annotations
