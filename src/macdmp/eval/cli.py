@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         help="an allocator name, behaviour[:SIGMA], static:D,... or macdmp:RUN_DIR[,key=value...]"
-        " (repeat for several)",
+        " with keys solver, steps, guide, candidates, device (README.md explains them); repeat "
+        "for several",
     )
     p.add_argument(
         "--scenarios",
@@ -143,6 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "sim-study",
         help="validation study of the simulator: every allocator, every scenario, a load sweep",
+        description="Every allocator in the four paper scenarios under ideal and limited RF, "
+        "then a load sweep of one scenario under ideal RF; prints markdown tables "
+        "(docs/sim-study.md is its output).",
     )
     s.add_argument("--frames", type=int, default=1000, help="frames per episode (default 1000)")
     s.add_argument("--seeds", type=int, default=3, help="held-out network seeds per cell (3)")
