@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -310,7 +311,14 @@ def _check_out_dir(option: str, path: str | None) -> None:
 def _write_json(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1, default=float))
+    text = json.dumps(result, indent=1, default=float)
+    # lists of plain numbers (the per-frame traces) on one line each, not one number per line
+    text = re.sub(
+        r"\[\s+([-+0-9.eE,\snulNaIfity]+?)\s+\]",
+        lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
+        text,
+    )
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
