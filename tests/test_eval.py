@@ -100,6 +100,7 @@ def test_evaluate_checks_everything_before_running(capsys, monkeypatch):
         (["--seeds", "0"], "--seeds: must be >= 1 (got 0)"),
         (["--seed-offset", "-1"], "--seed-offset: must be >= 0 (got -1)"),
         (["--scenarios", "n7"], "--scenarios"),
+        (["--policy", "macdmp:no-such-run"], "--policy macdmp:no-such-run: "),
     ]:
         assert main(["evaluate", "--policy", "carried", *argv]) == 2
         assert f"macdmp evaluate: error: {option}" in capsys.readouterr().err

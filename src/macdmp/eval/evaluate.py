@@ -80,9 +80,9 @@ def check_policy(spec: str, configs: Sequence, seeds: Sequence[int], seed_offset
         if train_seeds is not None:
             check_disjoint(seeds, train_seeds)
         run_groups([(cfg, list(seeds[:1])) for cfg in configs], policy, frames=1)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         text = str(exc).removeprefix("policy: ")
-        raise ValueError(f"--policy {spec}: {text}") from None
+        raise type(exc)(f"--policy {spec}: {text}") from None
     return policy
 
 
