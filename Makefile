@@ -2,14 +2,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+# Where torch comes from. Empty (the default): pip's configured index, normally PyPI, whose
+# torch==2.13.0 for Linux x86-64 is the CUDA build (it pulls about 20 nvidia-* packages, several
+# GB); macOS and Windows get the CPU build. For the CPU-only build on Linux, set up with
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# in a fresh clone (or after `make clean`); it is passed to pip as --index-url.
+TORCH_INDEX ?=
 
 .PHONY: setup demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# the CPU build; a bare `torch` requirement would pull a multi-GB CUDA build
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first, pinned, from TORCH_INDEX when set (see above)
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -191,7 +191,7 @@ def test_existing_file_survives_failed_overwrite(dataset, tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["copy.h5"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_killed_collection_leaves_no_file_under_final_name(tmp_path, sig):
     out = tmp_path / "killed.h5"
     cmd = [sys.executable, "-m", "macdmp.cli", "collect", "--out", str(out), "--quiet",
@@ -205,6 +205,12 @@ def test_killed_collection_leaves_no_file_under_final_name(tmp_path, sig):
     os.kill(proc.pid, sig)
     proc.wait(timeout=30)
     assert not out.exists()
-    if sig == signal.SIGINT:  # a clean interrupt also removes its temporary file
-        assert proc.returncode == 130
+    if sig != signal.SIGKILL:  # Ctrl-C and SIGTERM alike: a clean stop, no temporary file left
+        assert proc.returncode == 130, proc.stderr.read()
         assert list(tmp_path.iterdir()) == []
+
+
+def test_collect_makes_missing_output_folders(tmp_path):
+    out = tmp_path / "new" / "folder" / "d.h5"
+    collect(small(out), progress=False)
+    assert out.is_file()

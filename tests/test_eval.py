@@ -83,3 +83,91 @@ def test_evaluate_cli(tmp_path, capsys):
     assert (tmp_path / "qos.png").exists() and (tmp_path / "delay.png").exists()
     assert main(["evaluate", "--policy", "carried", "--rf", "fuzzy", "--frames", "5"]) == 2
     assert "--rf" in capsys.readouterr().err
+
+
+def test_evaluate_checks_everything_before_running(capsys, monkeypatch):
+    import macdmp.eval.evaluate as ev
+
+    calls = []
+    real = ev.run_groups
+    monkeypatch.setattr(ev, "run_groups", lambda *a, **k: calls.append(k) or real(*a, **k))
+    # the second policy is bad: nothing may run beyond the one-frame trial of the first
+    rc = main(["evaluate", "--policy", "carried", "--policy", "static:x", "--quiet"])
+    assert rc == 2 and all(k.get("frames") == 1 for k in calls)
+    assert "--policy static:x" in capsys.readouterr().err
+    for argv, option in [
+        (["--frames", "0"], "--frames: must be >= 1 (got 0)"),
+        (["--seeds", "0"], "--seeds: must be >= 1 (got 0)"),
+        (["--seed-offset", "-1"], "--seed-offset: must be >= 0 (got -1)"),
+        (["--scenarios", "n7"], "--scenarios"),
+        (["--policy", "macdmp:no-such-run"], "--policy macdmp:no-such-run: "),
+    ]:
+        assert main(["evaluate", "--policy", "carried", *argv]) == 2
+        assert f"macdmp evaluate: error: {option}" in capsys.readouterr().err
+
+
+def test_evaluate_trial_frame_leaves_results_unchanged():
+    seeds = [EVAL_SEED_BASE, EVAL_SEED_BASE + 1]
+    direct = run_groups([(PRESETS["n8-2to6"], seeds)], "behaviour", frames=60)[0]
+    via = evaluate(["behaviour"], ["n8-2to6"], ["ideal"], 2, 60, progress=False)
+    assert via["rows"][0]["avg_reward"] == pytest.approx(float(np.mean(direct.avg_reward)))
+    traces = via["frame_delay_ms"]["n8-2to6/ideal"]["behaviour"]
+    assert len(traces) == 2 and len(traces[0]) == 60
+
+
+def test_every_option_has_help():
+    from macdmp.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("demo", "sim-study", "evaluate", "report", "collect", "simulate"):
+        for action in sub.choices[name]._actions:
+            assert action.help, f"macdmp {name} {action.option_strings}: no help text"
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
+    import macdmp.eval.cli as ecli
+
+    tiny = {
+        "runs": "runs-tiny",
+        "train_sets": (
+            "dim=8",
+            "dim_mults=1,2",
+            "n_diffusion_steps=6",
+            "n_epochs=1",
+            "steps_per_epoch=3",
+            "inv_hidden=16",
+            "warmup_steps=1",
+            "ema_start=0",
+            "log_every=1",
+            "ckpt_every=3",
+        ),  # fmt: skip
+        "describe": "tiny",
+        "planner": ",steps=2",
+        "frames": 4,
+    }
+    monkeypatch.setitem(ecli.DEMO, "fast", tiny)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seeds", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "MA-CDMP w/o MF (dpm2 2)" in text and "carried" in text
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["rows"]) == 2 * (2 + len(ecli.ALLOCATOR_SET)) and data["frames"] == 4
+    assert len(data["frame_delay_ms"]) == 8  # 4 scenarios x 2 RF conditions
+    for name in ("qos.png", "delay.png", "runs-tiny/macdmp/checkpoint.pt"):
+        assert (out / name).is_file()
+    assert main(["demo", "--out", str(out), "--frames", "0"]) == 2
+    assert "--frames: must be >= 1 (got 0)" in capsys.readouterr().err
+
+
+def test_progress_bar_writes_whole_lines_to_a_log(capsys):
+    from macdmp.progress import progress_bar
+
+    with progress_bar(1000, "work") as bar:
+        for _ in range(1000):
+            bar.update(1)
+    err = capsys.readouterr().err  # pytest's captured stderr is not a terminal
+    assert "\r" not in err and err.count("\n") <= 3 and "1000/1000" in err
+    with progress_bar(5, "off", disable=True) as bar:
+        bar.update(5)
+    assert capsys.readouterr().err == ""

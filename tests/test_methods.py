@@ -1,14 +1,9 @@
 """The method interface: a second method (behaviour cloning) trained by the one trainer and used
-as a policy from its run folder; packed runs; older checkpoints; signals during collection."""
+as a policy from its run folder; packed runs; older checkpoints."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -168,18 +163,3 @@ def test_older_checkpoints_are_read_on_purpose(tmp_path):
     # ... and a run in that format resumes under the new trainer
     train(cfg.replace(n_epochs=2), data, tmp_path, progress=False)
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["format"] == "macdmp-run-v1"
-
-
-def test_sigterm_during_collection_leaves_no_partial_file(tmp_path):
-    out = tmp_path / "big.h5"
-    cmd = [sys.executable, "-m", "macdmp.cli", "collect", "--out", str(out), "--quiet",
-           "--trajectories", "400", "--frames", "6000", "--batch-size", "4"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(tmp_path.glob(".*partial*")):
-        time.sleep(0.2)
-    assert list(tmp_path.glob(".*partial*")), "collection never started writing"
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    assert proc.returncode == 130, proc.stderr.read()
-    assert sorted(os.listdir(tmp_path)) == []

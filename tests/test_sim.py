@@ -387,3 +387,55 @@ def test_cli_bad_input_is_one_clear_line(capsys):
     assert "unknown policy" in err and "Traceback" not in err
     assert main(["simulate", "--scenario", "n7", "--frames", "5"]) == 2
     assert "unknown scenario" in capsys.readouterr().err
+
+
+def test_pettingzoo_infos_report_the_frame():
+    env = macdmp.parallel_env(scenario="n9-2to7", seed=5, frames=200)
+    _, infos = env.reset()
+    assert infos["node_0"]["delivered"] == 0 and math.isnan(infos["node_0"]["delay_ms"])
+    sim = BatchedNetworks(PRESETS["n9-2to7"], [5])
+    delivered = dropped = 0
+    for _ in range(200):
+        # tiny demands: queues fill up, so packets are dropped as well as delivered
+        _, rewards, _, _, infos = env.step({a: 0.5 for a in env.agents})
+        res = sim.step(np.full((1, 9), 0.5))
+        for i, a in enumerate(env.possible_agents):
+            info = infos[a]
+            assert info["delivered"] == res.delivered_to[0, i]
+            assert info["dropped"] == res.dropped_at[0, i]
+            if info["delivered"]:
+                assert info["delay_ms"] == pytest.approx(-rewards[a])
+            else:
+                assert math.isnan(info["delay_ms"])
+        assert res.dropped_at.sum() == res.stats[0, DROP_BUF] + res.stats[0, DROP_RETRY]
+        assert res.delivered_to.sum() == res.stats[0, DELIV]
+        delivered += res.delivered_to.sum()
+        dropped += res.dropped_at.sum()
+    assert delivered > 0 and dropped > 0
+
+
+def test_pettingzoo_render_rgb_array():
+    env = macdmp.parallel_env(scenario="n8-2to6", seed=1, frames=100, render_mode="rgb_array")
+    env.reset()
+    first = env.render()
+    assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
+    assert first.shape[0] >= 300 and first.shape[1] >= 300
+    assert np.array_equal(first, env.render())  # same state, same picture
+    for _ in range(30):
+        env.step({a: 0.0 for a in env.agents})  # nothing sent: queues grow
+    later = env.render()
+    assert later.shape == first.shape and not np.array_equal(first, later)
+
+
+def test_pettingzoo_render_modes_are_checked(monkeypatch):
+    with pytest.raises(ValueError, match="render_mode"):
+        macdmp.parallel_env(render_mode="ascii")
+    env = macdmp.parallel_env()
+    env.reset()
+    with pytest.warns(UserWarning, match="render_mode"):
+        assert env.render() is None
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(RuntimeError, match="display"):
+        macdmp.parallel_env(render_mode="human")

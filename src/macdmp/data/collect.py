@@ -80,27 +80,27 @@ class CollectSettings:
         if self.trajectories < len(self.scenarios) or self.trajectories > SEED_STRIDE:
             raise ValueError(
                 f"--trajectories: must be in [{len(self.scenarios)} (one per scenario), "
-                f"{SEED_STRIDE}], got {self.trajectories}"
+                f"{SEED_STRIDE}] (got {self.trajectories})"
             )
         if self.frames < 1:
-            raise ValueError(f"--frames: must be >= 1, got {self.frames}")
+            raise ValueError(f"--frames: must be >= 1 (got {self.frames})")
         if not 0 <= self.seed <= MAX_DATASET_SEED:
             raise ValueError(
                 f"--seed: must be in [0, {MAX_DATASET_SEED}] so that every env seed "
-                f"(seed * 2**16 + k) stays below 2**31, the range reserved for training; "
-                f"got {self.seed}"
+                f"(seed * 2**16 + k) stays below 2**31, the range reserved for training "
+                f"(got {self.seed})"
             )
         if self.rf is not None and self.rf not in RF_MODES:
             raise ValueError(f"--rf: {self.rf!r} is not one of {', '.join(RF_MODES)}")
         if not np.isfinite(self.behaviour_noise) or self.behaviour_noise < 0:
             raise ValueError(
-                f"--behaviour-noise: must be a finite sigma >= 0, got {self.behaviour_noise}"
+                f"--behaviour-noise: must be a finite sigma >= 0 (got {self.behaviour_noise})"
             )
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size: must be >= 1, got {self.batch_size}")
+            raise ValueError(f"--batch-size: must be >= 1 (got {self.batch_size})")
         max_threads = numba.config.NUMBA_NUM_THREADS
         if not 1 <= self.threads <= max_threads:
-            raise ValueError(f"--threads: must be in [1, {max_threads}], got {self.threads}")
+            raise ValueError(f"--threads: must be in [1, {max_threads}] (got {self.threads})")
         if self.compression not in COMPRESSIONS:
             raise ValueError(
                 f"--compression: {self.compression!r} is not one of {', '.join(COMPRESSIONS)}"
@@ -204,14 +204,14 @@ def run_batch(
 @sigterm_raises()  # SIGTERM is Ctrl-C here: either way the partial file is removed
 def collect(settings: CollectSettings, force: bool = False, progress: bool = True) -> CollectResult:
     """Collect the dataset described by `settings` into `settings.out` (atomically)."""
-    from tqdm import tqdm
+    from macdmp.progress import progress_bar
 
     settings.check()
     out = Path(settings.out)
     if out.exists() and not force:
         raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out: folder {out.parent} does not exist")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise FileNotFoundError(f"--out: {out.parent} is not a folder")
     cfgs = [load_scenario(s, rf=settings.rf) for s in settings.scenarios]
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
@@ -230,11 +230,12 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     total_frames = settings.trajectories * settings.frames
+    out.parent.mkdir(parents=True, exist_ok=True)  # like `evaluate --json/--plots`
     threads_before = numba.get_num_threads()
     numba.set_num_threads(settings.threads)
     t0 = time.perf_counter()
-    bar = tqdm(total=total_frames, unit="env-frame", unit_scale=True, disable=not progress,
-               desc="collect")  # fmt: skip
+    bar = progress_bar(total_frames, "collect", disable=not progress, unit="env-frame",
+                       unit_scale=True)  # fmt: skip
     with _restore_threads(threads_before), bar, atomic_dataset(settings.out, attrs, force=force,
                              compression=settings.compression) as writer:  # fmt: skip
         k = 0

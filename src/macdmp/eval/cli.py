@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 from macdmp.eval.protocol import EVAL_FRAMES, EVAL_SEEDS
+from macdmp.sim.cli import option_error
 from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES
 
 ALLOCATOR_SET = (
@@ -22,6 +24,31 @@ ALLOCATOR_SET = (
     "backpressure",
     "random",
 )
+# What `macdmp demo` runs. "fast" (the default) fits a few minutes on a 2-core CPU; "full" is
+# the `demo` training preset unchanged. train_sets are `macdmp train --set` overrides of the
+# `demo` preset; planner is appended to the run folder's policy spec (`RUN_DIR,key=value`).
+DEMO = {
+    "fast": {
+        "runs": "runs-fast",
+        "train_sets": (
+            "dim_mults=1,2",
+            "lr=1e-3",
+            "n_epochs=3",
+            "steps_per_epoch=200",
+            "ckpt_every=200",
+        ),
+        "describe": "demo preset, 600 steps, 2-level U-Net",
+        "planner": ",steps=3",
+        "frames": 200,
+    },
+    "full": {
+        "runs": "runs",
+        "train_sets": (),
+        "describe": "demo preset, 2,500 steps",
+        "planner": "",
+        "frames": 300,
+    },
+}
 TABLE_COLUMNS = (
     "policy",
     "rf",
@@ -45,25 +72,63 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--policy",
         action="append",
         required=True,
-        help="an allocator name, behaviour[:SIGMA], static:D,... or macdmp:RUN_DIR[,key=value...]"
-        " (repeat for several)",
+        help="an allocator name, behaviour[:SIGMA], static:D,... or a training run folder "
+        "RUN_DIR[,key=value...] of any method (MA-CDMP keys: solver, steps, guide, candidates; "
+        "every run: device, threads, weights; README.md explains them; macdmp:RUN_DIR also "
+        "works); repeat for several",
     )
-    p.add_argument("--scenarios", default=",".join(PAPER_SCENARIOS), help="comma-separated")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(PAPER_SCENARIOS),
+        help="comma-separated presets or TOML files (default: the four paper scenarios)",
+    )
     p.add_argument("--seeds", type=int, default=EVAL_SEEDS, help="held-out seeds (default 3)")
-    p.add_argument("--seed-offset", type=int, default=0, help="first evaluation seed offset")
+    p.add_argument(
+        "--seed-offset", type=int, default=0, help="skip this many held-out seeds (default 0)"
+    )
     p.add_argument("--rf", default="ideal,limited", help="comma-separated: ideal,limited")
-    p.add_argument("--frames", type=int, default=EVAL_FRAMES, help="frames per episode (1000)")
-    p.add_argument("--json", metavar="FILE", help="also write all results as JSON")
-    p.add_argument("--plots", metavar="DIR", help="write QoS bars and a delay trace here")
+    p.add_argument(
+        "--frames", type=int, default=EVAL_FRAMES, help="frames per episode (default 1000)"
+    )
+    p.add_argument("--json", metavar="FILE", help="also write all results as JSON (folders made)")
+    p.add_argument("--plots", metavar="DIR", help="write qos.png and delay.png here (made)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)
 
     d = sub.add_parser(
         "demo",
         help="the whole pipeline at demo scale: collect, train MA-CDMP (+ w/o MF), evaluate",
+        description="Collect the demo dataset, train MA-CDMP and MA-CDMP w/o MF on it, evaluate "
+        "both against every allocator on held-out networks (ideal and limited RF), print the "
+        "table and write results.json, qos.png and delay.png. The default is sized for a few "
+        "minutes on a 2-core CPU; --full runs the longer demo. Re-running reuses the dataset "
+        "and resumes or reuses the trained runs.",
     )
     d.add_argument("--out", default="demo-out", help="working folder (default demo-out/)")
-    d.add_argument("--frames", type=int, default=300, help="evaluation frames per episode")
-    d.add_argument("--seeds", type=int, default=EVAL_SEEDS)
+    d.add_argument(
+        "--full",
+        action="store_true",
+        help="the longer demo: the `demo` training preset as is (2,500 steps), 10 solver "
+        "steps, 300-frame episodes; its runs go to OUT/runs/ (the default's to OUT/runs-fast/)",
+    )
+    d.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help=f"evaluation frames per episode (default {DEMO['fast']['frames']}; "
+        f"{DEMO['full']['frames']} with --full)",
+    )
+    d.add_argument(
+        "--seeds", type=int, default=EVAL_SEEDS, help=f"held-out seeds (default {EVAL_SEEDS})"
+    )
+    d.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for training (default 1: robust when another process shares the "
+        "cores; 2 can be faster on an idle 2-core machine). Planning always uses 1",
+    )
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
 
     r = sub.add_parser(
@@ -72,18 +137,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--json", nargs="+", required=True, help="result files of macdmp evaluate")
     r.add_argument("--losses", nargs="*", default=[], help="losses.jsonl files of training runs")
-    r.add_argument("--out", required=True, help="folder for report.md, qos.png, training.png")
-    r.add_argument("--title", default="Results")
+    r.add_argument(
+        "--out", required=True, help="folder for report.md, qos.png, training.png (made)"
+    )
+    r.add_argument("--title", default="Results", help="heading of the report and the plot")
     r.set_defaults(func=_report)
 
     s = sub.add_parser(
         "sim-study",
         help="validation study of the simulator: every allocator, every scenario, a load sweep",
+        description="Every allocator in the four paper scenarios under ideal and limited RF, "
+        "then a load sweep of one scenario under ideal RF; prints markdown tables "
+        "(docs/sim-study.md is its output).",
     )
-    s.add_argument("--frames", type=int, default=1000)
-    s.add_argument("--seeds", type=int, default=3, help="evaluation seeds per cell")
-    s.add_argument("--sweep-scenario", default="n9-2to7")
-    s.add_argument("--out", help="write the markdown tables here (default: print)")
+    s.add_argument("--frames", type=int, default=1000, help="frames per episode (default 1000)")
+    s.add_argument("--seeds", type=int, default=3, help="held-out network seeds per cell (3)")
+    s.add_argument(
+        "--sweep-scenario",
+        default="n9-2to7",
+        help="scenario of the load sweep (default n9-2to7)",
+    )
+    s.add_argument(
+        "--out", metavar="FILE", help="write the markdown tables here (default: print them)"
+    )
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_sim_study)
 
 
@@ -95,20 +172,44 @@ def _split_rfs(text: str) -> list[str]:
     return rfs
 
 
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name}: must be >= {low} (got {value})")
+
+
+def _split_scenarios(text: str) -> list[str]:
+    from macdmp.sim.config import load_scenario
+
+    scenarios = [s for s in text.split(",") if s]
+    if not scenarios:
+        raise ValueError(f"--scenarios: give a comma list of scenarios (got {text!r})")
+    for s in scenarios:
+        try:
+            load_scenario(s)
+        except ValueError as exc:
+            raise option_error("--scenarios", exc) from None
+    return scenarios
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .episodes import format_table
     from .evaluate import evaluate
 
-    if args.frames < 1 or args.seeds < 1:
-        raise ValueError("--frames and --seeds: must be >= 1")
-    scenarios = [s for s in args.scenarios.split(",") if s]
+    _at_least("--frames", args.frames, 1)
+    _at_least("--seeds", args.seeds, 1)
+    _at_least("--seed-offset", args.seed_offset, 0)
+    scenarios = _split_scenarios(args.scenarios)
+    rfs = _split_rfs(args.rf)
+    _check_out_file("--json", args.json)
+    _check_out_dir("--plots", args.plots)
     result = evaluate(
         args.policy,
         scenarios,
-        _split_rfs(args.rf),
+        rfs,
         n_seeds=args.seeds,
         frames=args.frames,
         seed_offset=args.seed_offset,
+        progress=not args.quiet,
     )
     print(format_table(result["rows"], TABLE_COLUMNS))
     print(
@@ -126,14 +227,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import torch
+
     from macdmp.cli import main as macdmp
 
     from .episodes import format_table
     from .evaluate import evaluate
 
+    size = DEMO["full" if args.full else "fast"]
+    frames = size["frames"] if args.frames is None else args.frames
+    _at_least("--frames", frames, 1)
+    _at_least("--seeds", args.seeds, 1)
+    _at_least("--threads", args.threads, 1)
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     data = out / "demo.h5"
+    quiet = ["--quiet"] if args.quiet else []
+    # `macdmp train` draws its bar at every step; in a log file that is thousands of updates
+    train_quiet = quiet if sys.stderr.isatty() else ["--quiet"]
     t_start = time.perf_counter()
 
     def stage(text: str) -> None:
@@ -145,19 +259,32 @@ def _demo(args: argparse.Namespace) -> int:
         if rc != 0:
             raise RuntimeError(f"{data} exists but does not validate; delete it and rerun")
         print(f"{data} exists and validates; reusing it")
-    elif macdmp(["collect", "--preset", "demo", "--out", str(data)]) != 0:
+    elif macdmp(["collect", "--preset", "demo", "--out", str(data), *quiet]) != 0:
         return 1
-    runs = {"MA-CDMP": out / "runs" / "macdmp", "MA-CDMP w/o MF": out / "runs" / "macdmp-nomf"}
+    folder = out / size["runs"]
+    runs = {"MA-CDMP": folder / "macdmp", "MA-CDMP w/o MF": folder / "macdmp-nomf"}
+    sets = [f"--set={kv}" for kv in size["train_sets"]]
     for k, (label, run) in enumerate(runs.items()):
-        stage(f"{2 + k}/4 train {label} (demo preset; resumes if interrupted)")
-        cmd = ["train", "--data", str(data), "--out", str(run), "--preset", "demo"]
+        stage(f"{2 + k}/4 train {label} ({size['describe']}; resumes if interrupted)")
+        cmd = ["train", "--data", str(data), "--out", str(run), "--preset", "demo", *sets]
         if "w/o MF" in label:
             cmd.append("--no-mf")
-        if macdmp(cmd) != 0:
+        if macdmp([*cmd, *train_quiet]) != 0:
             return 1
-    stage("4/4 evaluate on held-out networks: 4 scenarios x ideal/limited RF")
-    policies = [f"macdmp:{runs['MA-CDMP']}", f"macdmp:{runs['MA-CDMP w/o MF']}", *ALLOCATOR_SET]
-    result = evaluate(policies, PAPER_SCENARIOS, RF_MODES, n_seeds=args.seeds, frames=args.frames)
+    stage(
+        f"4/4 evaluate on held-out networks: {len(PAPER_SCENARIOS)} scenarios x "
+        f"{args.seeds} seeds x {frames} frames, ideal and limited RF"
+    )
+    opts = size["planner"]
+    planners = [f"{run}{opts}" for run in runs.values()]
+    result = evaluate(
+        [*planners, *ALLOCATOR_SET],
+        PAPER_SCENARIOS,
+        RF_MODES,
+        n_seeds=args.seeds,
+        frames=frames,
+        progress=not args.quiet,
+    )
     print(format_table(result["rows"], TABLE_COLUMNS))
     _write_json(out / "results.json", result)
     _plots(result, out)
@@ -165,25 +292,51 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out_file(option: str, path: str | None) -> None:
+    """Output files may be in folders that do not exist yet (they are made), not in files."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option}: {p} is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{option}: {parent} is a file, not a folder")
+
+
+def _check_out_dir(option: str, path: str | None) -> None:
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{option}: {path} exists and is not a folder")
+
+
 def _write_json(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1, default=float))
+    text = json.dumps(result, indent=1, default=float)
+    # lists of plain numbers (the per-frame traces) on one line each, not one number per line
+    text = re.sub(
+        r"\[\s+([-+0-9.eE,\snulNaIfity]+?)\s+\]",
+        lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
+        text,
+    )
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def _plots(result: dict, folder: Path) -> None:
-    import numpy as np
-
-    from .plots import plot_delay_traces, plot_qos_bars
+    from .plots import plot_delay_panels, plot_qos_bars
 
     folder.mkdir(parents=True, exist_ok=True)
-    plot_qos_bars(result["rows"], folder / "qos.png", "QoS on held-out networks")
-    traces = {k: np.asarray(v, dtype=float) for k, v in result["delay_traces"].items()}
-    first = result["per_scenario"][0]
-    plot_delay_traces(
-        traces, folder / "delay.png", f"per-frame delay, {first['scenario']} {first['rf']} RF"
+    n_seeds, n_scen = len(result["seeds"]), len(result["scenarios"])
+    plot_qos_bars(
+        result["rows"],
+        folder / "qos.png",
+        f"QoS on held-out networks ({n_scen} scenarios, {result['frames']}-frame episodes)",
+        caption=f"Bars: mean over {n_seeds} held-out network seeds of the average over the "
+        f"{n_scen} scenarios; error bars: ± 1 standard deviation over the seeds. Methods best "
+        "first (average reward, ideal RF).",
     )
+    plot_delay_panels(result["frame_delay_ms"], folder / "delay.png", n_seeds)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -196,12 +349,25 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sim_study(args: argparse.Namespace) -> int:
+    from macdmp.sim.config import load_scenario
+
     from .sim_study import allocator_table, load_sweep, markdown
 
-    table = allocator_table(n_seeds=args.seeds, frames=args.frames)
-    sweep = load_sweep(scenario=args.sweep_scenario, n_seeds=args.seeds, frames=args.frames)
+    _at_least("--frames", args.frames, 1)
+    _at_least("--seeds", args.seeds, 1)
+    try:
+        load_scenario(args.sweep_scenario)
+    except ValueError as exc:
+        raise option_error("--sweep-scenario", exc) from None
+    _check_out_file("--out", args.out)
+    show = not args.quiet
+    table = allocator_table(n_seeds=args.seeds, frames=args.frames, progress=show)
+    sweep = load_sweep(
+        scenario=args.sweep_scenario, n_seeds=args.seeds, frames=args.frames, progress=show
+    )
     text = markdown(table, sweep, "macdmp " + " ".join(sys.argv[1:]))
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
         print(f"wrote {args.out}")
     else:

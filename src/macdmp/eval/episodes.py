@@ -98,10 +98,10 @@ def run_groups(
     act_s = sim_s = 0.0
     bar = None
     if progress:
-        from tqdm import tqdm
+        from macdmp.progress import progress_bar
 
-        label = ",".join(dict.fromkeys(f"{c.name}/{c.rf.name}" for c, _ in groups))
-        bar = tqdm(total=frames, desc=f"{base.name} on {label}", leave=False)
+        label = str(getattr(base, "label", base.name))
+        bar = progress_bar(frames, label if len(label) <= 24 else label[:23] + "…", leave=False)
     for t in range(frames):
         t0 = time.perf_counter()
         mfs = [sim.mean_field(o) for sim, o in zip(sims, obs, strict=True)]

@@ -27,15 +27,22 @@ def evaluate(
     seed_offset: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Run every policy on every (scenario, RF) with the same evaluation seeds."""
+    """Run every policy on every (scenario, RF) with the same evaluation seeds.
+
+    Every policy is built and tried for one frame before any evaluation starts, so a bad spec
+    (an unknown option, ``steps=0``, a run trained for other scenarios) fails at once.
+    """
+    if int(frames) < 1:
+        raise ValueError(f"frames: must be >= 1 (got {frames})")
+    if not policies:
+        raise ValueError("policies: give at least one policy")
+    if not scenarios or not rfs:
+        raise ValueError("scenarios, rfs: give at least one of each")
     seeds = eval_seeds(n_seeds, seed_offset)
     configs = [load_scenario(s, rf=rf) for rf in rfs for s in scenarios]
-    rows, per_scenario, traces = [], [], {}
-    for spec in policies:
-        policy = make_policy(spec, seed=seed_offset)
-        train_seeds = getattr(policy, "train_seeds", None)
-        if train_seeds is not None:
-            check_disjoint(seeds, train_seeds)
+    built = [check_policy(spec, configs, seeds, seed_offset) for spec in policies]
+    rows, per_scenario, traces, by_case = [], [], {}, {}
+    for policy in built:
         results = run_groups([(cfg, seeds) for cfg in configs], policy, frames, progress)
         label = getattr(policy, "label", policy.name)
         for rf in rfs:
@@ -43,6 +50,11 @@ def evaluate(
             rows.append(_aggregate(label, rf, mine, results))
         per_scenario += [dict(r.summary(), policy=label) for r in results]
         traces[label] = results[0].frame_delay_ms[0]
+        for r in results:
+            by_case.setdefault(f"{r.scenario}/{r.rf}", {})[label] = [
+                [None if np.isnan(v) else round(float(v), 3) for v in seed]
+                for seed in r.frame_delay_ms
+            ]
     return {
         "rows": rows,
         "per_scenario": per_scenario,
@@ -51,7 +63,27 @@ def evaluate(
         "scenarios": list(scenarios),
         "rfs": list(rfs),
         "delay_traces": {k: v.tolist() for k, v in traces.items()},
+        # "SCENARIO/RF" -> policy -> one list per seed of each frame's mean delay (ms; None
+        # when nothing was delivered in that frame)
+        "frame_delay_ms": by_case,
     }
+
+
+def check_policy(spec: str, configs: Sequence, seeds: Sequence[int], seed_offset: int = 0):
+    """Build one policy and run it for one frame on one network of every configuration.
+
+    Policies are reset before every episode, so this trial leaves no trace in the results.
+    """
+    try:
+        policy = make_policy(spec, seed=seed_offset)
+        train_seeds = getattr(policy, "train_seeds", None)
+        if train_seeds is not None:
+            check_disjoint(seeds, train_seeds)
+        run_groups([(cfg, list(seeds[:1])) for cfg in configs], policy, frames=1)
+    except (ValueError, FileNotFoundError) as exc:
+        text = str(exc).removeprefix("policy: ")
+        raise type(exc)(f"--policy {spec}: {text}") from None
+    return policy
 
 
 def _aggregate(

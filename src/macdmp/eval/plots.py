@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -52,41 +53,131 @@ def plot_topology(net: Network, cfg: ScenarioConfig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_delay_traces(traces: dict[str, np.ndarray], path: str | Path, title: str = "") -> None:
-    """Per-frame mean delay over an episode, one line per method."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for name, trace in traces.items():
-        ax.plot(trace, lw=0.8, label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("mean delay of delivered packets (ms)")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+RF_COLOURS = {"ideal": "tab:blue", "limited": "tab:orange"}
+QOS_METRICS = (
+    # key, axis label, scale applied to the value, log axis
+    ("avg_reward", "average reward (ms; −delay, higher is better)", 1.0, False),
+    ("throughput_mbps", "throughput (Mbps)", 1.0, False),
+    ("mean_delay_ms", "mean delay (ms, log scale)", 1.0, True),
+    ("loss_rate", "packet loss (%)", 100.0, False),
+)
+
+
+def _method_order(rows: list[dict]) -> list[str]:
+    """Methods best first: by average reward under the first RF condition listed."""
+    first_rf = rows[0].get("rf", "ideal")
+    score = {r["policy"]: r["avg_reward"] for r in rows if r.get("rf", "ideal") == first_rf}
+    names = list(dict.fromkeys(r["policy"] for r in rows))
+    return sorted(names, key=lambda m: -score.get(m, -np.inf))
+
+
+def plot_qos_bars(rows: list[dict], path: str | Path, title: str = "", caption: str = "") -> None:
+    """Grouped horizontal bars of the four QoS metrics: one group per method (best first), one
+    colour per RF condition, error bars of one standard deviation."""
+    methods = _method_order(rows)
+    rfs = list(dict.fromkeys(r.get("rf", "ideal") for r in rows))
+    by_key = {(r["policy"], r.get("rf", "ideal")): r for r in rows}
+    height = 0.8 / len(rfs)
+    fig, axes = plt.subplots(
+        1, len(QOS_METRICS), figsize=(15, 1.6 + 0.42 * len(methods)), sharey=True
+    )
+    y = np.arange(len(methods))
+    for ax, (key, label, scale, log) in zip(axes, QOS_METRICS, strict=True):
+        for k, rf in enumerate(rfs):
+            vals = np.array([by_key.get((m, rf), {}).get(key, np.nan) for m in methods]) * scale
+            errs = np.array([by_key.get((m, rf), {}).get(key + "_std", 0.0) for m in methods])
+            pos = y - 0.4 + height * (k + 0.5)
+            ax.barh(
+                pos,
+                vals,
+                height=height * 0.9,
+                xerr=errs * scale,
+                color=RF_COLOURS.get(rf, f"C{k + 2}"),
+                label=f"{rf} RF",
+                error_kw={"elinewidth": 0.8, "capsize": 1.5},
+            )
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+        if log:
+            ax.set_xscale("log")
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(methods, fontsize=8)
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=len(rfs), fontsize=9, frameon=False)
+    fig.suptitle(title, x=0.01, ha="left")
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.06 if caption else 0, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_qos_bars(rows: list[dict], path: str | Path, title: str = "") -> None:
-    """Bars of reward, throughput, delay and loss by method (mean +- std)."""
-    metrics = [
-        ("avg_reward", "avg reward"),
-        ("throughput_mbps", "throughput (Mbps)"),
-        ("mean_delay_ms", "delay (ms)"),
-        ("loss_rate", "loss rate"),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
-    names = [r["policy"] + ("" if r.get("rf", "ideal") == "ideal" else " (lim)") for r in rows]
-    for ax, (key, label) in zip(axes, metrics, strict=True):
-        vals = [r[key] for r in rows]
-        errs = [r.get(key + "_std", 0.0) for r in rows]
-        ax.bar(range(len(rows)), vals, yerr=errs, color="tab:blue", alpha=0.8)
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-        ax.set_title(label)
-        if key == "mean_delay_ms":
-            ax.set_yscale("log")
-    fig.suptitle(title)
-    fig.tight_layout()
+def _rolling_median(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred rolling median that ignores NaN (frames where nothing was delivered)."""
+    if window <= 1 or x.shape[-1] < window:
+        return x
+    pad = window // 2
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, window - 1 - pad)], mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=-1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
+        return np.nanmedian(windows, axis=-1)
+
+
+def plot_delay_panels(
+    frame_delay_ms: dict[str, dict[str, list]], path: str | Path, n_seeds: int | None = None
+) -> None:
+    """Per-frame delay over the episode, one panel per scenario and RF condition (small
+    multiples): per method, the median over seeds of a rolling median, with the seeds' range
+    as a band."""
+    cases = list(frame_delay_ms)
+    scenarios = list(dict.fromkeys(c.split("/")[0] for c in cases))
+    rfs = list(dict.fromkeys(c.split("/")[-1] for c in cases))
+    methods = list(dict.fromkeys(m for c in cases for m in frame_delay_ms[c]))
+    colours = {m: f"C{k % 10}" for k, m in enumerate(methods)}
+    styles = {m: "-" if k < 10 else "--" for k, m in enumerate(methods)}
+    fig, axes = plt.subplots(
+        len(rfs),
+        len(scenarios),
+        figsize=(3.4 * len(scenarios) + 2.6, 2.6 * len(rfs) + 0.9),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    frames = 1
+    for case in cases:
+        scen, rf = case.split("/")[0], case.split("/")[-1]
+        ax = axes[rfs.index(rf), scenarios.index(scen)]
+        for m, seeds in frame_delay_ms[case].items():
+            arr = np.array([[np.nan if v is None else v for v in s] for s in seeds], dtype=float)
+            frames = max(frames, arr.shape[-1])
+            smooth = _rolling_median(arr, max(1, arr.shape[-1] // 25))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mid = np.nanmedian(smooth, axis=0)
+                lo, hi = np.nanmin(smooth, axis=0), np.nanmax(smooth, axis=0)
+            t = np.arange(arr.shape[-1])
+            ax.fill_between(t, lo, hi, color=colours[m], alpha=0.12, lw=0)
+            learned = m.startswith("MA-CDMP")  # the learned methods stand out
+            ax.plot(t, mid, color=colours[m], ls=styles[m], lw=2.0 if learned else 1.0, label=m)
+        ax.set_title(f"{scen}, {rf} RF", fontsize=9)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+    for ax in axes[-1]:
+        ax.set_xlabel("frame (5 ms each)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("delay (ms)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    seeds = f"{n_seeds} held-out seeds" if n_seeds else "the held-out seeds"
+    fig.suptitle(
+        "Mean delay of the packets delivered in each frame: line = median over "
+        f"{seeds} of a {max(1, frames // 25)}-frame rolling median; band = range over the seeds",
+        fontsize=9,
+        x=0.01,
+        ha="left",
+    )
+    fig.tight_layout(rect=(0, 0, 0.85, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -88,6 +88,7 @@ def plot_training(loss_files: list[str | Path], path: Path) -> None:
                 + " (normalised)"
             )
             ax.set_xlabel("training step")
+            ax.set_ylabel("MSE (normalised, no unit)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -101,7 +102,14 @@ def write_report(json_files, loss_files, out_dir: str | Path, title: str = "Resu
     out.mkdir(parents=True, exist_ok=True)
     rows = load_results(json_files)
     text = [f"### {title}", "", markdown_tables(rows)]
-    plot_qos_bars(sorted(rows, key=lambda r: (r["rf"], -r["avg_reward"])), out / "qos.png", title)
+    plot_qos_bars(
+        rows,
+        out / "qos.png",
+        title,
+        caption="Bars: mean over the held-out network seeds of the average over the scenarios; "
+        "error bars: ± 1 standard deviation over the seeds. Methods best first (average "
+        "reward, first RF condition).",
+    )
     text.append("![QoS by method](qos.png)")
     if loss_files:
         plot_training(loss_files, out / "training.png")

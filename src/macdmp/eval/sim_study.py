@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from macdmp.eval.episodes import METRICS, run_episodes
 from macdmp.eval.protocol import eval_seeds
+from macdmp.progress import progress_bar
 from macdmp.sim.config import PAPER_SCENARIOS, PRESETS
 
 STUDY_POLICIES = (
@@ -34,10 +34,11 @@ def allocator_table(
     policies: Sequence[str] = STUDY_POLICIES,
     n_seeds: int = 3,
     frames: int = 1000,
+    progress: bool = True,
 ) -> list[dict]:
     rows = []
     jobs = [(s, rf, p) for s in scenarios for rf in rfs for p in policies]
-    for scen, rf, pol in tqdm(jobs, desc="allocators"):
+    for scen, rf, pol in progress_bar(len(jobs), "allocators", disable=not progress, iterable=jobs):
         res = run_episodes(PRESETS[scen].with_rf(rf), pol, eval_seeds(n_seeds), frames)
         rows.append(res.summary())
     return rows
@@ -49,10 +50,11 @@ def load_sweep(
     policies: Sequence[str] = STUDY_POLICIES,
     n_seeds: int = 3,
     frames: int = 1000,
+    progress: bool = True,
 ) -> list[dict]:
     rows = []
     jobs = [(load, p) for load in loads for p in policies]
-    for load, pol in tqdm(jobs, desc="load sweep"):
+    for load, pol in progress_bar(len(jobs), "load sweep", disable=not progress, iterable=jobs):
         cfg = PRESETS[scenario].replace(load=load)
         row = run_episodes(cfg, pol, eval_seeds(n_seeds), frames).summary()
         row["load"] = load

@@ -10,6 +10,9 @@ All agents given to one call are planned in one batch. Options, as in
     steps        solver steps (default 10, or fewer where K allows fewer; DDPM runs all K)
     guide        classifier guidance scale zeta (default 0.1)
     candidates   plans sampled per agent, the one the classifier values most is kept (default 1)
+
+plus the options every run folder takes (device, threads, weights: ``macdmp.methods.policy``);
+README.md, "Policies for `--policy`", explains each with its default.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from macdmp.policies import POLICY_NAMES
 from macdmp.sim.config import PRESETS, RF_MODES, load_scenario
@@ -25,25 +26,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=1, help="independent networks (default 1)")
     p.add_argument("--rf", choices=RF_MODES, default=None, help="RF condition (default: ideal)")
     p.add_argument("--load", type=float, default=None, help="override the scenario's load")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object instead (no progress bar)"
+    )
     p.add_argument("--plot", metavar="PNG", help="draw the first network's topology to PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_simulate)
+
+
+def option_error(option: str, exc: Exception) -> ValueError:
+    """`exc` as an error of the command-line option that caused it: `--load: must be > 0 ...`
+    (a library message that starts with the parameter's own name gets the option instead)."""
+    text = str(exc)
+    plain = option.lstrip("-").replace("-", "_")
+    for prefix in (f"{plain}: ", f"{plain}s: ", f"{plain.rstrip('s')}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    return ValueError(f"{option}: {text}")
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from macdmp.eval.episodes import format_table, run_episodes
     from macdmp.policies import make_policy
 
-    cfg = load_scenario(args.scenario, rf=args.rf)
-    if args.load is not None:
-        cfg = cfg.replace(load=args.load)
     if args.episodes < 1:
-        raise ValueError(f"--episodes: must be >= 1, got {args.episodes}")
+        raise ValueError(f"--episodes: must be >= 1 (got {args.episodes})")
     if args.seed < 0:
-        raise ValueError(f"--seed: must be >= 0, got {args.seed}")
+        raise ValueError(f"--seed: must be >= 0 (got {args.seed})")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames: must be >= 1 (got {args.frames})")
+    try:
+        cfg = load_scenario(args.scenario, rf=args.rf)
+    except ValueError as exc:
+        raise option_error("--scenario", exc) from None
+    if args.load is not None:
+        try:
+            cfg = cfg.replace(load=args.load)
+        except ValueError as exc:
+            raise option_error("--load", exc) from None
+    try:
+        policy = make_policy(args.policy, seed=args.seed)
+    except ValueError as exc:
+        raise option_error("--policy", exc) from None
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seed, args.seed + args.episodes))
-    policy = make_policy(args.policy, seed=args.seed)
-    res = run_episodes(cfg, policy, seeds, frames=args.frames, progress=not args.json)
+    show = not (args.json or args.quiet)
+    res = run_episodes(cfg, policy, seeds, frames=args.frames, progress=show)
     summary = res.summary()
     if args.plot:
         from macdmp.eval.plots import plot_topology

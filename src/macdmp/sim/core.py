@@ -125,6 +125,7 @@ def _step_frame(
     grants,  # out (B, N) int64
     stats,  # out (B, N_STATS)
     node_deliv,  # scratch/out (B, N) packets delivered to each node this frame
+    node_drop,  # out (B, N) packets dropped at each node this frame (buffer or retry limit)
     min_delay,  # out (B,) smallest delay delivered this frame (inf if none)
     cells,  # scratch (B, ML)
     owner,  # scratch (B, ML)
@@ -175,6 +176,7 @@ def _step_frame(
         t0 = frame[b] * frame_ms
         for i in range(n):
             node_deliv[b, i] = 0.0
+            node_drop[b, i] = 0.0
             obs[b, i, 1] = 0.0
             obs[b, i, 3] = 0.0
         dsum_node = reward[b]  # reuse the output row as the per-node delay accumulator
@@ -230,6 +232,7 @@ def _step_frame(
                         npend += 1
                 elif retry >= max_retries:
                     stats[b, DROP_RETRY] += 1.0
+                    node_drop[b, i] += 1.0
                 else:
                     pend_node[b, npend] = i
                     pend_time[b, npend] = t_gen
@@ -241,6 +244,7 @@ def _step_frame(
                 j = pend_node[b, k]
                 if q_len[b, j, 1] >= cap:
                     stats[b, DROP_BUF] += 1.0
+                    node_drop[b, j] += 1.0
                     continue
                 idx = (q_head[b, j, 1] + q_len[b, j, 1]) % cap
                 q_time[b, j, 1, idx] = pend_time[b, k]
@@ -266,6 +270,7 @@ def _step_frame(
                             dst += 1
                     if q_len[b, i, 0] >= cap:
                         stats[b, DROP_BUF] += 1.0
+                        node_drop[b, i] += 1.0
                         continue
                     idx = (q_head[b, i, 0] + q_len[b, i, 0]) % cap
                     q_time[b, i, 0, idx] = t_gen
@@ -319,6 +324,7 @@ class FrameResult:
     grants: np.ndarray  # (B, N) int64: RBs granted this frame
     stats: np.ndarray  # (B, N_STATS) float64: see STAT_FIELDS
     delivered_to: np.ndarray  # (B, N) packets delivered to each node this frame
+    dropped_at: np.ndarray  # (B, N) packets dropped at each node this frame
     min_delay_ms: np.ndarray  # (B,) smallest end-to-end delay delivered this frame (inf if none)
 
 
@@ -405,6 +411,7 @@ class BatchedNetworks:
         grants = np.empty((b, n), dtype=np.int64)
         stats = np.empty((b, N_STATS))
         delivered_to = np.empty((b, n))
+        dropped_at = np.empty((b, n))
         obs = np.empty((b, n, 4), dtype=np.float32)
         min_delay = np.empty(b)
         parallel = b >= PARALLEL_MIN_BATCH and nb.get_num_threads() > 1
@@ -434,6 +441,7 @@ class BatchedNetworks:
             grants,
             stats,
             delivered_to,
+            dropped_at,
             min_delay,
             self._cells,
             self._owner,
@@ -441,7 +449,7 @@ class BatchedNetworks:
         )
         self.obs = obs
         self.totals += stats
-        return FrameResult(obs, reward, grants, stats, delivered_to, min_delay)
+        return FrameResult(obs, reward, grants, stats, delivered_to, dropped_at, min_delay)
 
 
 def check_demands(demands: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
