@@ -202,10 +202,13 @@ def test_killed_collection_leaves_no_file_under_final_name(tmp_path, sig):
     warm = tmp_path.parent / f"{tmp_path.name}-warm.h5"
     subprocess.run([*cmd, "--frames", "5", "--out", str(warm)], check=True, capture_output=True)
     warm.unlink()
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps
+    # an inherited SIG_IGN: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen(
         [*cmd, "--frames", "200000", "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(tmp_path.glob(".killed.h5.partial-*")):
