@@ -350,9 +350,6 @@ def train_packed(
         tr.cfg.total_steps if stop_after is None else min(tr.cfg.total_steps, tr.step + stop_after)
         for tr in trainers
     ]
-    for tr, end in zip(trainers, ends, strict=True):
-        tr.method.train()
-        tr.prepare(end)  # its warm-up steps are ordinary steps, logged and saved as such
     total = sum(tr.cfg.total_steps for tr in trainers)
     bar = progress_bar(
         total=total,
@@ -366,6 +363,9 @@ def train_packed(
     active = [i for i, tr in enumerate(trainers) if tr.step < ends[i]]
     with stop_requests() as stop:
         try:
+            for tr, end in zip(trainers, ends, strict=True):
+                tr.method.train()
+                tr.prepare(end)  # its warm-up steps are ordinary steps, logged and saved as such
             while active and not stop:
                 for i in list(active):
                     tr = trainers[i]
