@@ -69,11 +69,6 @@ class RunPolicy(ActorPolicy):
         **options: Any,
     ) -> None:
         run = Path(run_dir)
-        if not is_run_dir(run):
-            raise PolicyError(
-                f"policy: {run} is not a training run folder (no {CHECKPOINT_NAME}); train one "
-                "with `macdmp train --data FILE --out RUN_DIR`"
-            )
         if threads < 1:
             raise PolicyError(f"policy threads: must be >= 1 (got {threads})")
         try:
@@ -84,6 +79,8 @@ class RunPolicy(ActorPolicy):
                 # 42 ms -> 4.4 s per frame for MA-CDMP on the 2-core machine).
                 torch.set_num_threads(threads)
             actor = self.method.make_actor(seed=seed, **options)
+        except FileNotFoundError as exc:  # load_run: not a run folder, with how to make one
+            raise PolicyError(str(exc)) from None
         except ValueError as exc:
             raise PolicyError(f"policy {run}: {exc}") from None
         super().__init__(actor, self.method.name, self.method.rbs)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from macdmp.diffusion.sampler import Conditioning, noise_draws, sample
 from macdmp.diffusion.schedule import NoiseSchedule
 
-if TYPE_CHECKING:
-    from macdmp.planner.models import PlannerModels
+# `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
+# module builds actors from this one, so importing it here would make the two import each other.
 
 _SCHEDULES: dict[tuple[int, str, str], NoiseSchedule] = {}
 
 
-def _schedule(models: PlannerModels, device: torch.device) -> NoiseSchedule:
+def _schedule(models: torch.nn.Module, device: torch.device) -> NoiseSchedule:
     key = (models.cfg.n_diffusion_steps, models.cfg.beta_schedule, str(device))
     if key not in _SCHEDULES:
         _SCHEDULES[key] = models.schedule(device)
@@ -71,7 +69,7 @@ _GRAPHS: dict[tuple, _GraphedSampler] = {}
 
 
 def plan(
-    models: PlannerModels,
+    models: torch.nn.Module,
     obs: np.ndarray | torch.Tensor,
     mean_field: np.ndarray | torch.Tensor | None,
     solver: str = "dpm2",

@@ -17,7 +17,7 @@ README.md, "Policies for `--policy`", explains each with its default.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ from macdmp.diffusion.sampler import SOLVERS, dpm_levels, dpm_max_steps
 from macdmp.methods.base import Actor
 from macdmp.planner.plan import plan
 
-if TYPE_CHECKING:
-    from macdmp.planner.models import PlannerModels
+# `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
+# module builds actors from this one, so importing it here would make the two import each other.
 
 SOLVER_DEFAULT_STEPS = {"ddpm": None, "dpm1": 10, "dpm2": 10}
 
@@ -37,7 +37,7 @@ class PlannerActor(Actor):
 
     def __init__(
         self,
-        models: PlannerModels,
+        models: torch.nn.Module,
         seed: int = 0,
         solver: str = "dpm2",
         steps: int | None = None,
