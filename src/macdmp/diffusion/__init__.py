@@ -1,7 +1,7 @@
 """Diffusion building blocks: backbones, noise schedules and samplers, kept apart and composed."""
 
-from macdmp.diffusion.backbones import HalfUNet, TemporalUNet
-from macdmp.diffusion.sampler import SOLVERS, Conditioning, dpm_levels, sample
+from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, condition_keep
+from macdmp.diffusion.sampler import SOLVERS, Conditioning, dpm_levels, guided_eps, sample
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule, make_betas
 
 __all__ = [
@@ -11,7 +11,9 @@ __all__ = [
     "HalfUNet",
     "NoiseSchedule",
     "TemporalUNet",
+    "condition_keep",
     "dpm_levels",
+    "guided_eps",
     "make_betas",
     "sample",
 ]

@@ -54,6 +54,17 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 
+def condition_keep(
+    batch: int, dropout: float, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """A (batch,) float mask for classifier-free guidance training: each row's condition is
+    kept with probability 1 - ``dropout`` (drawn from ``generator``; no host sync)."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"condition_dropout: must be in [0, 1) (got {dropout})")
+    u = torch.rand((batch,), generator=generator, device=device)
+    return (u >= dropout).float()
+
+
 class ConvBlock(nn.Sequential):
     """Conv1d -> GroupNorm -> Mish over the time axis."""
 
@@ -96,15 +107,22 @@ class _Embedding(nn.Module):
         )
         self.out_dim = dim * (2 if cond_dim > 0 else 1)
 
-    def forward(self, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, k: torch.Tensor, cond: torch.Tensor | None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         t = self.time(k)
         if self.cond is None:
-            if cond is not None:
+            if cond is not None or keep is not None:
                 raise ValueError("cond: this backbone was built with cond_dim=0; pass cond=None")
             return t
         if cond is None or cond.shape[-1] != self.cond_dim:
             raise ValueError(f"cond: expected a (B, {self.cond_dim}) tensor")
-        return torch.cat([t, self.cond(cond)], dim=-1)
+        c = self.cond(cond)
+        if keep is not None:
+            # Classifier-free guidance: keep = 0 drops the condition (the unconditional model),
+            # as Decision Diffuser multiplies its returns embedding by a Bernoulli mask.
+            c = c * keep.to(c.dtype)[:, None]
+        return torch.cat([t, c], dim=-1)
 
 
 class _DownPath(nn.Module):
@@ -144,7 +162,11 @@ class TemporalUNet(nn.Module):
     """eps_theta: a 1-D U-Net over the horizon with len(dim_mults) down- and up-sampling levels.
 
     Input and output are (B, H, C). The diffusion index (and an optional condition vector) is
-    embedded and added after the first temporal convolution of every residual block.
+    embedded and added after the first temporal convolution of every residual block. With
+    ``cond_dim`` > 0, ``keep`` (B,) (1 keeps, 0 drops each row's condition) gives the
+    unconditional model of classifier-free guidance: train with a random keep mask
+    (:func:`condition_keep`), sample with :func:`macdmp.diffusion.sampler.sample`'s
+    ``condition`` and ``cfg_weight``.
     """
 
     def __init__(
@@ -188,9 +210,13 @@ class TemporalUNet(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        emb = self.embed(k, cond)
+        emb = self.embed(k, cond, keep)
         h, skips = self.down(x.transpose(1, 2), emb)
         h = self.mid2(self.mid1(h, emb), emb)
         for (block1, block2, up), skip in zip(self.up, reversed(skips), strict=True):
