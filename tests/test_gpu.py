@@ -153,18 +153,49 @@ def test_the_training_step_never_waits_for_the_host(tmp_path):
         torch.cuda.set_sync_debug_mode(0)
 
 
-@pytest.mark.parametrize("method", ["ma-cql", "ma-td3bc", "ma-dt", "bc"])
+@pytest.mark.parametrize(
+    "method", ["ma-cql", "ma-td3bc", "ma-dt", "bc", "ma-diffuser", "ma-dd", "madiff"]
+)
 def test_baselines_capture_and_replay_their_eager_steps(tmp_path, method):
     from test_baselines import BanditWindows
+    from test_baselines_diffusion import JointBanditWindows
 
     from macdmp.methods import Trainer
     from macdmp.methods.base import make_config as method_config
 
     cfg = method_config(method, "demo", max_steps=40, log_every=10, ckpt_every=40)
-    data = BanditWindows(cfg.horizon, cfg.gamma)
+    data = (JointBanditWindows if method == "madiff" else BanditWindows)(cfg.horizon, cfg.gamma)
     eager = Trainer(method, cfg, data, tmp_path / "e", "cuda", capture=False)
     graph = Trainer(method, cfg, data, tmp_path / "g", "cuda", capture=True)
     _steps([eager], 12)
     _steps([graph], 12 - 3)
     assert graph.graph is not None
     torch.testing.assert_close(graph.acc, eager.acc, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["ma-diffuser", "ma-dd", "madiff"])
+def test_diffusion_baselines_act_through_cuda_graphs_as_on_the_cpu(method, monkeypatch):
+    """The actors replay their sampling as a CUDA graph on a GPU: same plans as the CPU's eager
+    sampler given the same noise (the noise is drawn on the CPU and copied)."""
+    from test_baselines_diffusion import _untrained
+
+    cpu = _untrained(method)
+    gpu = _untrained(method).cuda()
+    obs = np.random.default_rng(0).uniform(5, 35, (17, 4)).astype(np.float32)
+    draws = {}
+    real = torch.randn
+
+    def fixed(shape, generator=None, device=None):  # the same noise on both devices
+        if shape not in draws:
+            draws[shape] = real(shape, generator=torch.Generator().manual_seed(0))
+        return draws[shape].to(device)
+
+    monkeypatch.setattr(torch, "randn", fixed)
+    out = []
+    for model in (cpu, gpu):
+        actor = model.make_actor(seed=0)
+        actor.reset(17)
+        actor.set_team_sizes(np.array([8] * 8 + [9] * 9))
+        out.append((actor.act(obs, obs), actor.act(obs, obs)))  # capture, then replay
+    for a, b in zip(out[0], out[1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
