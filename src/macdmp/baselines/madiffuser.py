@@ -56,9 +56,9 @@ class MADiffuserConfig(DiffusionConfig):
 
 
 PRESETS = {
-    # Diffuser's locomotion settings, 100 epochs x 1,000 steps (the paper); 16 candidates
+    # Diffuser's locomotion settings, 100 epochs x 1,000 steps (the paper); 8 candidates
     # instead of 64 per agent and frame (docs/baselines.md: the cost of a frame's decision)
-    "paper": MADiffuserConfig(candidates=16),
+    "paper": MADiffuserConfig(candidates=8),
     "demo": MADiffuserConfig(
         horizon=8,
         dim=16,
