@@ -22,10 +22,10 @@ from macdmp.methods.base import get_method, make_config
 from macdmp.planner.synthetic import SyntheticWindows
 
 
-def flops(fn) -> int:
+def flops(fn, *args) -> int:
     fc = FlopCounterMode(display=False)
     with fc, torch.no_grad():
-        fn()
+        fn(*args)
     return fc.get_total_flops()
 
 
@@ -46,19 +46,19 @@ def main() -> None:
         h = cfg.horizon
         if name == "ma-cdmp":
             x = torch.randn(1, h, cfg.channels)
-            e, v = flops(lambda: m.eps(x, k0)), flops(lambda: m.classifier(x, k0))
+            e, v = flops(m.eps, x, k0), flops(m.classifier, x, k0)
             rows.append((name, "dpm2 10, guided", e, v, a.agents * 10 * (e + 3 * v)))
         elif name == "ma-dd":
             x = torch.randn(1, h, 4)
-            e = flops(lambda: m.eps(x, k0, c, keep))
+            e = flops(m.eps, x, k0, c, keep)
             rows.append((name, "dpm2 10, CFG", e, 0, a.agents * 10 * 2 * e))
         elif name == "madiff":
             x, mask = torch.randn(1, 9, h, 4), torch.ones(1, 9)
-            e = flops(lambda: m.eps(x, k0, mask, c, keep))
+            e = flops(m.eps, x, k0, mask, c, keep)
             rows.append((name, "dpm2 10, CFG, 9 agents", e, 0, a.agents * 10 * 2 * e))
         else:
             x = torch.randn(1, h, 5)
-            e, v = flops(lambda: m.eps(x, k0)), flops(lambda: m.value(x, k0))
+            e, v = flops(m.eps, x, k0), flops(m.value, x, k0)
             k = cfg.n_diffusion_steps
             for n in (int(s) for s in a.candidates.split(",")):
                 work = a.agents * n * (k * (e + 3 * v) + v)
