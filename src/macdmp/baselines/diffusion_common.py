@@ -108,6 +108,7 @@ def check_solver(
 
 
 _GRAPHS: dict[tuple, Any] = {}
+CUDA_GRAPHS = True  # False: the actors sample eagerly on a GPU too (tests compare the two)
 
 
 def sample_plans(
@@ -124,7 +125,7 @@ def sample_plans(
     noise = torch.randn(
         (noise_draws(solver, sch.n_steps), *shape), generator=generator, device=sch.device
     )
-    return run_maybe_graphed(_GRAPHS, key, build, [*inputs, noise])
+    return run_maybe_graphed(_GRAPHS, key, build, [*inputs, noise], CUDA_GRAPHS)
 
 
 __all__ = [

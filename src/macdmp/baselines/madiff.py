@@ -79,7 +79,7 @@ PRESETS = {
 def pin_self(first: torch.Tensor, slot: torch.Tensor, n: int, horizon: int) -> Conditioning:
     """Pin frame 0 of agent ``slot`` (B,) of joint (B, n, horizon, 4) plans to ``first`` (B, 4)."""
     b = first.shape[0]
-    one = torch.nn.functional.one_hot(slot, n).to(torch.bool)  # (B, n)
+    one = slot[:, None] == torch.arange(n, device=slot.device)  # (B, n), no host sync
     t0 = torch.zeros(horizon, dtype=torch.bool, device=first.device)
     t0[0] = True
     mask = one[:, :, None, None] & t0[None, None, :, None]  # (B, n, H, 1)

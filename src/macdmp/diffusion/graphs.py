@@ -47,12 +47,17 @@ class GraphedCall:
 
 
 def run_maybe_graphed(
-    cache: dict, key: tuple, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor]
+    cache: dict,
+    key: tuple,
+    fn: Callable[..., torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    enabled: bool = True,
 ) -> torch.Tensor:
     """``fn(*inputs)``, replayed from a graph captured on first use of ``key`` when the inputs
-    are on a CUDA device, called eagerly otherwise. ``key`` must name everything that changes
-    the captured computation besides the inputs' values (shapes, solver, weights...)."""
-    if inputs[0].device.type != "cuda":
+    are on a CUDA device (and ``enabled``), called eagerly otherwise. ``key`` must name
+    everything that changes the captured computation besides the inputs' values (shapes,
+    solver, weights...)."""
+    if not enabled or inputs[0].device.type != "cuda":
         return fn(*inputs)
     if key not in cache:
         cache[key] = GraphedCall(fn, inputs)
