@@ -112,7 +112,7 @@ class JointBanditWindows(BanditWindows):
         super().__init__(horizon, gamma, seed)
         self.junk = junk
 
-    def joint(self, b: int, gen: torch.Generator | None, device="cpu", junk_seed: int = 0):
+    def joint(self, b: int, gen: torch.Generator | None, device="cpu", junk_seed: int | None = None):
         n = self.n_max
         per = self._draw(b * n, gen, device)
         sizes = torch.randint(8, n + 1, (b,), generator=gen, device=device)
@@ -120,7 +120,9 @@ class JointBanditWindows(BanditWindows):
         me = (torch.rand((b,), generator=gen, device=device) * sizes).long()
         out = {"jx": per["x"].view(b, n, -1, 4), "jact": per["act"].view(b, n, -1),
                "jy": per["y"].view(b, n), "jmask": mask, "jself": me}  # fmt: skip
-        junk = torch.Generator(device=device).manual_seed(junk_seed)
+        # the junk comes from its own seed when one is given (the padding test), else from the
+        # sampler's generator (a new generator cannot be made inside a captured CUDA graph)
+        junk = gen if junk_seed is None else torch.Generator(device=device).manual_seed(junk_seed)
         for k in ("jx", "jact", "jy"):
             v = out[k]
             noise = self.junk * torch.randn(v.shape, generator=junk, device=device)

@@ -80,8 +80,7 @@ def pin_self(first: torch.Tensor, slot: torch.Tensor, n: int, horizon: int) -> C
     """Pin frame 0 of agent ``slot`` (B,) of joint (B, n, horizon, 4) plans to ``first`` (B, 4)."""
     b = first.shape[0]
     one = slot[:, None] == torch.arange(n, device=slot.device)  # (B, n), no host sync
-    t0 = torch.zeros(horizon, dtype=torch.bool, device=first.device)
-    t0[0] = True
+    t0 = torch.arange(horizon, device=first.device) == 0  # no host-to-device copy (capturable)
     mask = one[:, :, None, None] & t0[None, None, :, None]  # (B, n, H, 1)
     values = first[:, None, None, :].expand(b, n, horizon, OBS)
     return Conditioning(mask, values)
