@@ -112,7 +112,9 @@ class JointBanditWindows(BanditWindows):
         super().__init__(horizon, gamma, seed)
         self.junk = junk
 
-    def joint(self, b: int, gen: torch.Generator | None, device="cpu", junk_seed: int | None = None):
+    def joint(
+        self, b: int, gen: torch.Generator | None, device="cpu", junk_seed: int | None = None
+    ):
         n = self.n_max
         per = self._draw(b * n, gen, device)
         sizes = torch.randint(8, n + 1, (b,), generator=gen, device=device)
