@@ -1,85 +1,207 @@
-"""Time to plan one frame for every agent at once (one batched diffusion run), MA-CDMP.
+"""Time to plan one frame for every agent (one batched diffusion run), MA-CDMP, per setting,
+beside the plans' quality in the loop at the same setting.
 
-    python benchmarks/plan_latency.py [--quick] [--device DEV] [--preset paper|demo]
+    python benchmarks/plan_latency.py [--preset paper] [--device cuda] [--agents 1,9,100,1000]
+        [--settings cold10,warm,...] [--run RUN_DIR --quality-frames 200 --quality-seeds 2]
+        [--cpu1] [--out FILE.md]
 
-Models are untrained (latency does not depend on the weights) with the preset's architecture.
-Rows: DDPM with all K steps and DPM-Solver (2nd-order multistep) with 10 and 5 steps, for 9 and
-100 agents, guidance on (one classifier gradient per step) and one candidate per agent. Prints
-medians; the target is one frame's plans within the 5 ms frame on a GPU with <= 10 solver steps.
+Latency: untrained models of the preset's architecture unless ``--run`` is given (latency does
+not depend on the weights). Each setting is a planner actor (macdmp.planner.PlannerActor) fed
+the same random observations frame after frame, so a warm-started setting is timed on its warm
+frames (the first frame of an episode plans from scratch; it is the cold row). Median over
+``--repeats`` frames after warm-up (which also captures CUDA graphs and compiles). ``--cpu1``
+adds one agent on one CPU core (torch.set_num_threads(1), ONNX Runtime with one thread).
+
+Quality (``--run``): the paper's protocol (macdmp.eval.evaluate: the four scenarios, held-out
+seeds, ideal and limited RF) with that run folder at each setting, ``--quality-seeds`` seeds x
+``--quality-frames`` frames: mean delay (ms) and its std over seeds.
+
+Settings (all DPM-Solver++ 2M with guidance 0.1, one candidate):
+    cold10     10 steps from scratch every frame (the reference: the planner's default today)
+    cold5      5 steps from scratch
+    warm       cold10 warm-started: previous plan shifted, re-noised to the level nearest 0.3 K
+    skip       cold10, guidance only at levels with sigma_k >= 0.5 (GUIDE_SIGMA)
+    warm+skip  both
+    ... and any of them with +compile, +bf16 (GPU) or +onnx (CPU) appended, e.g. warm+skip+bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 import torch
 
-from macdmp.methods import pick_device
-from macdmp.planner import PlannerModels, make_config, plan
+from macdmp.methods import load_run, pick_device
+from macdmp.planner import PlannerModels, make_config
+from macdmp.planner.policy import PlannerActor
 from macdmp.planner.synthetic import SyntheticWindows
 
 FRAME_MS = 5.0
+GUIDE_SIGMA = 0.5
+WARM = 0.3
+BASES = {
+    "cold10": dict(steps=10),
+    "cold5": dict(steps=5),
+    "warm": dict(steps=10, warm=WARM),
+    "skip": dict(steps=10, guide_sigma=GUIDE_SIGMA),
+    "warm+skip": dict(steps=10, warm=WARM, guide_sigma=GUIDE_SIGMA),
+}
+SPEEDS = {"compile": dict(compile=True), "bf16": dict(bf16=True), "onnx": dict(backend="onnx")}
 
 
-def time_plan(
-    models,
-    agents: int,
-    solver: str,
-    steps: int | None,
-    repeats: int,
-    guidance: float,
-    graph: bool | None = None,
-) -> float:
+def parse_setting(name: str) -> dict:
+    """``warm+skip+bf16`` -> the actor options of that setting."""
+    parts = name.split("+")
+    for cut in range(len(parts), 0, -1):
+        base = "+".join(parts[:cut])
+        if base in BASES:
+            opts = dict(solver="dpm2", guidance_scale=0.1, **BASES[base])
+            for extra in parts[cut:]:
+                if extra not in SPEEDS:
+                    raise SystemExit(f"--settings: unknown part {extra!r} of {name!r}")
+                opts.update(SPEEDS[extra])
+            return opts
+    raise SystemExit(f"--settings: {name!r} does not start with one of {list(BASES)}")
+
+
+def policy_spec(run: str, opts: dict) -> str:
+    """The ``--policy RUN,k=v`` spec of a setting (what `macdmp evaluate` takes)."""
+    keys = {"guidance_scale": "guide", "n_candidates": "candidates"}
+    vals = []
+    for k, v in opts.items():
+        if isinstance(v, bool):
+            v = int(v)
+        vals.append(f"{keys.get(k, k)}={v}")
+    return ",".join([run, *vals])
+
+
+def time_setting(models, agents: int, opts: dict, repeats: int) -> float:
+    """Median ms per frame of a planner actor in steady state."""
     rng = np.random.default_rng(0)
     obs = rng.normal(20, 5, (agents, 4)).astype(np.float32)
-    gen = torch.Generator(device=models.normalizer.obs_mean.device).manual_seed(0)
+    mf = rng.normal(20, 5, (agents, 4)).astype(np.float32)
+    actor = PlannerActor(models, seed=0, **opts)
+    actor.reset(agents)
     cuda = models.normalizer.obs_mean.is_cuda
-    plan(models, obs, obs, solver, steps, guidance, 1, gen, cuda_graph=graph)  # warm-up
+    for _ in range(3):  # the cold first frame, then warm frames (captures, compiles)
+        actor.act(obs, mf)
     ts = []
     for _ in range(repeats):
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        plan(models, obs, obs, solver, steps, guidance, 1, gen, cuda_graph=graph)  # synchronised
+        actor.act(obs, mf)  # returns numpy: synchronised
         ts.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ts)
 
 
+def quality(run: str, opts: dict, frames: int, seeds: int, device: str) -> dict[str, str]:
+    """Mean delay (ms) +- std over seeds, ideal and limited RF, with the paper's protocol."""
+    from macdmp.eval.evaluate import evaluate
+    from macdmp.sim.config import PAPER_SCENARIOS
+
+    spec = policy_spec(run, {**opts, "device": device})
+    res = evaluate([spec], PAPER_SCENARIOS, n_seeds=seeds, frames=frames, progress=False)
+    return {r["rf"]: f"{r['delay_ms']:.2f} +- {r['delay_ms_std']:.2f}" for r in res["rows"]}
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or "cpu"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        cpu = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Model name" in ln)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, torch {torch.__version__}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    ap.add_argument("--preset", default="paper")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--guidance", type=float, default=0.1)
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (a CPU smoke run)")
+    ap.add_argument("--agents", default=None, help="default 1,9,100,1000 on a GPU, else 1,9")
+    ap.add_argument("--settings", default="cold10,cold5,warm,skip,warm+skip")
+    ap.add_argument("--cpu1", action="store_true", help="also one agent on one CPU core")
+    ap.add_argument("--cpu-settings", default="cold10,warm+skip,cold10+onnx,warm+skip+onnx")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--run", default=None, help="trained run folder: its weights, and quality")
+    ap.add_argument("--quality-frames", type=int, default=200)
+    ap.add_argument("--quality-seeds", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the tables to this markdown file")
     a = ap.parse_args()
     device = pick_device(a.device)
-    cfg = make_config(a.preset)
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    torch.manual_seed(0)
-    models = PlannerModels(cfg, data.stats, data.rbs).to(device).eval().requires_grad_(False)
-    repeats = 3 if a.quick else 15
-    k = cfg.n_diffusion_steps
-    cases = [("ddpm", None), ("dpm2", 10), ("dpm2", 5)]
-    print(
-        f"preset {a.preset} (H={cfg.horizon}, K={k}, width {cfg.dim}), device {device}, "
-        f"guidance {a.guidance}, median of {repeats}"
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    def build(dev: torch.device):
+        if a.run:
+            return load_run(a.run, dev).eval().requires_grad_(False)
+        cfg = make_config(a.preset)
+        data = SyntheticWindows(cfg.horizon, cfg.gamma)
+        torch.manual_seed(0)
+        return PlannerModels(cfg, data.stats, data.rbs).to(dev).eval().requires_grad_(False)
+
+    models = build(device)
+    cfg = models.cfg
+    default_agents = "1,9,100,1000" if device.type == "cuda" else "1,9"
+    agents = [int(x) for x in (a.agents or default_agents).split(",") if x]
+    settings = [s for s in a.settings.split(",") if s]
+    what = f"run {a.run}" if a.run else f"preset {a.preset}, untrained"
+    say(
+        f"MA-CDMP plan latency: {what} (H={cfg.horizon}, K={cfg.n_diffusion_steps}, width "
+        f"{cfg.dim} x {cfg.dim_mults}); median of {a.repeats} frames; {machine(device)}"
     )
-    # on a GPU: each case eagerly (one launch per kernel) and as a replayed CUDA graph
-    modes = [False, True] if device.type == "cuda" else [False]
-    print("| agents | solver | model calls | CUDA graph | ms per frame | within 5 ms frame |")
-    print("|---|---|---|---|---|---|")
-    for agents in (9, 100):
-        for solver, steps in cases:
-            for graph in modes:
-                ms = time_plan(models, agents, solver, steps, repeats, a.guidance, graph)
-                ok = "yes" if ms <= FRAME_MS else f"no, {ms / FRAME_MS:.1f}x over"
-                g = "yes" if graph else "no"
-                print(f"| {agents} | {solver} | {steps or k} | {g} | {ms:.1f} | {ok} |")
-    if device.type != "cuda":
-        print("\n(the 5 ms target is for a GPU; this is a CPU run)")
+    say(f"guidance 0.1; warm = re-noise to ~{WARM} K; skip = guide where sigma_k >= {GUIDE_SIGMA}")
+    say()
+    say("| setting | " + " | ".join(f"{n} agents (ms)" for n in agents) + " | within 5 ms |")
+    say("|---|" + "---|" * (len(agents) + 1))
+    for name in settings:
+        opts = parse_setting(name)
+        ms = [time_setting(models, n, opts, a.repeats) for n in agents]
+        ok = ", ".join(str(n) for n, t in zip(agents, ms, strict=True) if t <= FRAME_MS) or "none"
+        say(f"| {name} | " + " | ".join(f"{t:.2f}" for t in ms) + f" | {ok} |")
+    if a.cpu1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        cpu_models = build(torch.device("cpu"))
+        say()
+        say(f"One agent on one CPU core (torch.set_num_threads(1)): {machine(torch.device('cpu'))}")
+        say()
+        say("| setting | 1 agent, 1 core (ms) | within 5 ms | within 1 ms |")
+        say("|---|---|---|---|")
+        for name in (s for s in a.cpu_settings.split(",") if s):
+            t = time_setting(cpu_models, 1, parse_setting(name), a.repeats)
+            say(f"| {name} | {t:.2f} | {'yes' if t <= 5 else 'no'} | {'yes' if t <= 1 else 'no'} |")
+        torch.set_num_threads(threads)
+    if a.run:
+        say()
+        say(
+            f"Quality in the loop: mean delay (ms) +- std over {a.quality_seeds} held-out seeds, "
+            f"{a.quality_frames} frames, the four paper scenarios (macdmp.eval.evaluate)"
+        )
+        say()
+        say("| setting | ideal RF delay (ms) | limited RF delay (ms) |")
+        say("|---|---|---|")
+        for name in settings:
+            q = quality(a.run, parse_setting(name), a.quality_frames, a.quality_seeds, device.type)
+            say(f"| {name} | {q.get('ideal', '-')} | {q.get('limited', '-')} |")
+    if a.out:
+        from pathlib import Path
+
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text("\n".join(lines) + "\n")
+    print(f"(command: python {' '.join(sys.argv)})")
 
 
 if __name__ == "__main__":

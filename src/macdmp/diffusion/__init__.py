@@ -1,7 +1,7 @@
 """Diffusion building blocks: backbones, noise schedules and samplers, kept apart and composed."""
 
 from macdmp.diffusion.backbones import HalfUNet, TemporalUNet
-from macdmp.diffusion.sampler import SOLVERS, Conditioning, dpm_levels, sample
+from macdmp.diffusion.sampler import SOLVERS, Conditioning, dpm_levels, dpm_warm_level, sample
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule, make_betas
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "NoiseSchedule",
     "TemporalUNet",
     "dpm_levels",
+    "dpm_warm_level",
     "make_betas",
     "sample",
 ]

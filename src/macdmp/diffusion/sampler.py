@@ -18,6 +18,8 @@ SOLVERS = ("ddpm", "dpm1", "dpm2")
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ValueModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (x, k-1) -> d value / d x, for a classifier that is not a torch module (an exported one)
+ValueGrad = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,14 @@ class Conditioning:
         return Conditioning(mask, values)
 
 
-def _value_grad(value: ValueModel, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(value(xg, idx).sum(), xg)
-    return g
+def _autograd_value_grad(value: ValueModel) -> ValueGrad:
+    def grad(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(value(xg, idx).sum(), xg)
+        return g
+
+    return grad
 
 
 def sample(
@@ -62,6 +67,10 @@ def sample(
     generator: torch.Generator | None = None,
     clip_x0: float | None = None,
     noise: torch.Tensor | None = None,
+    start_level: int | None = None,
+    x_start: torch.Tensor | None = None,
+    guide_min_sigma: float = 0.0,
+    value_grad: ValueGrad | None = None,
 ) -> torch.Tensor:
     """Draw x_0 of ``shape`` by reverse diffusion from N(0, I).
 
@@ -73,6 +82,14 @@ def sample(
     ``value`` (x, k-1) -> (B,) is the classifier; it is only called when guidance_scale != 0.
     ``clip_x0`` clamps each step's prediction of x_0 to [-clip_x0, clip_x0]: with few levels the
     last betas approach 1 and small noise-prediction errors are amplified by 1 / sqrt(alpha_k).
+
+    Warm start (DPM solvers): ``start_level`` k_s, one of ``dpm_levels(schedule, steps)``, and
+    ``x_start`` of ``shape``, an estimate of x_0 (the previous frame's plan, shifted): the solver
+    starts from x = alpha_s x_start + sigma_s z (z the first Gaussian draw) and takes only the
+    grid's steps below k_s (``dpm_warm_level`` picks k_s from a fraction of the schedule).
+    ``guide_min_sigma`` skips guidance (the classifier's forward and backward) at levels whose
+    sigma_k is below it, where the guidance term, scaled by sigma_k, hardly moves the sample.
+    ``value_grad`` (x, k-1) -> grad, if given, replaces the autograd gradient of ``value``.
     """
     if clip_x0 is not None and not clip_x0 > 0:
         raise ValueError(f"clip_x0: must be > 0 or None (got {clip_x0})")
@@ -87,8 +104,22 @@ def sample(
             f"steps: DDPM runs all K = {big_k} steps (got {steps}); use solver='dpm1' or 'dpm2' "
             "for fewer"
         )
-    if guidance_scale != 0.0 and value is None:
+    if guidance_scale != 0.0 and value is None and value_grad is None:
         raise ValueError("guidance_scale: non-zero guidance needs a value (classifier) model")
+    if not guide_min_sigma >= 0.0:
+        raise ValueError(f"guide_min_sigma: must be >= 0 (got {guide_min_sigma})")
+    if (start_level is None) != (x_start is None):
+        raise ValueError("start_level: a warm start needs both start_level and x_start")
+    if start_level is not None:
+        if solver == "ddpm":
+            raise ValueError("start_level: warm starts are for the DPM solvers ('dpm1', 'dpm2')")
+        grid = dpm_levels(schedule, n)
+        if start_level not in grid[:-1]:
+            raise ValueError(f"start_level: must be one of the solver's levels {grid[:-1]}")
+        if tuple(x_start.shape) != tuple(shape):  # type: ignore[union-attr]
+            raise ValueError(f"x_start: expected shape {tuple(shape)} (got {tuple(x_start.shape)})")  # type: ignore[union-attr]
+    if value_grad is None and value is not None:
+        value_grad = _autograd_value_grad(value)
     device = schedule.device
     guided = guidance_scale != 0.0
     if noise is not None and tuple(noise.shape) != (noise_draws(solver, big_k), *shape):
@@ -99,14 +130,38 @@ def sample(
     ctx = torch.no_grad() if guided else torch.inference_mode()
     with ctx:
         x = torch.randn(shape, generator=generator, device=device) if noise is None else noise[0]
+        if start_level is not None:
+            a, s = schedule.ode_alpha[start_level].item(), schedule.ode_sigma[start_level].item()
+            x = a * x_start + s * x  # type: ignore[operator]
         if cond is not None:
             x = cond.apply(x)
         if solver == "ddpm":
             return _ddpm(
-                eps_model, schedule, x, cond, value, guidance_scale, generator, clip_x0, noise
+                eps_model,
+                schedule,
+                x,
+                cond,
+                value_grad,
+                guidance_scale,
+                generator,
+                clip_x0,
+                noise,
+                guide_min_sigma,
             )
         order = 2 if solver == "dpm2" else 1
-        return _dpm(eps_model, schedule, x, n, order, cond, value, guidance_scale, clip_x0)
+        return _dpm(
+            eps_model,
+            schedule,
+            x,
+            n,
+            order,
+            cond,
+            value_grad,
+            guidance_scale,
+            clip_x0,
+            start_level,
+            guide_min_sigma,
+        )
 
 
 def noise_draws(solver: str, n_steps: int) -> int:
@@ -119,11 +174,12 @@ def _ddpm(
     sch: NoiseSchedule,
     x: torch.Tensor,
     cond: Conditioning | None,
-    value: ValueModel | None,
+    value_grad: ValueGrad | None,
     scale: float,
     generator: torch.Generator | None,
     clip_x0: float | None,
     noise: torch.Tensor | None = None,
+    guide_min_sigma: float = 0.0,
 ) -> torch.Tensor:
     # mu = (x - beta/sqrt(1-abar) eps)/sqrt(alpha) (Eq. 20), computed as the posterior mean
     # c0 * x0_hat + c1 * x_k, which is the same number unless x0_hat is clipped.
@@ -140,8 +196,8 @@ def _ddpm(
         if clip_x0 is not None:
             x0 = x0.clamp(-clip_x0, clip_x0)
         mean = c0[i] * x0 + c1[i] * x
-        if scale != 0.0 and var[i] > 0.0:
-            mean = mean + (scale * var[i]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
+        if scale != 0.0 and var[i] > 0.0 and s1a[i] >= guide_min_sigma:
+            mean = mean + (scale * var[i]) * value_grad(x, idx)  # type: ignore[misc]
         if i > 0:
             if noise is None:
                 z = torch.randn(x.shape, generator=generator, device=x.device)
@@ -182,6 +238,16 @@ def dpm_levels(sch: NoiseSchedule, steps: int, start_alpha: float = DPM_START_AL
     return grid.tolist()
 
 
+def dpm_warm_level(sch: NoiseSchedule, steps: int, fraction: float) -> int:
+    """The level a warm start re-noises to: of the solver's levels for ``steps`` (above 0), the
+    one nearest to ``fraction`` x K (ties to the lower, cheaper one)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"warm: must be in (0, 1], a fraction of the K levels (got {fraction})")
+    grid = dpm_levels(sch, steps)[:-1]
+    target = fraction * sch.n_steps
+    return min(grid, key=lambda k: (abs(k - target), k))
+
+
 def _dpm(
     eps_model: EpsModel,
     sch: NoiseSchedule,
@@ -189,12 +255,17 @@ def _dpm(
     steps: int,
     order: int,
     cond: Conditioning | None,
-    value: ValueModel | None,
+    value_grad: ValueGrad | None,
     scale: float,
     clip_x0: float | None,
+    start_level: int | None = None,
+    guide_min_sigma: float = 0.0,
 ) -> torch.Tensor:
     # Data-prediction form (DPM-Solver++): well defined for the last step down to sigma = 0.
     levels = dpm_levels(sch, steps)
+    if start_level is not None:
+        levels = levels[levels.index(start_level) :]
+        steps = len(levels) - 1
     alpha = sch.ode_alpha.tolist()
     sigma = sch.ode_sigma.tolist()
     lam = [
@@ -208,9 +279,9 @@ def _dpm(
         s, t = levels[j], levels[j + 1]
         idx = torch.full((b,), s - 1, device=x.device, dtype=torch.long)
         eps = eps_model(x, idx)
-        if scale != 0.0:
+        if scale != 0.0 and sigma[s] >= guide_min_sigma:
             # Score guidance: eps_hat = eps - zeta * sigma_s * grad J, the same shift as Eq. 20.
-            eps = eps - (scale * sigma[s]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
+            eps = eps - (scale * sigma[s]) * value_grad(x, idx)  # type: ignore[misc]
         x0 = (x - sigma[s] * eps) / alpha[s]
         if clip_x0 is not None:
             x0 = x0.clamp(-clip_x0, clip_x0)
