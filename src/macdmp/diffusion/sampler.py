@@ -7,6 +7,8 @@ update, and classifier guidance takes the gradient of a scalar value function of
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -221,21 +223,33 @@ DPM_START_ALPHA = 0.1
 
 def dpm_max_steps(sch: NoiseSchedule, start_alpha: float = DPM_START_ALPHA) -> int:
     """The most steps the DPM solvers can take: the top level with alpha_k >= start_alpha."""
-    alpha = sch.ode_alpha.tolist()  # alpha[0] = 1 (clean) ... alpha[K]
-    return max(k for k in range(1, sch.n_steps + 1) if alpha[k] >= start_alpha or k == 1)
+    return _grid(sch.n_steps, sch.kind, start_alpha)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(n_steps: int, kind: str, start_alpha: float) -> tuple[int, tuple[float, ...]]:
+    # (top level, alphas): a planner asks every frame, so it is computed once per schedule
+    alpha = NoiseSchedule(n_steps, kind).ode_alpha.tolist()  # alpha[0] = 1 (clean) ... alpha[K]
+    top = max(k for k in range(1, n_steps + 1) if alpha[k] >= start_alpha or k == 1)
+    return top, tuple(alpha)
 
 
 def dpm_levels(sch: NoiseSchedule, steps: int, start_alpha: float = DPM_START_ALPHA) -> list[int]:
     """Levels k_0 > ... > k_steps = 0 visited by the DPM solvers, uniform in time from the top
     level with alpha_k >= start_alpha (steps beyond that many levels are refused)."""
-    top = dpm_max_steps(sch, start_alpha)
+    return list(_levels(sch.n_steps, sch.kind, int(steps), start_alpha))
+
+
+@functools.lru_cache(maxsize=256)
+def _levels(n_steps: int, kind: str, steps: int, start_alpha: float) -> tuple[int, ...]:
+    top = _grid(n_steps, kind, start_alpha)[0]
     if not 1 <= steps <= top:
         raise ValueError(
             f"steps: must be in 1..{top} for the DPM solvers (levels with alpha_k >= "
-            f"{start_alpha} of the trained K = {sch.n_steps}) (got {steps})"
+            f"{start_alpha} of the trained K = {n_steps}) (got {steps})"
         )
     grid = torch.linspace(top, 0, steps + 1, dtype=torch.float64).round().long()
-    return grid.tolist()
+    return tuple(grid.tolist())
 
 
 def dpm_warm_level(sch: NoiseSchedule, steps: int, fraction: float) -> int:
@@ -268,10 +282,8 @@ def _dpm(
         steps = len(levels) - 1
     alpha = sch.ode_alpha.tolist()
     sigma = sch.ode_sigma.tolist()
-    lam = [
-        float("inf") if s == 0 else float(torch.log(torch.tensor(a / s)))
-        for a, s in zip(alpha, sigma, strict=True)
-    ]
+    # log-SNR in Python floats: per-call tensor ops here cost more than a small model's step
+    lam = [float("inf") if s == 0 else math.log(a / s) for a, s in zip(alpha, sigma, strict=True)]
     b = x.shape[0]
     prev_x0: torch.Tensor | None = None
     prev_h = 0.0

@@ -78,6 +78,9 @@ class PlannerConfig(TrainConfig):
 PRESETS: dict[str, PlannerConfig] = {
     # Paper: K = 100, 100 epochs x 1,000 steps, Diffuser's reference widths.
     "paper": PlannerConfig(),
+    # Fast: the paper preset with a narrower, shallower U-Net (widths 16, 32, 64 instead of 32 to
+    # 256) so that one agent's plan fits a 5 ms frame on one CPU core (docs/realtime.md).
+    "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
     # Demo: small enough to train on a 2-core CPU in a few minutes.
     "demo": PlannerConfig(
         horizon=8,
