@@ -102,13 +102,18 @@ def time_setting(models, agents: int, opts: dict, repeats: int, cpu_time: bool =
 
 
 def quality(run: str, opts: dict, frames: int, seeds: int, device: str) -> dict[str, str]:
-    """Mean delay (ms) +- std over seeds, ideal and limited RF, with the paper's protocol."""
+    """Mean delay (ms) +- std over seeds, ideal and limited RF, with the paper's protocol, and
+    the decision time per frame for all agents of all networks in one batch."""
     from macdmp.eval.evaluate import evaluate
     from macdmp.sim.config import PAPER_SCENARIOS
 
     spec = policy_spec(run, {**opts, "device": device})
     res = evaluate([spec], PAPER_SCENARIOS, n_seeds=seeds, frames=frames, progress=False)
-    return {r["rf"]: f"{r['delay_ms']:.2f} +- {r['delay_ms_std']:.2f}" for r in res["rows"]}
+    rows = res["rows"]
+    out = {r["rf"]: f"{r['mean_delay_ms']:.2f} +- {r['mean_delay_ms_std']:.2f}" for r in rows}
+    row = res["rows"][0]
+    out["act"] = f"{row['act_ms_per_frame']:.1f} ({row['agents_per_call']} agents)"
+    return out
 
 
 def machine(device: torch.device) -> str:
@@ -128,7 +133,13 @@ def main() -> None:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--device", default=None)
     ap.add_argument("--agents", default=None, help="default 1,9,100,1000 on a GPU, else 1,9")
-    ap.add_argument("--settings", default="cold10,cold5,warm,skip,warm+skip")
+    ap.add_argument("--settings", default="cold10,cold5,warm,skip,warm+skip", help="timed")
+    ap.add_argument(
+        "--quality-settings",
+        default=None,
+        help="evaluated with --run (default: --settings without the +compile ones, whose plans "
+        "equal the uncompiled ones to float rounding, tests/test_gpu.py); '' for none",
+    )
     ap.add_argument("--cpu1", action="store_true", help="also one agent on one CPU core")
     ap.add_argument("--cpu-settings", default="cold10,warm+skip,cold10+onnx,warm+skip+onnx")
     ap.add_argument("--repeats", type=int, default=30)
@@ -166,9 +177,10 @@ def main() -> None:
         f"{cfg.dim} x {cfg.dim_mults}); median of {a.repeats} frames; {machine(device)}"
     )
     say(f"guidance 0.1; warm = re-noise to ~{WARM} K; skip = guide where sigma_k >= {GUIDE_SIGMA}")
-    say()
-    say("| setting | " + " | ".join(f"{n} agents (ms)" for n in agents) + " | within 5 ms |")
-    say("|---|" + "---|" * (len(agents) + 1))
+    if settings:
+        say()
+        say("| setting | " + " | ".join(f"{n} agents (ms)" for n in agents) + " | within 5 ms |")
+        say("|---|" + "---|" * (len(agents) + 1))
     for name in settings:
         opts = parse_setting(name)
         ms = [time_setting(models, n, opts, a.repeats) for n in agents]
@@ -202,11 +214,14 @@ def main() -> None:
             f"{a.quality_frames} frames, the four paper scenarios (macdmp.eval.evaluate)"
         )
         say()
-        say("| setting | ideal RF delay (ms) | limited RF delay (ms) |")
-        say("|---|---|---|")
-        for name in settings:
+        say("| setting | ideal RF delay (ms) | limited RF delay (ms) | decision ms per frame |")
+        say("|---|---|---|---|")
+        qset = a.quality_settings
+        if qset is None:
+            qset = ",".join(s for s in settings if "compile" not in s.split("+"))
+        for name in (s for s in qset.split(",") if s):
             q = quality(a.run, parse_setting(name), a.quality_frames, a.quality_seeds, device.type)
-            say(f"| {name} | {q.get('ideal', '-')} | {q.get('limited', '-')} |")
+            say(f"| {name} | {q.get('ideal', '-')} | {q.get('limited', '-')} | {q['act']} |")
     if a.out:
         from pathlib import Path
 
