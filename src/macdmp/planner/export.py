@@ -86,7 +86,6 @@ class OnnxBackbones:
             raise ValueError(
                 "backend: 'onnx' needs the onnxruntime package (pip install onnxruntime)"
             ) from exc
-        models = models.to("cpu")
         x = torch.zeros(shape)
         k = torch.zeros(shape[0], dtype=torch.long)
         eps, cls = models.eps, models.classifier

@@ -47,8 +47,9 @@ class Speed:
             raise ValueError("backend: 'onnx' runs float32 ONNX Runtime; drop compile and bf16")
 
 
-_COMPILED: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}
-_EXPORTED: dict[tuple, object] = {}
+# Keyed by id(models); the values hold the models too, so that an id is never reused.
+_COMPILED: dict[int, tuple[torch.nn.Module, ...]] = {}
+_EXPORTED: dict[tuple, tuple[torch.nn.Module, object]] = {}
 
 
 def _autocast(fn: Callable, device: torch.device) -> Callable:
@@ -70,14 +71,15 @@ def _backbones(
 
         key = (id(models), tuple(shape), torch.get_num_threads())
         if key not in _EXPORTED:
-            _EXPORTED[key] = OnnxBackbones(models, shape, threads=torch.get_num_threads())
-        ox = _EXPORTED[key]
+            _EXPORTED[key] = (models, OnnxBackbones(models, shape, threads=torch.get_num_threads()))
+        ox = _EXPORTED[key][1]
         return {"eps_model": ox.eps, "value": None, "value_grad": ox.value_grad}  # type: ignore[attr-defined]
     eps, cls = models.eps, models.classifier
     if speed.compile:
         if id(models) not in _COMPILED:
-            _COMPILED[id(models)] = (torch.compile(models.eps), torch.compile(models.classifier))
-        eps, cls = _COMPILED[id(models)]
+            compiled = (torch.compile(models.eps), torch.compile(models.classifier))
+            _COMPILED[id(models)] = (models, *compiled)
+        eps, cls = _COMPILED[id(models)][1:]
     if speed.bf16:
         eps, cls = _autocast(eps, device), _autocast(cls, device)
     return {"eps_model": eps, "value": cls, "value_grad": None}
@@ -201,9 +203,11 @@ def plan_batch(
                 f"warm_from: expected shape {(a, h, cfg.channels)} (got {tuple(warm_from.shape)})"
             )
         start = dpm_warm_level(sch, steps or cfg.n_diffusion_steps, warm)
-        x_start = shift_plans(warm_from).repeat_interleave(n_candidates, dim=0)
     with torch.inference_mode():
         first = models.to_model_space(o[:, None], None if mf is None else mf[:, None])[:, 0]
+        if warm_from is not None:
+            x_start = shift_plans(warm_from)
+            x_start = x_start.repeat_interleave(n_candidates, dim=0)
         first = first.repeat_interleave(n_candidates, dim=0)
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
