@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -157,6 +158,12 @@ def main() -> None:
     def say(text: str = "") -> None:
         print(text, flush=True)
         lines.append(text)
+        if a.out:  # rewritten after every line, so a run stopped by a time limit leaves its rows
+            out = Path(a.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text("\n".join(lines) + "\n")
+            tmp.replace(out)
 
     def build(dev: torch.device):
         if a.run:
@@ -222,11 +229,6 @@ def main() -> None:
         for name in (s for s in qset.split(",") if s):
             q = quality(a.run, parse_setting(name), a.quality_frames, a.quality_seeds, device.type)
             say(f"| {name} | {q.get('ideal', '-')} | {q.get('limited', '-')} | {q['act']} |")
-    if a.out:
-        from pathlib import Path
-
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"(command: python {' '.join(sys.argv)})")
 
 

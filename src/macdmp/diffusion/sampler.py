@@ -223,15 +223,14 @@ DPM_START_ALPHA = 0.1
 
 def dpm_max_steps(sch: NoiseSchedule, start_alpha: float = DPM_START_ALPHA) -> int:
     """The most steps the DPM solvers can take: the top level with alpha_k >= start_alpha."""
-    return _grid(sch.n_steps, sch.kind, start_alpha)[0]
+    return _top_level(sch.n_steps, sch.kind, start_alpha)
 
 
 @functools.lru_cache(maxsize=64)
-def _grid(n_steps: int, kind: str, start_alpha: float) -> tuple[int, tuple[float, ...]]:
-    # (top level, alphas): a planner asks every frame, so it is computed once per schedule
+def _top_level(n_steps: int, kind: str, start_alpha: float) -> int:
+    # a planner asks every frame, so it is computed once per schedule
     alpha = NoiseSchedule(n_steps, kind).ode_alpha.tolist()  # alpha[0] = 1 (clean) ... alpha[K]
-    top = max(k for k in range(1, n_steps + 1) if alpha[k] >= start_alpha or k == 1)
-    return top, tuple(alpha)
+    return max(k for k in range(1, n_steps + 1) if alpha[k] >= start_alpha or k == 1)
 
 
 def dpm_levels(sch: NoiseSchedule, steps: int, start_alpha: float = DPM_START_ALPHA) -> list[int]:
@@ -242,7 +241,7 @@ def dpm_levels(sch: NoiseSchedule, steps: int, start_alpha: float = DPM_START_AL
 
 @functools.lru_cache(maxsize=256)
 def _levels(n_steps: int, kind: str, steps: int, start_alpha: float) -> tuple[int, ...]:
-    top = _grid(n_steps, kind, start_alpha)[0]
+    top = _top_level(n_steps, kind, start_alpha)
     if not 1 <= steps <= top:
         raise ValueError(
             f"steps: must be in 1..{top} for the DPM solvers (levels with alpha_k >= "
