@@ -102,6 +102,26 @@ def time_setting(models, agents: int, opts: dict, repeats: int, cpu_time: bool =
     return statistics.median(ts)
 
 
+def bf16_error(models, opts: dict, agents: int = 100) -> str:
+    """Mean and max |action(bf16) - action(float32)| in RBs, same draws, one cold frame."""
+    from macdmp.planner.plan import Speed, plan_batch
+
+    rng = np.random.default_rng(1)
+    obs = rng.normal(20, 5, (agents, 4)).astype(np.float32)
+    mf = rng.normal(20, 5, (agents, 4)).astype(np.float32)
+    dev = models.normalizer.obs_mean.device
+    out = []
+    for bf16 in (False, True):
+        gen = torch.Generator(device=dev).manual_seed(0)
+        a, _ = plan_batch(
+            models, obs, mf, "dpm2", opts.get("steps", 10), opts["guidance_scale"], 1, gen,
+            guide_min_sigma=opts.get("guide_sigma", 0.0), speed=Speed(bf16=bf16),
+        )  # fmt: skip
+        out.append(a.double())
+    d = (out[1] - out[0]).abs()
+    return f"{float(d.mean()):.3f} (max {float(d.max()):.3f})"
+
+
 def quality(run: str, opts: dict, frames: int, seeds: int, device: str) -> dict[str, str]:
     """Mean delay (ms) +- std over seeds, ideal and limited RF, with the paper's protocol, and
     the decision time per frame for all agents of all networks in one batch."""
@@ -193,6 +213,18 @@ def main() -> None:
         ms = [time_setting(models, n, opts, a.repeats) for n in agents]
         ok = ", ".join(str(n) for n, t in zip(agents, ms, strict=True) if t <= FRAME_MS) or "none"
         say(f"| {name} | " + " | ".join(f"{t:.2f}" for t in ms) + f" | {ok} |")
+    if any(parse_setting(n).get("bf16") for n in settings):
+        say()
+        say(
+            "bf16 against float32, the same draws, one cold frame of 100 agents: "
+            "|action difference| in RBs, mean (max)"
+        )
+        say()
+        say("| setting | bf16 error (RBs) |\n|---|---|")
+        for name in settings:
+            opts = parse_setting(name)
+            if opts.get("bf16"):
+                say(f"| {name} | {bf16_error(models, opts)} |")
     if a.cpu1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -214,7 +246,11 @@ def main() -> None:
                 f"{'yes' if c <= 1 else 'no'} |"
             )
         torch.set_num_threads(threads)
-    if a.run:
+    qset = a.quality_settings
+    if qset is None:
+        qset = ",".join(s for s in settings if "compile" not in s.split("+"))
+    qnames = [s for s in qset.split(",") if s] if a.run else []
+    if qnames:
         say()
         say(
             f"Quality in the loop: mean delay (ms) +- std over {a.quality_seeds} held-out seeds, "
@@ -223,10 +259,7 @@ def main() -> None:
         say()
         say("| setting | ideal RF delay (ms) | limited RF delay (ms) | decision ms per frame |")
         say("|---|---|---|---|")
-        qset = a.quality_settings
-        if qset is None:
-            qset = ",".join(s for s in settings if "compile" not in s.split("+"))
-        for name in (s for s in qset.split(",") if s):
+        for name in qnames:
             q = quality(a.run, parse_setting(name), a.quality_frames, a.quality_seeds, device.type)
             say(f"| {name} | {q.get('ideal', '-')} | {q.get('limited', '-')} | {q['act']} |")
     print(f"(command: python {' '.join(sys.argv)})")
