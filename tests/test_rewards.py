@@ -180,3 +180,17 @@ def test_version_1_files_still_read(mixed, tmp_path):
     assert open_windows(old, 6, 0.9, reward="own-backlog").n_windows > 0
     with pytest.raises(DatasetError, match="reward 'own-backlog\\+drops' needs \\['dropped'\\]"):
         open_windows(old, 6, 0.9, reward="own-backlog+drops")
+
+
+def test_maxweight_water_fill_matches_one_rb_at_a_time():
+    """The mixed datasets' maxweight share is collected with the closed form; it must hand
+    out exactly what the definition (one RB at a time to the longest backlog) does."""
+    from macdmp.policies.allocators import _one_at_a_time, _water_fill
+
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        b, n = int(rng.integers(1, 6)), int(rng.integers(2, 10))
+        q = rng.integers(0, [3, 10, 30, 300][trial % 4], size=(b, n)).astype(np.float64)
+        if trial % 3 == 0:
+            q[:, : n // 2] = q[:, :1]  # ties go to the first node
+        np.testing.assert_array_equal(_water_fill(q, 40), _one_at_a_time(q, 40))
