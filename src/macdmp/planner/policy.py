@@ -73,6 +73,8 @@ class PlannerActor(Actor):
         k = models.cfg.n_diffusion_steps if solver == "ddpm" else self.steps
         extras = "" if self.guidance_scale == 0.1 else f", guide {self.guidance_scale:g}"
         extras += "" if self.n_candidates == 1 else f", {self.n_candidates} candidates"
+        reward = getattr(models.cfg, "reward", "delay")
+        extras += "" if reward == "delay" else f", reward {reward}"
         self.label = f"{base} ({solver} {k}{extras})"
 
     def reset(self, n_agents: int) -> None:
@@ -99,4 +101,5 @@ class PlannerActor(Actor):
             "guidance_scale": self.guidance_scale,
             "n_candidates": self.n_candidates,
             "use_mf": self.models.cfg.use_mf,
+            "reward": getattr(self.models.cfg, "reward", "delay"),
         }
