@@ -12,8 +12,11 @@ guided plan and action with the unguided one (scale 0):
     dz          RMS change of the whole plan in the model's normalised units
     J           mean predicted return J_psi of the plan (raw return units; higher is better)
     clip        share of actions at 0 or M x L (the inverse dynamics' clip)
-    broken      share of plans with a planned queue length below -1 or above the capacity, or
-                not finite: where "until plans break" begins
+    sat         share of plans with an entry at 4.5 or more training standard deviations (the
+                sampler clips its clean-plan estimate at 5): plans pushed off the data
+    J>0         share of plans the classifier values above 0, which no return reaches (every
+                reward is <= 0): the guidance has found the classifier's blind spots
+Where sat and J>0 climb, the plans have broken.
 
     PYTHONPATH=src python experiments/guidance_push.py RUN_DIR --data DATA.h5 \\
         [--scales 0,0.01,0.03,0.1,0.3,1,3,10,30,100] [--states 1024] [--solver dpm2] \\
@@ -48,7 +51,6 @@ def push_table(
     solver: str = "dpm2",
     steps: int | None = 10,
     seed: int = 0,
-    capacity: float = 256.0,
 ) -> list[dict[str, float]]:
     """One row per scale: displacement of plans and actions from the unguided ones."""
     dev = models.normalizer.obs_mean.device
@@ -63,7 +65,7 @@ def push_table(
     a0, p0, _ = runs[0.0]
     d = models.cfg.obs_dim
     rows = []
-    for s in scales:
+    for s in sorted(set([0.0, *scales])):
         act, plans, secs = runs[s]
         own = torch.as_tensor(plans[..., :d], dtype=torch.float32, device=dev)
         xbar = None
@@ -78,12 +80,7 @@ def push_table(
                 else torch.as_tensor(p0[..., d:], dtype=torch.float32, device=dev),
             ).cpu().numpy()  # fmt: skip
         da = np.abs(act - a0)
-        q = plans[:, 1:, :d]
-        broken = (
-            ~np.isfinite(plans).all(axis=(1, 2))
-            | (q < -1).any(axis=(1, 2))
-            | (q > capacity).any(axis=(1, 2))
-        )
+        sat = ~np.isfinite(z).all(axis=(1, 2)) | (np.abs(z[:, 1:]) >= 4.5).any(axis=(1, 2))
         rows.append({
             "scale": s,
             "da_mean": float(da.mean()),
@@ -95,7 +92,8 @@ def push_table(
             "J": float(j.mean()),
             "action_mean": float(act.mean()),
             "clip": float(((act <= 0) | (act >= models.rbs)).mean()),
-            "broken": float(broken.mean()),
+            "sat": float(sat.mean()),
+            "j_pos": float((j > 0).mean()),
             "plan_s": secs,
         })  # fmt: skip
     return rows
@@ -128,20 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     ds = open_windows(args.data, models.cfg.horizon, models.cfg.gamma)
     batch = ds.sample(args.states, np.random.default_rng(args.seed))
     obs, mf = batch["x"][:, 0], batch["xbar"][:, 0]
-    cap = max(s.config.queue_capacity for s in ds.header.scenarios.values())
-    rows = push_table(models, obs, mf, scales, args.solver, args.steps, args.seed, cap)
+    rows = push_table(models, obs, mf, scales, args.solver, args.steps, args.seed)
     label = "MA-CDMP" if models.cfg.use_mf else "MA-CDMP w/o MF"
     print(f"{args.run} ({label}, reward {models.cfg.reward}, step {models.train_step}); "
           f"{args.states} states of {args.data}; {args.solver} {args.steps} steps, noise seed "
           f"{args.seed}; device {models.device}")  # fmt: skip
     print()
     print("| scale | mean \\|da\\| RBs | p95 \\|da\\| | rel | dplan pkts | dnext pkts | dz | "
-          "J | mean a | clip | broken |")  # fmt: skip
-    print("| " + " | ".join(["---"] * 11) + " |")
+          "J | mean a | clip | sat | J>0 |")  # fmt: skip
+    print("| " + " | ".join(["---"] * 12) + " |")
     for r in rows:
         print(f"| {r['scale']:g} | {r['da_mean']:.3f} | {r['da_p95']:.3f} | {r['rel']:.3f} | "
               f"{r['dplan']:.3f} | {r['dnext']:.3f} | {r['dz']:.3f} | {r['J']:.2f} | "
-              f"{r['action_mean']:.2f} | {r['clip']:.3f} | {r['broken']:.3f} |")  # fmt: skip
+              f"{r['action_mean']:.2f} | {r['clip']:.3f} | {r['sat']:.3f} | "
+              f"{r['j_pos']:.3f} |")  # fmt: skip
     if args.json:
         meta = {"run": args.run, "use_mf": models.cfg.use_mf, "reward": models.cfg.reward,
                 "train_step": models.train_step, "settings": vars(args)}  # fmt: skip

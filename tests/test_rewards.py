@@ -132,6 +132,11 @@ def test_reward_is_stored_with_the_run_and_must_match_the_windows(mixed, tmp_pat
     from macdmp.methods import load_run
 
     assert load_run(tmp_path / "run", "cpu").cfg.reward == "own-backlog"
+    from macdmp.methods.policy import RunPolicy
+
+    pol = RunPolicy.from_spec(f"{tmp_path / 'run'},device=cpu")
+    assert "reward own-backlog" in pol.label and pol.describe()["reward"] == "own-backlog"
+    assert RunPolicy.from_spec(f"{tmp_path / 'run'},device=cpu,label=mine").label == "mine"
     with pytest.raises(ValueError, match="reward: dataset windows use 'delay'"):
         Trainer("ma-cdmp", cfg, open_windows(mixed, 8, cfg.gamma), tmp_path / "r2", device="cpu")
 
@@ -194,3 +199,28 @@ def test_maxweight_water_fill_matches_one_rb_at_a_time():
         if trial % 3 == 0:
             q[:, : n // 2] = q[:, :1]  # ties go to the first node
         np.testing.assert_array_equal(_water_fill(q, 40), _one_at_a_time(q, 40))
+
+
+def test_reward_diagnostic_script(mixed, tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "experiments" / "reward_diagnostic.py"
+    spec = importlib.util.spec_from_file_location("reward_diagnostic", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "diag.json"
+    argv = [str(mixed), "--frames", "20", "--horizon", "4", "--every", "2", "--json", str(out)]
+    assert mod.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["pooled"]) == set(REWARDS)
+    assert all(-1 <= v <= 1 for v in res["pooled"].values())
+    # equal's demands on light nodes and maxweight's zeros: only positive demands count
+    assert res["points"] > 0 and res["skipped"] > 0
+    assert "| `own-backlog` |" in capsys.readouterr().out
+    # the discounted returns are those of the windows
+    arrays = hand_made()
+    arrays["actions"] = np.ones((1, 2, 3), dtype=np.float32)
+    arrays["carried_ppf"] = np.ones((1, 3))
+    noise, rets = mod.noise_and_returns(arrays, 3.0, ["own-backlog"], 2, 0.5, 1)
+    np.testing.assert_allclose(noise, 0.0)
+    np.testing.assert_allclose(rets["own-backlog"], [-3 - 0.5, -4 - 0, -5 - 1])
