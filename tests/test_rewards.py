@@ -224,3 +224,26 @@ def test_reward_diagnostic_script(mixed, tmp_path, capsys):
     noise, rets = mod.noise_and_returns(arrays, 3.0, ["own-backlog"], 2, 0.5, 1)
     np.testing.assert_allclose(noise, 0.0)
     np.testing.assert_allclose(rets["own-backlog"], [-3 - 0.5, -4 - 0, -5 - 1])
+
+
+def test_a_plan_packs_runs_on_different_datasets_and_rewards(mixed, tmp_path):
+    from macdmp.cli import main
+
+    other = tmp_path / "other.h5"
+    collect(CollectSettings(out=str(other), scenarios=["n8-4to4"], trajectories=2, frames=24,
+                            seed=5), progress=False)  # fmt: skip
+    tiny = ("horizon = 8, dim = 8, groups = 4, n_diffusion_steps = 4, inv_hidden = 8, "
+            "batch_size = 4, warmup_steps = 0, ema_start = 0, ckpt_every = 2")  # fmt: skip
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'[[run]]\nout = "{tmp_path / "a"}"\ndata = "{mixed}"\nsteps = 2\n'
+        f'set = {{ reward = "own+neighbours-backlog", {tiny} }}\n'
+        f'[[run]]\nout = "{tmp_path / "b"}"\ndata = "{other}"\nsteps = 2\nset = {{ {tiny} }}\n'
+    )
+    assert main(["train", "--plan", str(plan), "--device", "cpu", "--quiet"]) == 0
+    from macdmp.methods import load_run
+
+    a, b = load_run(tmp_path / "a", "cpu"), load_run(tmp_path / "b", "cpu")
+    assert a.cfg.reward == "own+neighbours-backlog" and b.cfg.reward == "delay"
+    assert a.fingerprint == open_windows(mixed, 8, 0.99).fingerprint
+    assert b.fingerprint == open_windows(other, 8, 0.99).fingerprint
