@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -143,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         meta = {"run": args.run, "use_mf": models.cfg.use_mf, "reward": models.cfg.reward,
                 "train_step": models.train_step, "settings": vars(args)}  # fmt: skip
-        with open(args.json, "w") as fh:
+        tmp = f"{args.json}.tmp{os.getpid()}"
+        with open(tmp, "w") as fh:
             json.dump({**meta, "rows": rows}, fh, indent=2)
+        os.replace(tmp, args.json)  # atomic: a stopped run leaves no half-written file
     return 0
 
 

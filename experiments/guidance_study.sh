@@ -5,7 +5,7 @@
 #
 #   experiments/guidance_study.sh collect          # paper + mixed-quality datasets, diagnostics (~2 min)
 #   experiments/guidance_study.sh train SECONDS    # 8 runs packed on the GPU, resumable (~7 min total)
-#   experiments/guidance_study.sh eval             # the paper's protocol for every run + allocators
+#   experiments/guidance_study.sh eval             # the paper's protocol, every run + allocators
 #   experiments/guidance_study.sh sweep            # guidance scale sweep: displacement + QoS
 #   experiments/guidance_study.sh results          # report.md, losses, a tarball into $OUT
 #
@@ -15,7 +15,8 @@
 #                                      x {MA-CDMP, w/o MF}                             6 runs
 #   mixed data (--quality mixed):      reward in {delay, own+neighbours-backlog}, MA-CDMP  2 runs
 # Evaluation: 4 paper scenarios x 3 held-out seeds x 1,000 frames, ideal and limited RF; the
-# sweep: guidance scales 0.01 .. 1000 for plan/action displacement, 0 .. 1000 for QoS (ideal).
+# sweep: guidance scales 0.01 .. 1000 for plan/action displacement, 9 (run, scale) units of
+# QoS (SWEEP= picks others).
 #
 # Works from the repository root without installing the package (PYTHONPATH=src).
 set -euo pipefail
@@ -40,7 +41,8 @@ reward_of() { case $1 in *ownnb*) echo "own+neighbours-backlog";; *own*) echo "o
   *) echo "delay";; esac; }
 label_of() { local l="MA-CDMP"; case $1 in *-nomf) l="$l w/o MF";; esac
   case $1 in mixed-*) l="$l mixed-data";; esac; echo "$l $(reward_of "$1")"; }
-COMMON=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames "$FRAMES")
+COMMON=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames "$FRAMES"
+        --rf ideal,limited)
 
 # run "name" "command..." in the background unless $W/eval/name.json exists; at most $PAR at
 # once, and none past the stage's deadline (STAGE_S after the start): a unit still running then
@@ -90,32 +92,37 @@ train)
     *) exit $rc;; esac
   ;;
 eval)
-  # one unit per run and RF condition, plus the allocators on the CPU
-  for rf in ideal limited; do
-    unit "allocators-$rf" python3 -m macdmp.cli evaluate "${COMMON[@]}" --rf $rf --policy behaviour \
-        --policy carried --policy maxweight --policy proportional --policy backpressure
-    for r in "${RUNS[@]}"; do
-      unit "$r-$rf" python3 -m macdmp.cli evaluate "${COMMON[@]}" --rf $rf \
-          --policy "$W/runs/$r,label=$(label_of "$r")"
-    done
+  # one unit per run (every scenario, seed and both RF conditions plan as one batch: ~30 s of
+  # planning per unit alone on an H100), plus the allocators on the CPU
+  unit allocators python3 -m macdmp.cli evaluate "${COMMON[@]}" --policy behaviour \
+      --policy carried --policy maxweight --policy proportional --policy backpressure
+  for r in "${RUNS[@]}"; do
+    unit "$r" python3 -m macdmp.cli evaluate "${COMMON[@]}" \
+        --policy "$W/runs/$r,label=$(label_of "$r")"
   done
   wait
-  echo "$(ls "$W/eval"/*.json | wc -l) evaluation files of 18 (eval) + 10 (sweep)"
+  echo "$(ls "$W/eval"/*.json | wc -l) evaluation files (eval: 9)"
   ;;
 sweep)
   # how far guided plans and actions move from the unguided ones (same noise), per scale
-  for r in delay ownnb delay-nomf ownnb-nomf mixed-delay mixed-ownnb; do
-    [ -f "$OUT/push-$r.json" ] || python3 experiments/guidance_push.py "$W/runs/$r" \
-        --data "$(data_of "$r")" --scales 0.01,0.03,0.1,0.3,1,3,10,30,100,300,1000 \
-        --states 2048 --json "$OUT/push-$r.json" > "$OUT/push-$r.txt"
-    cat "$OUT/push-$r.txt"
+  for r in delay ownnb ownnb-nomf mixed-ownnb; do
+    [ -f "$OUT/push-$r.json" ] || ( timeout -s TERM $(( END - $(date +%s) )) \
+        python3 experiments/guidance_push.py "$W/runs/$r" --data "$(data_of "$r")" \
+        --scales 0.01,0.1,0.3,1,3,10,30,100,1000 --states 2048 --json "$OUT/push-$r.json" \
+        > "$OUT/push-$r.txt" 2>&1 || echo "NOT DONE: push-$r" ) &
   done
-  # the QoS at the same scales (0.1, the default, is in `eval`), ideal RF
-  for r in delay ownnb; do for g in 0 1 10 100 1000; do
-    unit "sweep-$r-g$g" python3 -m macdmp.cli evaluate "${COMMON[@]}" --rf ideal \
+  # the QoS at the scales where the demo's plans moved without breaking (0.1 is in `eval`);
+  # SWEEP="run:scale ..." replaces the list (e.g. the rest of the grid: delay:0 delay:1
+  # delay:30 delay:100 ownnb:0 ownnb:100 own:3 own:30 ownnb-nomf:30 mixed-ownnb:3)
+  for u in ${SWEEP:-ownnb:1 ownnb:3 ownnb:10 ownnb:30 ownnb-nomf:3 ownnb-nomf:10 delay:10 own:10 \
+      mixed-ownnb:10}; do
+    r=${u%%:*}; g=${u##*:}
+    unit "sweep-$r-g$g" python3 -m macdmp.cli evaluate "${COMMON[@]}" \
         --policy "$W/runs/$r,guide=$g,label=$(label_of "$r") guide $g"
-  done; done
+  done
   wait
+  cat "$OUT"/push-*.txt
+  echo "$(ls "$W/eval"/sweep-*.json | wc -l) sweep files"
   ;;
 results)
   macdmp report --json "$W"/eval/*.json --losses "$W"/runs/*/losses.jsonl \

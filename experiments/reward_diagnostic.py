@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -113,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         cells = " | ".join(f"{per_scenario[n][r]:+.3f}" for n in names)
         print(f"| `{r}` | {pooled[r]:+.3f} | {cells} |")
     if args.json:
-        with open(args.json, "w") as fh:
+        tmp = f"{args.json}.tmp{os.getpid()}"
+        with open(tmp, "w") as fh:
             json.dump({"data": args.data, "settings": vars(args), "pooled": pooled,
                        "per_scenario": per_scenario, "points": int(len(noise)),
                        "skipped": skipped}, fh, indent=2)  # fmt: skip
+        os.replace(tmp, args.json)  # atomic: a stopped run leaves no half-written file
     return 0
 
 
