@@ -26,11 +26,14 @@ OUT="${OUT:-$W/out}"
 STEPS="${STEPS:-20000}"
 PAR="${PAR:-8}"  # evaluation processes at once
 # smaller settings for a smoke test on a CPU (docs/guidance-study.md): PRESET=demo COMPILE=
-# SIZE="--preset demo --trajectories 24 --frames 300" FRAMES=20 STEPS=4
+# SIZE="--preset demo --trajectories 24 --frames 300" FRAMES=20 STEPS=4 THREADS=1 PAR=2
+# EVAL_EVERY=0
 PRESET="${PRESET:-paper}"
 COMPILE="${COMPILE---compile}"
 SIZE="${SIZE:---preset paper}"
 FRAMES="${FRAMES:-1000}"
+THREADS="${THREADS:-6}"  # Numba threads of each of the two collections
+EVAL_EVERY="${EVAL_EVERY:-5000}"  # learning-curve points (in-loop evaluation) per run
 mkdir -p "$W" "$OUT" "$W/eval"
 macdmp() { python3 -m macdmp.cli "$@"; }
 
@@ -61,12 +64,14 @@ unit() {
 case "${1:-}" in
 collect)
   nvidia-smi -L || true
+  pids=()
   # shellcheck disable=SC2086
-  [ -f "$W/paper.h5" ] || macdmp collect $SIZE --out "$W/paper.h5" --threads 6 --quiet &
+  [ -f "$W/paper.h5" ] || { macdmp collect $SIZE --out "$W/paper.h5" --threads "$THREADS" \
+      --quiet & pids+=($!); }
   # shellcheck disable=SC2086
-  [ -f "$W/mixed.h5" ] || macdmp collect $SIZE --quality mixed --out "$W/mixed.h5" \
-      --threads 6 --quiet &
-  wait
+  [ -f "$W/mixed.h5" ] || { macdmp collect $SIZE --quality mixed --out "$W/mixed.h5" \
+      --threads "$THREADS" --quiet & pids+=($!); }
+  for p in "${pids[@]}"; do wait "$p"; done
   for d in paper mixed; do
     macdmp dataset info "$W/$d.h5" > "$OUT/info-$d.txt"
     python3 experiments/reward_diagnostic.py "$W/$d.h5" --json "$OUT/diag-$d.json" \
@@ -80,7 +85,7 @@ train)
       printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "%s"\nsteps = %s\n' \
           "$W/runs/$r" "$(data_of "$r")" "$PRESET" "$STEPS"
       case $r in *-nomf) echo "no_mf = true";; esac
-      printf 'set = { reward = "%s", eval_every = 5000 }\n' "$(reward_of "$r")"
+      printf 'set = { reward = "%s", eval_every = %s }\n' "$(reward_of "$r")" "$EVAL_EVERY"
     done
   } > "$W/plan.toml"
   rc=0
