@@ -7,6 +7,10 @@ on the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds t
 share a trajectory, and every training env seed is below 2**31; [2**31, 2**32) is reserved for
 evaluation. The behaviour policy's noise stream is seeded per batch from S and the batch's env
 seeds (`Behaviour.reset`), so the same command reproduces the file bit for bit.
+
+`--policies` (or a `--quality` preset) shares each scenario's trajectories among several
+policies instead, one block per policy; the seed scheme is unchanged, and the file records each
+trajectory's policy (`policy`, indexing the root attribute `policies`).
 """
 
 from __future__ import annotations
