@@ -169,7 +169,9 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path: Path) -> None:
 
 def test_cli_train_and_errors(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(
-        train_cli, "open_dataset", lambda path, horizon, gamma: SyntheticWindows(horizon, gamma)
+        train_cli,
+        "open_dataset",
+        lambda path, horizon, gamma, reward="delay": SyntheticWindows(horizon, gamma),
     )
     parser = argparse.ArgumentParser(prog="macdmp")
     train_cli.register(parser.add_subparsers(dest="command"))

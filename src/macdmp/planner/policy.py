@@ -102,6 +102,8 @@ class PlannerActor(Actor):
         extras += "" if self.guide_sigma == 0.0 else f", guide sigma >= {self.guide_sigma:g}"
         tags = (("bf16", bf16), ("compiled", compile), ("onnx", backend == "onnx"))
         extras += "".join(f", {n}" for n, on in tags if on)
+        reward = getattr(models.cfg, "reward", "delay")
+        extras += "" if reward == "delay" else f", reward {reward}"
         self.label = f"{base} ({solver} {k}{extras})"
 
     def reset(self, n_agents: int) -> None:
@@ -145,4 +147,5 @@ class PlannerActor(Actor):
             "compile": self.speed.compile,
             "backend": self.speed.backend,
             "use_mf": self.models.cfg.use_mf,
+            "reward": getattr(self.models.cfg, "reward", "delay"),
         }
