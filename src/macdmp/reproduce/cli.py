@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run nothing: rebuild the report from the result files that exist",
     )
+    p.add_argument(
+        "--use-stale",
+        action="store_true",
+        help="with --report-only: also use results made with other settings (listed as stale)",
+    )
     p.add_argument("--list", action="store_true", help="print the units and their state; run none")
     p.add_argument(
         "--ray",
@@ -122,7 +127,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
 
     def report() -> None:
-        verdicts = write_report(plan, out, figures, plots=not args.no_plots)
+        stale = args.report_only and args.use_stale
+        verdicts = write_report(plan, out, figures, plots=not args.no_plots, use_stale=stale)
         print(f"report: {out / 'report.md'}")
         for name, v in verdicts.items():
             print(f"  {name}: {v['verdict']}")

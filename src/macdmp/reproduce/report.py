@@ -14,8 +14,9 @@ from macdmp.reproduce.plan import Plan
 from macdmp.reproduce.worklist import Store, write_json_atomic
 
 
-def _getter(plan: Plan, store: Store, stale: list[str]):
-    """Results by key; a stale result (other settings) is left out and listed."""
+def _getter(plan: Plan, store: Store, stale: list[str], use_stale: bool = False):
+    """Results by key; a stale result (made with other settings) is listed, and left out
+    unless ``use_stale``."""
     cache: dict[str, Any] = {}
 
     def get(key: str) -> dict[str, Any] | None:
@@ -24,7 +25,7 @@ def _getter(plan: Plan, store: Store, stale: list[str]):
             unit = plan.units.get(key)
             if res is not None and unit is not None and res.get("digest") != unit.digest:
                 stale.append(key)
-                res = None
+                res = res if use_stale else None
             cache[key] = res
         return cache[key]
 
@@ -32,14 +33,21 @@ def _getter(plan: Plan, store: Store, stale: list[str]):
 
 
 def write_report(
-    plan: Plan, out: str | Path, figures: list[str] | None = None, plots: bool = True
+    plan: Plan,
+    out: str | Path,
+    figures: list[str] | None = None,
+    plots: bool = True,
+    use_stale: bool = False,
 ) -> dict[str, dict[str, str]]:
-    """Write report.md, figN.png and verdicts.json into ``out``; returns the verdicts."""
+    """Write report.md, figN.png and verdicts.json into ``out``; returns the verdicts.
+
+    ``use_stale``: also use results made with other settings than the current code's (they are
+    listed as such); what a report made elsewhere says, from its result files alone."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out)
     stale: list[str] = []
-    get = _getter(plan, store, stale)
+    get = _getter(plan, store, stale, use_stale)
     chosen = [f for f in plan.figures if figures is None or f.name in figures]
     sc = plan.scale
     outcomes = {}
@@ -122,7 +130,12 @@ def write_report(
         lines += ["", "Failed at their last attempt:", ""]
         lines += [f"- `{k}`: {v}" for k, v in failures.items()]
     if stale:
-        lines += ["", "Stale results left out: " + ", ".join(f"`{k}`" for k in sorted(set(stale)))]
+        what = "used as they are (--use-stale)" if use_stale else "left out"
+        lines += [
+            "",
+            f"Stale results (made with other settings than this code's), {what}: "
+            + ", ".join(f"`{k}`" for k in sorted(set(stale))),
+        ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     assert all(v["verdict"] in VERDICTS for v in verdicts.values())
     return verdicts

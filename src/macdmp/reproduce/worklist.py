@@ -270,16 +270,34 @@ def run_ray(
     folders) are written to ``work``, which every node must see (a shared file system); the
     results come back to this process, which writes them."""
     ray = ray_init(address, quiet)
-    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    tg = (0.5 if has_gpu else 0.0) if train_gpus is None else float(train_gpus)
-    eg = (0.25 if has_gpu else 0.0) if eval_gpus is None else float(eval_gpus)
+    try:
+        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        tg = (0.5 if has_gpu else 0.0) if train_gpus is None else float(train_gpus)
+        eg = (0.25 if has_gpu else 0.0) if eval_gpus is None else float(eval_gpus)
+        return _submit(ray, plan, store, work, keys, (tg, eg), device, quiet, on_result)
+    finally:
+        ray.shutdown()  # disconnects (and stops the instance this process started, if it did)
+
+
+def _submit(
+    ray: Any,
+    plan: Plan,
+    store: Store,
+    work: Path,
+    keys: list[str],
+    gpus: tuple[float, float],
+    device: str | None,
+    quiet: bool,
+    on_result: Callable[[str], None] | None,
+) -> Outcome:
+    tg, eg = gpus
     task = ray.remote(_ray_task)
     refs: dict[str, Any] = {}
     for k in keys:
         u = plan.units[k]
-        gpus = tg if u.kind == "train" else eg if u.kind == "eval" else 0.0
+        g = tg if u.kind == "train" else eg if u.kind == "eval" else 0.0
         deps = [refs[d] for d in u.needs if d in refs]
-        refs[k] = task.options(num_cpus=1, num_gpus=gpus, name=k, max_retries=0).remote(
+        refs[k] = task.options(num_cpus=1, num_gpus=g, name=k, max_retries=0).remote(
             u.key, u.kind, u.params, list(u.needs), u.label, str(work), device, *deps
         )
     _say(f"ray: {len(refs)} tasks submitted (train GPUs {tg:g}, eval GPUs {eg:g})", quiet)
