@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--only", help=f"comma list of figures (default all): {','.join(FIGURE_NAMES)}")
     p.add_argument(
+        "--units",
+        metavar="GLOB[,GLOB...]",
+        help="run only the units of the chosen figures whose keys match (and what they need), "
+        "e.g. 'train-ma-cdmp-s0,eval-ma-cdmp-s0-*'; `--list` shows the keys",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: rebuild the report from the result files that exist",
@@ -72,6 +78,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "4 on a GPU, 1 on the CPU)",
     )
     p.add_argument("--device", help="torch device for training and planning (default: the scale's)")
+    p.add_argument(
+        "--compile", action="store_true", help="without --ray: torch.compile the backbones (GPU)"
+    )
+    p.add_argument(
+        "--collect-threads",
+        type=int,
+        default=1,
+        help="simulator threads for the dataset collection (default 1; the data do not depend "
+        "on it)",
+    )
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads in this process (default 1)"
     )
@@ -110,6 +126,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from macdmp.reproduce.worklist import Store, run_local, run_ray, to_run
 
     figures = parse_only(args.only)
+    units = [u.strip() for u in args.units.split(",") if u.strip()] if args.units else None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: {out} exists and is not a folder")
@@ -136,15 +153,17 @@ def run_reproduce(args: argparse.Namespace) -> int:
     if args.report_only:
         report()
         return 0
-    keys = to_run(plan, store, work, figures)
+    keys = to_run(plan, store, work, figures, units)
     if args.list:
-        for k in plan.needed(figures):
+        for k in plan.needed(figures, units):
             u = plan.units[k]
             state = store.status(u)
             mark = "run" if k in keys else "-"
             print(f"{mark:4} {state:8} {u.kind:5} {k}  ({u.label})")
         return 0
-    n_all = len(plan.needed(figures))
+    n_all = len(plan.needed(figures, units))
+    if units is not None and n_all == 0:
+        raise ValueError(f"--units: no unit of the chosen figures matches {args.units!r}")
     say(f"reproduce --scale {args.scale}: {n_all} units, {len(keys)} to run, work in {work}")
     if not keys:
         print(f"nothing to do: all {n_all} units have current results")
@@ -173,7 +192,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
                 pack = args.pack or (4 if dev.type == "cuda" else 1)
                 outcome = run_local(
                     plan, store, work, keys, str(dev), pack, progress=not args.quiet,
-                    quiet=args.quiet,
+                    quiet=args.quiet, compile=args.compile, collect_threads=args.collect_threads,
                 )  # fmt: skip
     except KeyboardInterrupt:
         if fired[0]:

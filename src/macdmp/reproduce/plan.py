@@ -14,6 +14,7 @@ verdict are made from what exists.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -96,10 +97,13 @@ class Plan:
                 return f
         raise KeyError(name)
 
-    def needed(self, figures: list[str] | None = None) -> list[str]:
-        """Keys of every unit the figures use, with what they need, dependencies first."""
+    def needed(self, figures: list[str] | None = None, units: list[str] | None = None) -> list[str]:
+        """Keys of every unit the figures use (those matching a glob of ``units`` if given),
+        with what they need, dependencies first."""
         chosen = [f for f in self.figures if figures is None or f.name in figures]
         roots = [k for f in chosen for s in f.series for k in s.keys]
+        if units is not None:
+            roots = [k for k in roots if any(fnmatch.fnmatchcase(k, u) for u in units)]
         order: list[str] = []
         seen: set[str] = set()
 

@@ -48,7 +48,7 @@ def _machine(device: str | None = None) -> str:
     return text + ")"
 
 
-def run_data(unit: Unit, work: Path, progress: bool = False) -> dict[str, Any]:
+def run_data(unit: Unit, work: Path, progress: bool = False, threads: int = 1) -> dict[str, Any]:
     from macdmp.data.collect import CollectSettings, collect
     from macdmp.data.format import open_h5, read_header
 
@@ -61,6 +61,7 @@ def run_data(unit: Unit, work: Path, progress: bool = False) -> dict[str, Any]:
         frames=p["frames"],
         seed=p["seed"],
         behaviour_noise=p["behaviour_noise"],
+        threads=threads,  # the simulator core's threads: the data do not depend on them
     )
     t0 = time.perf_counter()
     if not path.is_file():  # written atomically: a file there is complete
@@ -83,7 +84,11 @@ def _subsample(records: list[dict], n: int) -> list[dict]:
 
 
 def run_train_group(
-    units: list[Unit], work: Path, device: str | None = None, progress: bool = False
+    units: list[Unit],
+    work: Path,
+    device: str | None = None,
+    progress: bool = False,
+    compile: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Train several runs at once (packed on one GPU; one after another in effect on a CPU)."""
     from macdmp.data.windows import open_windows
@@ -103,11 +108,11 @@ def run_train_group(
             datasets[key] = open_windows(data_path, horizon=cfg.horizon, gamma=cfg.gamma)
         folder = run_dir(work, u.key)
         try:
-            tr = Trainer(method, cfg, datasets[key], folder, device)
+            tr = Trainer(method, cfg, datasets[key], folder, device, compile=compile)
         except CheckpointMismatchError:
             # a run folder of other settings (the unit's params changed): start it again
             shutil.rmtree(folder)
-            tr = Trainer(method, cfg, datasets[key], folder, device)
+            tr = Trainer(method, cfg, datasets[key], folder, device, compile=compile)
         trainers.append(tr)
     train_packed(trainers, progress=progress)
     wall = time.perf_counter() - t0

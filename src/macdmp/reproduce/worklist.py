@@ -95,9 +95,15 @@ class Store:
         return out
 
 
-def to_run(plan: Plan, store: Store, work: Path, figures: list[str] | None = None) -> list[str]:
+def to_run(
+    plan: Plan,
+    store: Store,
+    work: Path,
+    figures: list[str] | None = None,
+    units: list[str] | None = None,
+) -> list[str]:
     """Keys of the units to run, dependencies first (see the module docstring)."""
-    order = plan.needed(figures)
+    order = plan.needed(figures, units)
     todo: set[str] = set()
 
     def add(k: str) -> None:
@@ -141,6 +147,8 @@ def run_local(
     progress: bool = False,
     quiet: bool = False,
     on_result: Callable[[str], None] | None = None,
+    compile: bool = False,
+    collect_threads: int = 1,
 ) -> Outcome:
     """Run the units in this process, dependencies first. Evaluations and the dataset go before
     training runs whenever they can (so that what a run is needed for is done while its folder
@@ -187,11 +195,11 @@ def run_local(
         _say(f"-- {', '.join(u.key for u in units)}", quiet)
         try:
             if units[0].kind == "train":
-                results = run_train_group(units, work, device, progress)
+                results = run_train_group(units, work, device, progress, compile)
                 for u in units:
                     finish(u, results[u.key], t0)
             elif units[0].kind == "data":
-                finish(units[0], run_data(units[0], work, progress), t0)
+                finish(units[0], run_data(units[0], work, progress, collect_threads), t0)
             else:
                 finish(units[0], run_eval(units[0], work, device, progress), t0)
         except (KeyboardInterrupt, SystemExit):
