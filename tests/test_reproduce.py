@@ -196,8 +196,8 @@ def test_verdict_rules(tmp_path):
     assert fig6([-5, -5, -5], [-6] * 3) == PARTLY  # 3 of 5 counts, two not evaluated yet
 
     ddpm, dpm = (
-        "eval-ma-cdmp-s0-solverddpm-paper-ideal",
-        "eval-ma-cdmp-s0-solverdpm1-steps{}-paper-ideal",
+        "eval-ma-cdmp-s1-solverddpm-paper-ideal",
+        "eval-ma-cdmp-s1-solverdpm1-steps{}-paper-ideal",
     )
 
     def fig9(drops: dict[int, float]) -> str:

@@ -171,6 +171,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         return 0
     import torch
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     device = args.device or plan.scale.device
     work.mkdir(parents=True, exist_ok=True)
@@ -208,6 +209,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     finally:
         if timer is not None:
             timer.cancel()
+        torch.set_num_threads(threads_before)
     print(
         f"ran {len(outcome.ran)} units in {time.perf_counter() - t0:.0f} s; "
         f"{len(outcome.failed)} failed, {len(outcome.skipped)} skipped"

@@ -313,7 +313,10 @@ def _plot_points(fig: Figure, get: Get, path: Path, categorical: bool = False) -
         ax.set_zorder(ax2.get_zorder() + 1)
         ax.patch.set_visible(False)
     if fig.name == "fig8" and all(x > 0 for x in fig.series[0].x[1:]):
-        ax.set_xscale("symlog", linthresh=0.05)
+        xs = list(fig.series[0].x)
+        ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0))
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
     ax.set_xlabel(fig.xlabel + (" (grey: never seen in training)" if fig.kind == "nodes" else ""))
     ax.set_ylabel("average reward (−delay, ms; higher is better)")
     ax.grid(alpha=0.3)
