@@ -293,3 +293,34 @@ def test_smoke_reproduce_end_to_end_then_no_work(tmp_path, capsys):
     shutil.copytree(out / "results", again / "results")
     assert main(["reproduce", "--scale", "smoke", "--out", str(again), "--report-only"]) == 0
     assert json.loads((again / "verdicts.json").read_text())["verdicts"] == verdicts
+
+
+def test_time_limit_stops_a_unit_without_a_result(tmp_path, capsys):
+    """--time-limit stops as SIGTERM does: the dataset collection under way leaves neither its
+    file nor its result, the exit status says to run again, and the report is still written."""
+    out = tmp_path / "out"
+    args = ["reproduce", "--scale", "smoke", "--out", str(out), "--only", "fig3", "--quiet"]
+    assert main([*args, "--units", "train-ma-dt-s0", "--time-limit", "0.5"]) == 75
+    assert not (out / "results" / "data.json").exists()
+    assert not list((out / "work").glob("*.h5")) and not list((out / "work").glob(".*partial*"))
+    assert (out / "report.md").is_file() and (out / "verdicts.json").is_file()
+    assert "time limit" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_training_units_pack_on_the_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    plan = build_plan("smoke")
+    store, work = Store(tmp_path / "out"), tmp_path / "work"
+    runs = ["train-ma-cdmp-s0", "train-ma-cdmp-nomf-s0"]
+    evals = ["eval-ma-cdmp-s0-steps3-n16-ideal", "eval-ma-cdmp-nomf-s0-steps3-n16-ideal"]
+    keys = to_run(plan, store, work, ["fig6"], [*runs, *evals])
+    assert keys == ["data", *runs[:1], evals[0], runs[1], evals[1]]
+    out = run_local(plan, store, work, keys, device="cuda", pack=2, quiet=True)
+    assert sorted(out.ran) == sorted(keys) and not out.failed
+    for k in runs:
+        res = store.read(k)
+        assert res["device"].startswith("cuda") and res["packed_with"] == 2 and res["evals"]
+    assert store.read(evals[0])["rows"][0]["avg_reward"] < 0

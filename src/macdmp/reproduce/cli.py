@@ -195,6 +195,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
                     plan, store, work, keys, str(dev), pack, progress=not args.quiet,
                     quiet=args.quiet, compile=args.compile, collect_threads=args.collect_threads,
                 )  # fmt: skip
+            if timer is not None:  # inside the handler: a late signal is still caught
+                timer.cancel()
     except KeyboardInterrupt:
         if fired[0]:
             print(
