@@ -13,7 +13,7 @@ from macdmp.cli import main
 from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS
 from macdmp.reproduce.plan import FIGURE_NAMES, build_plan, node_scenarios
 from macdmp.reproduce.report import write_report
-from macdmp.reproduce.units import DATA_FILE, run_dir
+from macdmp.reproduce.units import product_path
 from macdmp.reproduce.worklist import Store, run_local, to_run
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reproduction"
@@ -90,12 +90,12 @@ def test_node_scenarios_share_the_load_rule():
 
 def _fake_all(plan, store: Store, work: Path) -> None:
     """A current result for every unit and every product in the work folder."""
-    (work / DATA_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (work / DATA_FILE).write_bytes(b"")
-    for k, u in plan.units.items():
+    work.mkdir(parents=True, exist_ok=True)
+    product_path(plan.units["data"], work).write_bytes(b"")
+    for u in plan.units.values():
         if u.kind == "train":
-            run_dir(work, k).mkdir(parents=True, exist_ok=True)
-            (run_dir(work, k) / "checkpoint.pt").write_bytes(b"")
+            product_path(u, work).mkdir(parents=True, exist_ok=True)
+            (product_path(u, work) / "checkpoint.pt").write_bytes(b"")
             store.write(u, _evals([-10.0, -9.0]))
         elif u.kind == "eval":
             store.write(u, _row(-10.0, u.params["rf"]))
@@ -112,14 +112,14 @@ def test_to_run_skips_what_is_done_and_remakes_missing_products(tmp_path):
     assert to_run(plan, store, work) == []  # a second run does no work
     # a pending evaluation whose run folder is gone (a fresh machine): the run is redone
     store.path("eval-ma-cdmp-s0-guide0.5-steps3-paper-ideal").unlink()
-    shutil.rmtree(run_dir(work, "train-ma-cdmp-s0"))
+    shutil.rmtree(product_path(plan.units["train-ma-cdmp-s0"], work))
     assert to_run(plan, store, work) == [
         "train-ma-cdmp-s0",
         "eval-ma-cdmp-s0-guide0.5-steps3-paper-ideal",
     ]
     # without pending evaluations a missing run folder costs nothing
     _fake_all(plan, store, work)
-    shutil.rmtree(run_dir(work, "train-ma-cql-s1"))
+    shutil.rmtree(product_path(plan.units["train-ma-cql-s1"], work))
     assert to_run(plan, store, work) == []
     # a result made with other settings is stale and redone
     res = json.loads(store.path("eval-carried-paper-ideal").read_text())
@@ -263,7 +263,7 @@ def test_ray_runs_units_on_a_local_instance(tmp_path):
     assert out.ran.index("train-ma-td3bc-s0") < out.ran.index("eval-ma-td3bc-s0-paper-ideal")
     for k in keys:
         assert store.status(plan.units[k]) == "done"
-    assert (run_dir(work, "train-ma-td3bc-s0") / "checkpoint.pt").is_file()
+    assert (product_path(plan.units["train-ma-td3bc-s0"], work) / "checkpoint.pt").is_file()
     assert [k for k in to_run(plan, store, work, ["fig4"]) if k in keys] == []
 
 
@@ -303,6 +303,7 @@ def test_time_limit_stops_a_unit_without_a_result(tmp_path, capsys):
     assert main([*args, "--units", "train-ma-dt-s0", "--time-limit", "0.5"]) == 75
     assert not (out / "results" / "data.json").exists()
     assert not list((out / "work").glob("*.h5")) and not list((out / "work").glob(".*partial*"))
+    assert not (out / "results" / "train-ma-dt-s0.json").exists()
     assert (out / "report.md").is_file() and (out / "verdicts.json").is_file()
     assert "time limit" in capsys.readouterr().err
 

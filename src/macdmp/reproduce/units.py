@@ -20,23 +20,37 @@ from typing import Any
 
 from macdmp.reproduce.plan import Unit, scenario_set
 
-DATA_FILE = "data.h5"
 LOSS_POINTS = 100  # loss log records kept in a training result (evenly spaced)
 
 
-def run_dir(work: Path, key: str) -> Path:
-    return Path(work) / "runs" / key
+# Products are named by their unit's digest too, so a work folder shared by several scales (or
+# kept across a change of settings) never hands a unit the dataset or run of other settings.
+def data_path(work: Path, digest: str) -> Path:
+    """The dataset file of the data unit with this digest."""
+    return Path(work) / f"data-{digest[:12]}.h5"
+
+
+def run_dir(work: Path, key: str, digest: str) -> Path:
+    """The run folder of the training unit ``key`` with this digest."""
+    return Path(work) / "runs" / f"{key}-{digest[:12]}"
+
+
+def product_path(unit: Unit, work: Path) -> Path | None:
+    if unit.kind == "data":
+        return data_path(work, unit.digest)
+    if unit.kind == "train":
+        return run_dir(work, unit.key, unit.digest)
+    return None  # an evaluation makes nothing but its result
 
 
 def product_exists(unit: Unit, work: Path) -> bool:
     """Whether what the unit makes for others (dataset file, run folder) is in the work folder."""
-    if unit.kind == "data":
-        return (Path(work) / DATA_FILE).is_file()
+    path = product_path(unit, work)
     if unit.kind == "train":
         from macdmp.methods.checkpoint import is_run_dir
 
-        return is_run_dir(run_dir(work, unit.key))
-    return True  # an evaluation makes nothing but its result
+        return is_run_dir(path)
+    return path is None or path.is_file()
 
 
 def _machine(device: str | None = None) -> str:
@@ -53,7 +67,7 @@ def run_data(unit: Unit, work: Path, progress: bool = False, threads: int = 1) -
     from macdmp.data.format import open_h5, read_header
 
     p = unit.params
-    path = Path(work) / DATA_FILE
+    path = data_path(work, unit.digest)
     settings = CollectSettings(
         out=str(path),
         scenarios=list(p["scenarios"]),
@@ -71,7 +85,7 @@ def run_data(unit: Unit, work: Path, progress: bool = False, threads: int = 1) -
         fingerprint = read_header(f, path).fingerprint()
     return {
         "fingerprint": str(fingerprint),
-        "command": settings.command().replace(str(path), DATA_FILE),
+        "command": settings.command().replace(str(path), path.name),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
 
@@ -96,7 +110,6 @@ def run_train_group(
     from macdmp.methods.checkpoint import CheckpointMismatchError
     from macdmp.methods.trainer import Trainer, read_evals, read_losses, train_packed
 
-    data_path = Path(work) / DATA_FILE
     datasets: dict[tuple[int, float], Any] = {}
     trainers = []
     t0 = time.perf_counter()
@@ -105,8 +118,9 @@ def run_train_group(
         cfg = get_method(method).config_class.from_dict(u.params["config"])
         key = (cfg.horizon, cfg.gamma)
         if key not in datasets:
-            datasets[key] = open_windows(data_path, horizon=cfg.horizon, gamma=cfg.gamma)
-        folder = run_dir(work, u.key)
+            data = data_path(work, u.params["inputs"]["data"])
+            datasets[key] = open_windows(data, horizon=cfg.horizon, gamma=cfg.gamma)
+        folder = run_dir(work, u.key, u.digest)
         try:
             tr = Trainer(method, cfg, datasets[key], folder, device, compile=compile)
         except CheckpointMismatchError:
@@ -143,7 +157,8 @@ def policy_spec(unit: Unit, work: Path, device: str | None = None) -> str:
     opts = dict(pol.get("options", {}))
     if device is not None:
         opts["device"] = device
-    return ",".join([str(run_dir(work, pol["run"])), *(f"{k}={v}" for k, v in opts.items())])
+    folder = run_dir(work, pol["run"], unit.params["inputs"][pol["run"]])
+    return ",".join([str(folder), *(f"{k}={v}" for k, v in opts.items())])
 
 
 def run_eval(
