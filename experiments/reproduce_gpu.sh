@@ -16,6 +16,8 @@
 #   h64         MA-CDMP with H = 64 and its evaluation (Fig. 7)
 #   new-methods MA-Diffuser, MA-DD and MADiff x 3 seeds (once registered) and their evaluations
 #   all         whatever is left
+#   smoke-gpu   the smoke scale on the GPU (a check of the GPU path: capture, packing, planning
+#               on CUDA; a few minutes), brought back as $OUT/smoke-gpu.tgz
 #
 # The results live in docs/reproduction/paper/results (small JSON files): they travel to the
 # machine with the working tree, so a block skips what earlier blocks did, and come back as
@@ -40,6 +42,14 @@ mkdir -p "$W" "$OUT" "$RES"
 PACK=1
 COMPILE=(--compile)
 case "${1:-}" in
+smoke-gpu)
+  nvidia-smi -L
+  rc=0
+  python3 -m macdmp.cli reproduce --scale smoke --out "$W/smoke" --device cuda --pack 4 \
+      --time-limit "$LIMIT" || rc=$?
+  python3 -m pytest -q tests/test_reproduce.py -m gpu || rc=$?
+  tar czf "$OUT/smoke-gpu.tgz" -C "$W/smoke" --exclude work .
+  exit $rc ;;
 baselines)
   UNITS='eval-behaviour-*,eval-carried-*,eval-equal-*,eval-proportional-*,eval-maxweight-*'
   UNITS+=',eval-backpressure-*,train-ma-cql-*,train-ma-td3bc-*,train-ma-dt-*'
@@ -56,7 +66,8 @@ new-methods)
   PACK=3; COMPILE=() ;;
 all) UNITS='*'; PACK=2 ;;
 *)
-  echo "usage: $0 baselines|cdmp-s0|cdmp-s1|nomf-s2|h8-h32|h64|new-methods|all [SECONDS]" >&2
+  echo "usage: $0 baselines|cdmp-s0|cdmp-s1|nomf-s2|h8-h32|h64|new-methods|all|smoke-gpu" \
+    "[SECONDS]" >&2
   exit 2 ;;
 esac
 
