@@ -382,8 +382,8 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "Average reward against the planning horizon H",
             "The planning horizon H has an interior optimum: longer horizons help, then hurt.",
             "Holds if the best mean reward is at neither the shortest nor the longest H and is "
-            "above both ends by more than the larger standard deviation over seeds; holds "
-            "partly if the best is interior but within that margin of an end; does not hold "
+            "above both ends by more than the larger standard deviation over the held-out seeds; "
+            "holds partly if the best is interior but within that margin of an end; does not hold "
             "if the best is at an end.",
             "sweep",
             [Series("MA-CDMP", [b.evaluate(k, "paper", "ideal") for k in hs], list(sc.horizons))],
