@@ -96,6 +96,7 @@ def write_report(
     keys = plan.needed(figures)
     counts = {"done": 0, "stale": 0, "pending": 0}
     wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     machines: set[str] = set()
     for k in keys:
         st = store.status(plan.units[k])
@@ -106,6 +107,7 @@ def write_report(
             wall[kind] = wall.get(kind, 0.0) + float(res.get("wall_s", 0.0)) / max(
                 1, int(res.get("packed_with", 1))
             )
+            cpu[kind] = cpu.get(kind, 0.0) + float(res.get("cpu_s", 0.0))
             if res.get("machine"):
                 machines.add(res["machine"])
     failures = {k: v for k, v in store.failures().items() if k in plan.units}
@@ -117,6 +119,8 @@ def write_report(
         f"{len(failures)} failed at their last attempt.",
         "Wall time of the units done, by kind (seconds; packed training runs share theirs): "
         + (", ".join(f"{k} {v:.0f}" for k, v in sorted(wall.items())) or "none")
+        + "; CPU time of the process running them: "
+        + (", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())) or "none")
         + ".",
     ]
     if machines:

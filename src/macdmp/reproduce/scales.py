@@ -83,8 +83,8 @@ SCALES: dict[str, Scale] = {
     ),
     "demo": Scale(
         name="demo",
-        describe="the methods' demo presets shortened to 600 steps (2-level U-Net), the demo "
-        "dataset, 3 held-out seeds x 200 frames: under an hour on a CPU",
+        describe="the methods' demo presets shortened to 600 steps (2-level U-Net, K = 50), the "
+        "demo dataset, 3 held-out seeds x 100 frames: under an hour on a CPU",
         trajectories=64,
         frames=2000,
         preset="demo",
@@ -93,14 +93,14 @@ SCALES: dict[str, Scale] = {
             "max_steps": 600,
             "log_every": 50,
             "ckpt_every": 200,
-            "eval_every": 150,
+            "eval_every": 200,
             "eval_seeds": 1,
-            "eval_frames": 100,
+            "eval_frames": 50,
         },
-        sized={"dim_mults": (1, 2), "n_diffusion_steps": 100},
+        sized={"dim_mults": (1, 2), "n_diffusion_steps": 50},  # K = 50: see smoke
         per_method={"ma-cdmp": {"lr": 1e-3}},
         eval_seeds=3,
-        eval_frames=200,
+        eval_frames=100,
         planner={"steps": 3},
         device="cpu",
     ),

@@ -163,7 +163,10 @@ def run_local(
     def ready(k: str) -> bool:
         return all(d not in left for d in plan.units[k].needs)
 
-    def finish(u: Unit, result: dict[str, Any], t0: float) -> None:
+    def finish(u: Unit, result: dict[str, Any], t0: float, c0: float, share: int = 1) -> None:
+        # CPU time of this process (all its threads) for the unit: the machine-independent
+        # part of its cost on a CPU, whatever else shares the machine (packed runs share it)
+        result["cpu_s"] = round((time.process_time() - c0) / share, 2)
         store.write(u, result)
         out.ran.append(u.key)
         _say(
@@ -191,17 +194,17 @@ def run_local(
         else:
             group = [k for k in now if plan.units[k].kind == "train"][: max(1, pack)]
         units = [plan.units[k] for k in group]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         _say(f"-- {', '.join(u.key for u in units)}", quiet)
         try:
             if units[0].kind == "train":
                 results = run_train_group(units, work, device, progress, compile)
                 for u in units:
-                    finish(u, results[u.key], t0)
+                    finish(u, results[u.key], t0, c0, len(units))
             elif units[0].kind == "data":
-                finish(units[0], run_data(units[0], work, progress, collect_threads), t0)
+                finish(units[0], run_data(units[0], work, progress, collect_threads), t0, c0)
             else:
-                finish(units[0], run_eval(units[0], work, device, progress), t0)
+                finish(units[0], run_eval(units[0], work, device, progress), t0, c0)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a unit's failure is recorded; the others go on
@@ -230,7 +233,9 @@ def _ray_task(unit_key: str, kind: str, params: dict, needs: list, label: str, w
     unit = Unit(unit_key, kind, params, tuple(needs), label)
     if device is None and kind != "data":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return run_unit(unit, Path(work), device)
+    c0 = time.process_time()
+    result = run_unit(unit, Path(work), device)
+    return {**result, "cpu_s": round(time.process_time() - c0, 2)}
 
 
 def ray_init(address: str, quiet: bool = False) -> Any:
