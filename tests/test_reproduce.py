@@ -3,6 +3,7 @@ committed result files, the Ray executor on a local instance, and the smoke scal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -61,6 +62,14 @@ def test_plan_every_figure_its_units_and_what_is_missing(monkeypatch):
     more = build_plan("smoke")
     assert more.figure("fig3").series[5].keys == ["train-ma-dd-s0", "train-ma-dd-s1"]
     assert "eval-ma-dd-s0-paper-limited" in more.figure("fig4").series[5].keys
+    # a registered method whose configuration the scale's overrides break is reported, not fatal
+    from macdmp.reproduce import scales
+
+    smoke = scales.SCALES["smoke"]
+    bad = dataclasses.replace(smoke, per_method={**smoke.per_method, "ma-dd": {"hidden": 0}})
+    monkeypatch.setitem(scales.SCALES, "smoke", bad)
+    series = build_plan("smoke").figure("fig3").series[5]
+    assert series.keys == [] and "hidden" in series.missing and "per_method" in series.missing
 
     # the seed-0 MA-CDMP run serves Figs. 4, 6, 8 and the base horizon of Fig. 7; seed 1 Fig. 9
     def users(run: str) -> set[str]:
