@@ -79,8 +79,14 @@ def run_data(unit: Unit, work: Path, progress: bool = False, threads: int = 1) -
     )
     t0 = time.perf_counter()
     if not path.is_file():  # written atomically: a file there is complete
+        import torch
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        collect(settings, progress=progress)
+        torch_threads = torch.get_num_threads()
+        try:
+            collect(settings, progress=progress)
+        finally:  # Numba's thread setting is OpenMP's, so torch's too: put torch's back
+            torch.set_num_threads(torch_threads)
     with open_h5(path) as f:
         fingerprint = read_header(f, path).fingerprint()
     return {
