@@ -12,6 +12,7 @@ STAGES = (
     "macdmp.data.cli",  # collect, dataset info|validate
     "macdmp.methods.cli",  # train (any method)
     "macdmp.eval.cli",  # evaluate, demo
+    "macdmp.reproduce.cli",  # reproduce
 )
 
 

@@ -94,6 +94,7 @@ def _aggregate(
         per_seed = np.nanmean(np.stack([getattr(r, key) for r in mine]), axis=0)
         row[key] = float(np.mean(per_seed))
         row[key + "_std"] = float(np.std(per_seed))
+        row[key + "_seeds"] = [float(v) for v in per_seed]  # one value per held-out seed
     for key in ("generated", "delivered", "dropped", "queued"):
         row[key] = int(sum(int(np.sum(getattr(r, key))) for r in mine))
     agents = sum(len(r.seeds) * r.n_nodes for r in everything)

@@ -1,0 +1,465 @@
+"""Figs. 3-9 from the result files: one PNG each, its table, and a verdict by the written rule.
+
+Every function here reads only result files (through ``get(key) -> dict | None``), never a run
+folder or the dataset, so the report can be rebuilt from the committed results alone on any
+machine. A verdict is one of ``VERDICTS``; ``not tested`` where nothing exists to compare.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from macdmp.reproduce.plan import TRAINED_NODE_COUNTS, Figure, Series
+
+HOLDS, PARTLY, NOT, UNTESTED = "holds", "holds partly", "does not hold", "not tested"
+VERDICTS = (HOLDS, PARTLY, NOT, UNTESTED)
+Get = Callable[[str], "dict[str, Any] | None"]
+
+
+@dataclass
+class Outcome:
+    verdict: str
+    why: str
+    table: list[str] = field(default_factory=list)  # markdown lines
+    missing: list[str] = field(default_factory=list)  # what the figure lacks
+
+
+def _fmt(v: float, d: int = 2) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.{d}f}"
+
+
+def _missing(series: list[Series], get: Get) -> list[str]:
+    out = []
+    for s in series:
+        if s.missing:
+            out.append(f"{s.label}: {s.missing}")
+            continue
+        lost = [k for k in s.keys if get(k) is None]
+        if lost:
+            out.append(f"{s.label}: no result yet for {', '.join(lost)}")
+    return out
+
+
+# -- learning curves (Figs. 3, 5) ---------------------------------------------------------------
+def _curves(s: Series, get: Get) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, reward[seed, step]) over the evaluation steps common to the seeds present."""
+    runs = [get(k) for k in s.keys]
+    runs = [r for r in runs if r is not None and r.get("evals")]
+    if not runs:
+        return None
+    common = sorted(set.intersection(*({e["step"] for e in r["evals"]} for r in runs)))
+    if not common:
+        return None
+    by_step = [{e["step"]: e["avg_reward"] for e in r["evals"]} for r in runs]
+    y = np.array([[d[st] for st in common] for d in by_step])
+    return np.array(common), y
+
+
+def _plot_curves(fig: Figure, data: dict[str, tuple], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, ax = plt.subplots(figsize=(7.5, 4.2))
+    for k, s in enumerate(fig.series):
+        if s.label not in data:
+            ax.plot([], [], color=f"C{k}", ls=":", label=f"{s.label} (no results)")
+            continue
+        steps, y = data[s.label]
+        lw = 2.2 if s.label == "MA-CDMP" else 1.2
+        ax.plot(steps, y.mean(axis=0), color=f"C{k}", lw=lw, marker="o", ms=3, label=s.label)
+        if len(y) > 1:
+            ax.fill_between(steps, y.min(axis=0), y.max(axis=0), color=f"C{k}", alpha=0.15, lw=0)
+    ax.set_xlabel(fig.xlabel)
+    ax.set_ylabel("average reward (−delay, ms; higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{fig.name.replace('fig', 'Fig. ')}: {fig.title}", fontsize=9)
+    f.tight_layout()
+    f.savefig(path, dpi=110)
+    plt.close(f)
+
+
+def _roughness(y: np.ndarray) -> float:
+    if y.shape[1] < 2:
+        return float("nan")
+    return float(np.mean(np.abs(np.diff(y, axis=1))))
+
+
+def curves_table(data: dict[str, tuple]) -> list[str]:
+    lines = [
+        "| method | seeds | evaluations | final reward (mean ± std over seeds) | mean over the "
+        "curve | roughness | seed std, mean over evaluations |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, (steps, y) in data.items():
+        lines.append(
+            f"| {label} | {len(y)} | {len(steps)} (last at step {steps[-1]}) | "
+            f"{_fmt(y[:, -1].mean())} ± {_fmt(y[:, -1].std())} | {_fmt(y.mean())} | "
+            f"{_fmt(_roughness(y), 3)} | {_fmt(y.std(axis=0).mean()) if len(y) > 1 else 'n/a'} |"
+        )
+    return lines
+
+
+def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    data = {s.label: c for s in fig.series if (c := _curves(s, get)) is not None}
+    if png is not None:
+        _plot_curves(fig, data, png)
+    out = Outcome(UNTESTED, "", curves_table(data), _missing(fig.series, get))
+    others = [m for m in data if m != "MA-CDMP"]
+    if "MA-CDMP" not in data or not others:
+        out.why = "MA-CDMP or every method to compare it with has no learning curve yet."
+        return out
+    final = {m: float(data[m][1][:, -1].mean()) for m in data}
+    rough = {m: _roughness(data[m][1]) for m in data}
+    best = max(others, key=lambda m: final[m])
+    highest = final["MA-CDMP"] > final[best]
+    smooth_cmp = [m for m in others if math.isfinite(rough[m])]
+    smoothest = math.isfinite(rough["MA-CDMP"]) and all(
+        rough["MA-CDMP"] < rough[m] for m in smooth_cmp
+    )
+    smoothest_other = min(smooth_cmp, key=lambda m: rough[m]) if smooth_cmp else None
+    parts = [
+        f"final reward {_fmt(final['MA-CDMP'])} against the best other, {best}, "
+        f"{_fmt(final[best])} ({'highest' if highest else 'not the highest'})",
+        f"roughness {_fmt(rough['MA-CDMP'], 3)} against the smoothest other"
+        + (f", {smoothest_other}, {_fmt(rough[smoothest_other], 3)}" if smoothest_other else "")
+        + f" ({'smoothest' if smoothest else 'not the smoothest'})",
+    ]
+    out.verdict = HOLDS if highest and smoothest else PARTLY if highest or smoothest else NOT
+    out.why = "; ".join(parts) + f"; compared with {', '.join(others)}."
+    return out
+
+
+def fig5(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    data = {s.label: c for s in fig.series if (c := _curves(s, get)) is not None}
+    if png is not None:
+        _plot_curves(fig, data, png)
+    out = Outcome(UNTESTED, "", curves_table(data), _missing(fig.series, get))
+    other = next((s.label for s in fig.series if s.label != "MA-CDMP"), "MADiff")
+    if "MA-CDMP" not in data or other not in data:
+        out.why = f"needs learning curves of MA-CDMP and {other}; " + (
+            "MA-CDMP has none." if "MA-CDMP" not in data else f"{other} has none."
+        )
+        return out
+    a, b = data["MA-CDMP"][1], data[other][1]
+    parts, held = [], []
+    hi = a[:, -1].mean() > b[:, -1].mean()
+    held.append(hi)
+    parts.append(
+        f"final reward {_fmt(a[:, -1].mean())} against {_fmt(b[:, -1].mean())} "
+        f"({'higher' if hi else 'not higher'})"
+    )
+    fast = a.mean() > b.mean()
+    held.append(fast)
+    parts.append(
+        f"mean over the curve {_fmt(a.mean())} against {_fmt(b.mean())} "
+        f"({'faster' if fast else 'not faster'})"
+    )
+    if len(a) > 1 and len(b) > 1:
+        va, vb = a.std(axis=0).mean(), b.std(axis=0).mean()
+        less = va < vb
+        held.append(less)
+        parts.append(
+            f"seed std {_fmt(va)} against {_fmt(vb)} ({'less' if less else 'not less'} variance)"
+        )
+    else:
+        parts.append("variance not computed (fewer than two seeds)")
+    out.verdict = HOLDS if all(held) else PARTLY if any(held) else NOT
+    out.why = "; ".join(parts) + "."
+    return out
+
+
+# -- QoS bars (Fig. 4) --------------------------------------------------------------------------
+FIG4_METRICS = (
+    ("throughput_mbps", "throughput", +1),
+    ("mean_delay_ms", "delay", -1),
+    ("loss_rate", "loss rate", -1),
+)
+
+
+def _row(get: Get, key: str) -> dict[str, Any] | None:
+    r = get(key)
+    return r["rows"][0] if r is not None and r.get("rows") else None
+
+
+def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    rows = []
+    for s in fig.series:
+        for k in s.keys:
+            r = _row(get, k)
+            if r is not None:
+                rows.append({**r, "policy": s.label, "group": s.group})
+    if png is not None and rows:
+        from macdmp.eval.plots import plot_qos_bars
+
+        plot_qos_bars(
+            rows,
+            png,
+            f"Fig. 4: {fig.title}",
+            caption="Bars: mean over the held-out seeds of the average over the four scenarios; "
+            "error bars: ± 1 standard deviation over the seeds. Best first (average reward, "
+            "ideal RF).",
+        )
+    elif png is not None:
+        _empty_png(png, fig)
+    table = [
+        "| policy | RF | avg reward | throughput (Mbps) | delay (ms) | loss rate | decision "
+        "ms/frame |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        table.append(
+            f"| {r['policy']} | {r['rf']} | {_fmt(r['avg_reward'])} ± {_fmt(r['avg_reward_std'])}"
+            f" | {_fmt(r['throughput_mbps'], 3)} ± {_fmt(r['throughput_mbps_std'], 3)} | "
+            f"{_fmt(r['mean_delay_ms'])} ± {_fmt(r['mean_delay_ms_std'])} | "
+            f"{_fmt(r['loss_rate'], 4)} ± {_fmt(r['loss_rate_std'], 4)} | "
+            f"{_fmt(r.get('act_ms_per_frame', float('nan')), 3)} |"
+        )
+    out = Outcome(UNTESTED, "", table, _missing(fig.series, get))
+    by = {(r["policy"], r["rf"]): r for r in rows}
+    learned = [s.label for s in fig.series if s.group == "method" and s.label != "MA-CDMP"]
+    allocs = [s.label for s in fig.series if s.group == "allocator"]
+    wins, lost, against_alloc, n_cond = 0, [], 0, 0
+    for rf in ("ideal", "limited"):
+        me = by.get(("MA-CDMP", rf))
+        others = [by[(m, rf)] for m in learned if (m, rf) in by]
+        al = [by[(m, rf)] for m in allocs if (m, rf) in by]
+        if me is None or not others:
+            continue
+        for key, name, sign in FIG4_METRICS:
+            n_cond += 1
+            best = max(others, key=lambda r: sign * r[key])
+            if sign * me[key] > sign * best[key]:
+                wins += 1
+            else:
+                lost.append(f"{name} {rf} RF (best: {best['policy']})")
+            if al and all(sign * me[key] > sign * r[key] for r in al):
+                against_alloc += 1
+    if n_cond == 0:
+        out.why = "MA-CDMP or every learned method to compare it with has no evaluation yet."
+        return out
+    out.verdict = HOLDS if wins == 6 else PARTLY if wins >= 3 else NOT
+    out.why = (
+        f"MA-CDMP wins {wins} of {n_cond} conditions against "
+        f"{', '.join(m for m in learned if any((m, rf) in by for rf in ('ideal', 'limited')))}"
+        + (f"; loses {', '.join(lost)}" if lost else "")
+        + f". Against the allocators too: it beats all of them in {against_alloc} of {n_cond}."
+    )
+    return out
+
+
+# -- points (Figs. 6-9) -------------------------------------------------------------------------
+def _points(s: Series, get: Get) -> list[tuple[Any, dict[str, Any]]]:
+    return [(x, r) for x, k in zip(s.x, s.keys, strict=True) if (r := _row(get, k)) is not None]
+
+
+def _empty_png(path: Path, fig: Figure) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, ax = plt.subplots(figsize=(6, 2.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{fig.name}: no results yet", ha="center", va="center")
+    f.savefig(path, dpi=110)
+    plt.close(f)
+
+
+def _plot_points(fig: Figure, get: Get, path: Path, categorical: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, ax = plt.subplots(figsize=(7, 4))
+    for k, s in enumerate(fig.series):
+        pts = _points(s, get)
+        xs = [str(x) for x, _ in pts] if categorical else [x for x, _ in pts]
+        ax.errorbar(
+            xs,
+            [r["avg_reward"] for _, r in pts],
+            yerr=[r["avg_reward_std"] for _, r in pts],
+            color=f"C{k}",
+            marker="o",
+            capsize=3,
+            label=s.label,
+        )
+    if fig.kind == "nodes":
+        for n in fig.series[0].x:
+            if n not in TRAINED_NODE_COUNTS:
+                ax.axvspan(n - 0.4, n + 0.4, color="0.9", zorder=0)
+        ax.set_xticks(list(fig.series[0].x))
+    if fig.name == "fig9":  # the decision time beside the reward
+        pts = _points(fig.series[0], get)
+        ax2 = ax.twinx()
+        ax2.bar(
+            [str(x) for x, _ in pts],
+            [r.get("act_ms_per_frame", np.nan) for _, r in pts],
+            color="0.8",
+            alpha=0.5,
+            zorder=0,
+            label="decision time",
+        )
+        ax2.set_ylabel("decision time per frame (ms, bars)")
+        ax.set_zorder(ax2.get_zorder() + 1)
+        ax.patch.set_visible(False)
+    if fig.name == "fig8" and all(x > 0 for x in fig.series[0].x[1:]):
+        xs = list(fig.series[0].x)
+        ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0))
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
+    ax.set_xlabel(fig.xlabel + (" (grey: never seen in training)" if fig.kind == "nodes" else ""))
+    ax.set_ylabel("average reward (−delay, ms; higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{fig.name.replace('fig', 'Fig. ')}: {fig.title}", fontsize=9)
+    f.tight_layout()
+    f.savefig(path, dpi=110)
+    plt.close(f)
+
+
+def _points_table(fig: Figure, get: Get, xname: str) -> list[str]:
+    lines = [
+        f"| {xname} | "
+        + " | ".join(f"{s.label}: avg reward" for s in fig.series)
+        + " | delay (ms) | decision ms/frame |",
+        "| --- |" + " --- |" * (len(fig.series) + 2),
+    ]
+    xs = list(dict.fromkeys(x for s in fig.series for x in s.x))
+    for x in xs:
+        cells, delay, act = [], [], []
+        for s in fig.series:
+            r = dict(_points(s, get)).get(x)
+            cells.append(f"{_fmt(r['avg_reward'])} ± {_fmt(r['avg_reward_std'])}" if r else "—")
+            if r:
+                delay.append(_fmt(r["mean_delay_ms"]))
+                act.append(_fmt(r.get("act_ms_per_frame", float("nan")), 3))
+        lines.append(f"| {x} | " + " | ".join(cells) + f" | {' / '.join(delay) or '—'} | "
+                     f"{' / '.join(act) or '—'} |")  # fmt: skip
+    return lines
+
+
+def fig6(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    if png is not None:
+        _plot_points(fig, get, png)
+    out = Outcome(UNTESTED, "", _points_table(fig, get, "nodes"), _missing(fig.series, get))
+    a, b = (dict(_points(s, get)) for s in fig.series[:2])
+    both = [n for n in fig.series[0].x if n in a and n in b]
+    if not both:
+        out.why = "needs MA-CDMP and w/o MF evaluated at the same node count."
+        return out
+    won = [n for n in both if a[n]["avg_reward"] > b[n]["avg_reward"]]
+    lost = [n for n in both if n not in won]
+    total = len(fig.series[0].x)
+    out.verdict = HOLDS if len(won) == total else PARTLY if len(won) > total / 2 else NOT
+    unseen = [n for n in won if n not in TRAINED_NODE_COUNTS]
+    out.why = (
+        f"MA-CDMP is ahead at {len(won)} of {total} node counts ({won or 'none'}"
+        f"; unseen among them: {unseen or 'none'})"
+        + (f", behind at {lost}" if lost else "")
+        + (f"; {total - len(both)} count(s) not evaluated yet" if len(both) < total else "")
+        + "."
+    )
+    return out
+
+
+def fig7(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    if png is not None:
+        _plot_points(fig, get, png)
+    out = Outcome(UNTESTED, "", _points_table(fig, get, "H"), _missing(fig.series, get))
+    pts = dict(_points(fig.series[0], get))
+    hs = [h for h in fig.series[0].x if h in pts]
+    if len(hs) < 3:
+        out.why = f"needs at least three horizons evaluated (has {hs})."
+        return out
+    m = {h: pts[h]["avg_reward"] for h in hs}
+    sd = {h: pts[h]["avg_reward_std"] for h in hs}
+    best = max(hs, key=lambda h: m[h])
+    ends = (hs[0], hs[-1])
+    if best in ends:
+        out.verdict = NOT
+        out.why = f"the best mean reward ({_fmt(m[best])}) is at an end, H = {best}."
+        return out
+    margin = min(m[best] - m[e] - max(sd[best], sd[e]) for e in ends)
+    out.verdict = HOLDS if margin > 0 else PARTLY
+    out.why = (
+        f"the best mean reward ({_fmt(m[best])}) is at H = {best}, inside the range; it is "
+        f"{'above both ends by more' if margin > 0 else 'not above both ends by more'} than "
+        f"one standard deviation (ends: H = {ends[0]} {_fmt(m[ends[0]])}, H = {ends[1]} "
+        f"{_fmt(m[ends[1]])})."
+    )
+    if len(hs) < len(fig.series[0].x):
+        out.why += f" Horizons evaluated so far: {hs}."
+    return out
+
+
+def fig8(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    if png is not None:
+        _plot_points(fig, get, png)
+    out = Outcome(UNTESTED, "", _points_table(fig, get, "zeta"), _missing(fig.series, get))
+    pts = dict(_points(fig.series[0], get))
+    zs = [z for z in fig.series[0].x if z in pts]
+    if len(zs) < 2:
+        out.why = f"needs at least two guidance scales evaluated (has {zs})."
+        return out
+    means = np.array([pts[z]["avg_reward"] for z in zs])
+    helps = means[-1] > means[0]
+    spread = float(means.max() - means.min())
+    scale = float(np.mean(np.abs(means)))
+    robust = spread <= 0.1 * scale
+    out.verdict = HOLDS if helps and robust else PARTLY if helps or robust else NOT
+    out.why = (
+        f"mean reward {_fmt(means[0])} at zeta = {zs[0]:g} and {_fmt(means[-1])} at zeta = "
+        f"{zs[-1]:g} ({'helps' if helps else 'does not help'}); spread over the scales "
+        f"{_fmt(spread)}, {100 * spread / scale:.1f}% of the mean magnitude "
+        f"({'robust' if robust else 'not robust'}: the rule allows 10%)."
+    )
+    return out
+
+
+def fig9(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    if png is not None:
+        _plot_points(fig, get, png, categorical=True)
+    out = Outcome(UNTESTED, "", _points_table(fig, get, "sampler"), _missing(fig.series, get))
+    s = fig.series[0]
+    pts = dict(_points(s, get))
+    ddpm_x = s.x[0]
+    dpm = [x for x in s.x[1:] if x in pts]
+    if ddpm_x not in pts or not dpm:
+        out.why = "needs DDPM and at least one DPM-Solver setting evaluated."
+        return out
+    d = pts[ddpm_x]["avg_reward"]
+    cost = {x: (d - pts[x]["avg_reward"]) / abs(d) for x in dpm}
+    many = [x for x in dpm if int(str(x).split()[-1]) >= 10]
+    if all(c <= 0.1 for c in cost.values()):
+        out.verdict = HOLDS
+    elif many and all(cost[x] <= 0.1 for x in many):
+        out.verdict = PARTLY
+    else:
+        out.verdict = NOT
+    out.why = (
+        f"{ddpm_x}: {_fmt(d)}; cost of each DPM-Solver setting (drop below DDPM, relative): "
+        + ", ".join(f"{x} {100 * c:+.1f}%" for x, c in cost.items())
+        + " (the rule allows 10%)."
+    )
+    return out
+
+
+FIGURES: dict[str, Callable[[Figure, Get, Path | None], Outcome]] = {
+    "fig3": fig3,
+    "fig4": fig4,
+    "fig5": fig5,
+    "fig6": fig6,
+    "fig7": fig7,
+    "fig8": fig8,
+    "fig9": fig9,
+}

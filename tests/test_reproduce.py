@@ -1,0 +1,336 @@
+"""`macdmp reproduce`: the work list, its resumption, the verdict rules, the report rebuilt from
+committed result files, the Ray executor on a local instance, and the smoke scale end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from macdmp.cli import main
+from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS
+from macdmp.reproduce.plan import FIGURE_NAMES, build_plan, node_scenarios
+from macdmp.reproduce.report import write_report
+from macdmp.reproduce.units import product_path
+from macdmp.reproduce.worklist import Store, run_local, to_run
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "reproduction"
+REGISTERED = ("ma-cdmp", "bc", "ma-cql", "ma-td3bc", "ma-dt")
+
+
+def _row(reward: float, rf: str = "ideal", std: float = 0.1, **kw) -> dict:
+    row = {
+        "rf": rf,
+        "avg_reward": reward,
+        "avg_reward_std": std,
+        "throughput_mbps": kw.get("tp", 2.0),
+        "throughput_mbps_std": 0.1,
+        "mean_delay_ms": kw.get("delay", -reward),
+        "mean_delay_ms_std": 0.1,
+        "loss_rate": kw.get("loss", 0.01),
+        "loss_rate_std": 0.001,
+        "act_ms_per_frame": 1.0,
+    }
+    return {"rows": [row]}
+
+
+def _evals(values: list[float]) -> dict:
+    return {"evals": [{"step": 10 * (i + 1), "avg_reward": v} for i, v in enumerate(values)]}
+
+
+def test_plan_every_figure_its_units_and_what_is_missing(monkeypatch):
+    plan = build_plan("smoke", registered=REGISTERED)
+    assert [f.name for f in plan.figures] == list(FIGURE_NAMES)
+    for key, unit in plan.units.items():
+        assert unit.key == key and all(d in plan.units for d in unit.needs)
+    order = plan.needed()
+    assert order.index("data") == 0 and set(order) == set(plan.units)
+    for k in order:  # dependencies first
+        assert all(order.index(d) < order.index(k) for d in plan.units[k].needs)
+    fig3 = plan.figure("fig3")
+    missing = {s.label for s in fig3.series if s.missing}
+    assert missing == {"MA-Diffuser", "MA-DD"}
+    assert not any(k.startswith("train-ma-diffuser") for k in plan.units)
+    assert plan.figure("fig5").series[1].missing  # MADiff
+    # a method registered later gets its units with no other change (here a stand-in class)
+    from macdmp.methods import base
+
+    monkeypatch.setitem(base._REGISTRY, "ma-dd", "macdmp.baselines.bc:BehaviourCloning")
+    more = build_plan("smoke")
+    assert more.figure("fig3").series[5].keys == ["train-ma-dd-s0", "train-ma-dd-s1"]
+    assert "eval-ma-dd-s0-paper-limited" in more.figure("fig4").series[5].keys
+    # a registered method whose configuration the scale's overrides break is reported, not fatal
+    from macdmp.reproduce import scales
+
+    smoke = scales.SCALES["smoke"]
+    bad = dataclasses.replace(smoke, per_method={**smoke.per_method, "ma-dd": {"hidden": 0}})
+    monkeypatch.setitem(scales.SCALES, "smoke", bad)
+    series = build_plan("smoke").figure("fig3").series[5]
+    assert series.keys == [] and "hidden" in series.missing and "per_method" in series.missing
+
+    # the seed-0 MA-CDMP run serves Figs. 4, 6, 8 and the base horizon of Fig. 7; seed 1 Fig. 9
+    def users(run: str) -> set[str]:
+        return {f.name for f in plan.figures for s in f.series for k in s.keys
+                if k == run or run in plan.units[k].needs}  # fmt: skip
+
+    assert users("train-ma-cdmp-s0") == {"fig3", "fig4", "fig5", "fig6", "fig7", "fig8"}
+    assert users("train-ma-cdmp-s1") == {"fig3", "fig5", "fig9"}
+
+
+def test_digest_follows_the_settings_and_what_a_unit_reads():
+    a = build_plan("smoke", registered=REGISTERED)
+    b = build_plan("demo", registered=REGISTERED)
+    assert a.units["train-ma-cdmp-s0"].digest != b.units["train-ma-cdmp-s0"].digest
+    # an evaluation's digest includes that of the run it evaluates
+    assert a.units["eval-carried-paper-ideal"].digest != b.units["eval-carried-paper-ideal"].digest
+
+
+def test_node_scenarios_share_the_load_rule():
+    for n in (6, 8, 9, 12, 16):
+        cfgs = node_scenarios(n)
+        assert {c.n_nodes for c in cfgs} == {n} and len(cfgs) == 2
+        assert {c.load for c in cfgs} == {0.7} and {c.rbs for c in cfgs} == {40}
+    with pytest.raises(ValueError, match="nodes"):
+        node_scenarios(7)
+
+
+def _fake_all(plan, store: Store, work: Path) -> None:
+    """A current result for every unit and every product in the work folder."""
+    work.mkdir(parents=True, exist_ok=True)
+    product_path(plan.units["data"], work).write_bytes(b"")
+    for u in plan.units.values():
+        if u.kind == "train":
+            product_path(u, work).mkdir(parents=True, exist_ok=True)
+            (product_path(u, work) / "checkpoint.pt").write_bytes(b"")
+            store.write(u, _evals([-10.0, -9.0]))
+        elif u.kind == "eval":
+            store.write(u, _row(-10.0, u.params["rf"]))
+        else:
+            store.write(u, {})
+
+
+def test_to_run_skips_what_is_done_and_remakes_missing_products(tmp_path):
+    plan = build_plan("smoke", registered=REGISTERED)
+    store, work = Store(tmp_path / "out"), tmp_path / "work"
+    assert to_run(plan, store, work)[0] == "data"  # nothing yet: everything, data first
+    assert len(to_run(plan, store, work)) == len(plan.units)
+    _fake_all(plan, store, work)
+    assert to_run(plan, store, work) == []  # a second run does no work
+    # a pending evaluation whose run folder is gone (a fresh machine): the run is redone
+    store.path("eval-ma-cdmp-s0-guide0.5-steps3-paper-ideal").unlink()
+    shutil.rmtree(product_path(plan.units["train-ma-cdmp-s0"], work))
+    assert to_run(plan, store, work) == [
+        "train-ma-cdmp-s0",
+        "eval-ma-cdmp-s0-guide0.5-steps3-paper-ideal",
+    ]
+    # without pending evaluations a missing run folder costs nothing
+    _fake_all(plan, store, work)
+    shutil.rmtree(product_path(plan.units["train-ma-cql-s1"], work))
+    assert to_run(plan, store, work) == []
+    # a result made with other settings is stale and redone
+    res = json.loads(store.path("eval-carried-paper-ideal").read_text())
+    store.path("eval-carried-paper-ideal").write_text(json.dumps({**res, "digest": "other"}))
+    assert store.status(plan.units["eval-carried-paper-ideal"]) == "stale"
+    assert to_run(plan, store, work, ["fig4"]) == ["eval-carried-paper-ideal"]
+    assert to_run(plan, store, work, ["fig6"]) == []
+
+
+def test_failed_and_interrupted_units_leave_no_result(tmp_path, monkeypatch):
+    import macdmp.reproduce.worklist as wl
+
+    plan = build_plan("smoke", registered=REGISTERED)
+    store, work = Store(tmp_path / "out"), tmp_path / "work"
+    keys = ["eval-carried-paper-ideal", "eval-equal-paper-ideal"]
+
+    def broken(unit, *a, **k):
+        if unit.key == keys[0]:
+            raise ValueError("no such thing")
+        return _row(-5.0)
+
+    monkeypatch.setattr(wl, "run_eval", broken)
+    out = run_local(plan, store, work, keys, quiet=True)
+    assert out.ran == [keys[1]] and "no such thing" in out.failed[keys[0]]
+    assert store.read(keys[0]) is None and store.read(keys[1]) is not None
+    assert "no such thing" in store.failures()[keys[0]]
+    assert not list(store.dir.glob(".*"))  # no temporary files left
+
+    def interrupted(unit, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wl, "run_eval", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_local(plan, store, work, [keys[0]], quiet=True)
+    assert store.read(keys[0]) is None
+    # a unit whose need failed is skipped, not run
+    monkeypatch.setattr(wl, "run_data", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    out = run_local(plan, store, work, ["data", "train-ma-cql-s0"], quiet=True)
+    assert "disk" in out.failed["data"] and "train-ma-cql-s0" in out.skipped
+
+
+def _report_with(tmp_path, results: dict[str, dict], figures: list[str]) -> dict:
+    plan = build_plan("smoke", registered=REGISTERED)
+    store = Store(tmp_path)
+    for k, r in results.items():
+        store.write(plan.units[k], r)
+    return write_report(plan, tmp_path, figures, plots=False)
+
+
+def test_verdict_rules(tmp_path):
+    h = {8: "train-ma-cdmp-s0", 16: "train-ma-cdmp-h16-s0", 32: "train-ma-cdmp-h32-s0",
+         64: "train-ma-cdmp-h64-s0"}  # fmt: skip
+
+    def fig7(rewards: dict[int, float], std: float = 0.1) -> str:
+        res = {f"eval-{h[k].removeprefix('train-')}-steps3-paper-ideal": _row(v, std=std)
+               for k, v in rewards.items()}  # fmt: skip
+        return _report_with(tmp_path / f"f7-{std}-{len(rewards)}", res, ["fig7"])["fig7"]["verdict"]
+
+    assert fig7({8: -10, 16: -8, 32: -9, 64: -11}) == HOLDS
+    assert fig7({8: -10, 16: -8, 32: -9, 64: -11}, std=2.5) == PARTLY
+    assert fig7({8: -10, 16: -9, 32: -8, 64: -7}) == NOT
+    assert fig7({8: -10, 16: -9}) == UNTESTED
+
+    def fig6(cdmp: list[float], nomf: list[float]) -> str:
+        res = {}
+        for n, a, b in zip((6, 8, 9, 12, 16), cdmp, nomf, strict=False):
+            res[f"eval-ma-cdmp-s0-steps3-n{n}-ideal"] = _row(a)
+            res[f"eval-ma-cdmp-nomf-s0-steps3-n{n}-ideal"] = _row(b)
+        return _report_with(tmp_path / f"f6-{cdmp}", res, ["fig6"])["fig6"]["verdict"]
+
+    assert fig6([-5] * 5, [-6] * 5) == HOLDS
+    assert fig6([-5, -5, -5, -7, -7], [-6] * 5) == PARTLY
+    assert fig6([-5, -7, -7, -7, -7], [-6] * 5) == NOT
+    assert fig6([-5, -5, -5], [-6] * 3) == PARTLY  # 3 of 5 counts, two not evaluated yet
+
+    ddpm, dpm = (
+        "eval-ma-cdmp-s1-solverddpm-paper-ideal",
+        "eval-ma-cdmp-s1-solverdpm1-steps{}-paper-ideal",
+    )
+
+    def fig9(drops: dict[int, float]) -> str:
+        res = {ddpm: _row(-10.0)} | {dpm.format(s): _row(-10.0 * (1 + d)) for s, d in drops.items()}
+        return _report_with(tmp_path / f"f9-{drops}", res, ["fig9"])["fig9"]["verdict"]
+
+    assert fig9({20: 0.0, 10: 0.02, 5: 0.05, 3: 0.09}) == HOLDS
+    assert fig9({20: 0.0, 10: 0.02, 5: 0.2, 3: 0.3}) == PARTLY
+    assert fig9({20: 0.0, 10: 0.2, 5: 0.2, 3: 0.3}) == NOT
+
+    def fig3(cdmp: list[float], other: list[float]) -> str:
+        res = {f"train-ma-cdmp-s{s}": _evals(cdmp) for s in (0, 1)}
+        res |= {f"train-ma-cql-s{s}": _evals(other) for s in (0, 1)}
+        return _report_with(tmp_path / f"f3-{cdmp}-{other}", res, ["fig3"])["fig3"]["verdict"]
+
+    assert fig3([-9, -8, -7], [-12, -8, -9]) == HOLDS  # higher and smoother
+    assert fig3([-9, -5, -7], [-12, -8, -9]) == PARTLY  # higher, rougher
+    assert fig3([-12, -11, -10], [-9, -5, -9]) == PARTLY  # smoother, lower
+    assert fig3([-12, -8, -10], [-9, -8, -9]) == NOT
+    assert _report_with(tmp_path / "f5", {}, ["fig5"])["fig5"]["verdict"] == UNTESTED
+
+    def fig4(me: dict, other: dict) -> str:
+        res = {}
+        for rf in ("ideal", "limited"):
+            res[f"eval-ma-cdmp-s0-steps3-paper-{rf}"] = _row(-5.0, rf, **me)
+            res[f"eval-ma-dt-s0-paper-{rf}"] = _row(-6.0, rf, **other)
+        return _report_with(tmp_path / f"f4-{me}-{other}", res, ["fig4"])["fig4"]["verdict"]
+
+    assert fig4({"tp": 3, "delay": 5, "loss": 0.1}, {"tp": 2, "delay": 6, "loss": 0.2}) == HOLDS
+    assert fig4({"tp": 3, "delay": 5, "loss": 0.3}, {"tp": 2, "delay": 6, "loss": 0.2}) == PARTLY
+    assert fig4({"tp": 1, "delay": 7, "loss": 0.3}, {"tp": 2, "delay": 6, "loss": 0.2}) == NOT
+
+
+COMMITTED = sorted(p.parent for p in DOCS.glob("*/verdicts.json"))
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_results_rebuild_to_the_same_verdicts(folder, tmp_path):
+    """The report rebuilt from the committed result files alone gives the committed verdicts."""
+    committed = json.loads((folder / "verdicts.json").read_text())
+    shutil.copytree(folder / "results", tmp_path / "results")
+    plan = build_plan(committed["scale"])
+    verdicts = write_report(plan, tmp_path, plots=False, use_stale=True)
+    assert {k: v["verdict"] for k, v in verdicts.items()} == {
+        k: v["verdict"] for k, v in committed["verdicts"].items()
+    }
+
+
+def test_committed_smoke_results_exist():
+    assert (DOCS / "smoke" / "verdicts.json").is_file(), "docs/reproduction/smoke: rerun it"
+
+
+@pytest.mark.slow
+def test_ray_runs_units_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray")
+    from macdmp.reproduce.worklist import run_ray
+
+    plan = build_plan("smoke")
+    store, work = Store(tmp_path / "out"), tmp_path / "work"
+    keys = ["data", "train-ma-td3bc-s0", "eval-ma-td3bc-s0-paper-ideal", "eval-carried-paper-ideal"]
+    out = run_ray(plan, store, work, keys, "auto", quiet=True)
+    assert sorted(out.ran) == sorted(keys) and not out.failed
+    assert out.ran.index("train-ma-td3bc-s0") < out.ran.index("eval-ma-td3bc-s0-paper-ideal")
+    for k in keys:
+        assert store.status(plan.units[k]) == "done"
+    assert (product_path(plan.units["train-ma-td3bc-s0"], work) / "checkpoint.pt").is_file()
+    assert [k for k in to_run(plan, store, work, ["fig4"]) if k in keys] == []
+
+
+@pytest.mark.slow
+def test_smoke_reproduce_end_to_end_then_no_work(tmp_path, capsys):
+    out = tmp_path / "smoke"
+    assert main(["reproduce", "--scale", "smoke", "--out", str(out), "--quiet"]) == 0
+    report = (out / "report.md").read_text()
+    verdicts = json.loads((out / "verdicts.json").read_text())["verdicts"]
+    assert set(verdicts) == set(FIGURE_NAMES)
+    for name in FIGURE_NAMES:
+        png = out / f"{name}.png"
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+        assert verdicts[name]["verdict"] in VERDICTS
+        assert f"![{name}]({name}.png)" in report
+        assert f"- Verdict: **{verdicts[name]['verdict']}**" in report
+    results = sorted(out.glob("results/*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    capsys.readouterr()
+    assert main(["reproduce", "--scale", "smoke", "--out", str(out), "--quiet"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert sorted(out.glob("results/*.json")) == results
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    # the report rebuilt from the results alone, without the work folder
+    shutil.rmtree(out / "work")
+    again = tmp_path / "again"
+    shutil.copytree(out / "results", again / "results")
+    assert main(["reproduce", "--scale", "smoke", "--out", str(again), "--report-only"]) == 0
+    assert json.loads((again / "verdicts.json").read_text())["verdicts"] == verdicts
+
+
+def test_time_limit_stops_a_unit_without_a_result(tmp_path, capsys):
+    """--time-limit stops as SIGTERM does: the dataset collection under way leaves neither its
+    file nor its result, the exit status says to run again, and the report is still written."""
+    out = tmp_path / "out"
+    args = ["reproduce", "--scale", "smoke", "--out", str(out), "--only", "fig3", "--quiet"]
+    assert main([*args, "--units", "train-ma-dt-s0", "--time-limit", "0.5"]) == 75
+    assert not (out / "results" / "data.json").exists()
+    assert not list((out / "work").glob("*.h5")) and not list((out / "work").glob(".*partial*"))
+    assert not (out / "results" / "train-ma-dt-s0.json").exists()
+    assert (out / "report.md").is_file() and (out / "verdicts.json").is_file()
+    assert "time limit" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_training_units_pack_on_the_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    plan = build_plan("smoke")
+    store, work = Store(tmp_path / "out"), tmp_path / "work"
+    runs = ["train-ma-cdmp-s0", "train-ma-cdmp-nomf-s0"]
+    evals = ["eval-ma-cdmp-s0-steps3-n16-ideal", "eval-ma-cdmp-nomf-s0-steps3-n16-ideal"]
+    keys = to_run(plan, store, work, ["fig6"], [*runs, *evals])
+    assert keys == ["data", *runs[:1], evals[0], runs[1], evals[1]]
+    out = run_local(plan, store, work, keys, device="cuda", pack=2, quiet=True)
+    assert sorted(out.ran) == sorted(keys) and not out.failed
+    for k in runs:
+        res = store.read(k)
+        assert res["device"].startswith("cuda") and res["packed_with"] == 2 and res["evals"]
+    assert store.read(evals[0])["rows"][0]["avg_reward"] < 0
