@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 per_scenario[name][r] = float(np.corrcoef(noise[ok], rets[r][ok])[0, 1])
     noise = np.concatenate(noise_all)
     pooled = {r: float(np.corrcoef(noise, np.concatenate(ret_all[r]))[0, 1]) for r in rewards}
-    print(f"{args.data}: {len(noise):,} (agent, start) points, the first (up to) {args.trajectories} "
-          f"trajectories x {args.frames} frames of each scenario, a start every {args.every} "
-          f"frames, H = {args.horizon}, gamma = {args.gamma} "
+    print(f"{args.data}: {len(noise):,} (agent, start) points, the first (up to) "
+          f"{args.trajectories} trajectories x {args.frames} frames of each scenario, a start "
+          f"every {args.every} frames, H = {args.horizon}, gamma = {args.gamma} "
           f"({time.perf_counter() - t0:.1f} s)")  # fmt: skip
     if skipped:
         print(f"left out {skipped:,} points where the demand was 0 RBs (no log noise)")
