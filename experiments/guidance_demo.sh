@@ -49,3 +49,9 @@ for r in delay ownnb; do for g in 0 1 10 100; do
 done; done
 [ -f "$D/sweep.json" ] || macdmp evaluate "${P[@]}" --rf ideal --frames 200 --quiet \
     --json "$D/sweep.json"
+[ -f "$D/sweep2.json" ] || macdmp evaluate --frames 200 --quiet --json "$D/sweep2.json" \
+    --policy "$R/ownnb,steps=3,guide=3,label=MA-CDMP ownnb guide 3" \
+    --policy "$R/ownnb,steps=3,guide=10,label=MA-CDMP ownnb guide 10" \
+    --policy "$R/ownnb-nomf,steps=3,guide=10,label=MA-CDMP w/o MF ownnb guide 10" \
+    --policy "$R/own,steps=3,guide=10,label=MA-CDMP own guide 10" \
+    --policy "$R/delay-nomf,steps=3,guide=10,label=MA-CDMP w/o MF delay guide 10"

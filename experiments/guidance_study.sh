@@ -27,13 +27,14 @@ STEPS="${STEPS:-20000}"
 PAR="${PAR:-8}"  # evaluation processes at once
 # smaller settings for a smoke test on a CPU (docs/guidance-study.md): PRESET=demo COMPILE=
 # SIZE="--preset demo --trajectories 24 --frames 300" FRAMES=20 STEPS=4 THREADS=1 PAR=2
-# EVAL_EVERY=0
+# EVAL_EVERY=0 PUSH_STATES=32
 PRESET="${PRESET:-paper}"
 COMPILE="${COMPILE---compile}"
 SIZE="${SIZE:---preset paper}"
 FRAMES="${FRAMES:-1000}"
 THREADS="${THREADS:-6}"  # Numba threads of each of the two collections
 EVAL_EVERY="${EVAL_EVERY:-10000}"  # in-loop evaluation (learning curve); 0 saves ~1 min
+PUSH_STATES="${PUSH_STATES:-2048}"  # states planned from by guidance_push.py
 mkdir -p "$W" "$OUT" "$W/eval"
 macdmp() { python3 -m macdmp.cli "$@"; }
 
@@ -113,7 +114,7 @@ sweep)
   for r in delay ownnb ownnb-nomf mixed-ownnb; do
     [ -f "$OUT/push-$r.json" ] || ( timeout -s TERM $(( END - $(date +%s) )) \
         python3 experiments/guidance_push.py "$W/runs/$r" --data "$(data_of "$r")" \
-        --scales 0.01,0.1,0.3,1,3,10,30,100,1000 --states 2048 --json "$OUT/push-$r.json" \
+        --scales 0.01,0.1,0.3,1,3,10,30,100,1000 --states "$PUSH_STATES" --json "$OUT/push-$r.json" \
         > "$OUT/push-$r.txt" 2>&1 || echo "NOT DONE: push-$r" ) &
   done
   # the QoS at the scales where the demo's plans moved without breaking (0.1 is in `eval`);

@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     noise = np.concatenate(noise_all)
     pooled = {r: float(np.corrcoef(noise, np.concatenate(ret_all[r]))[0, 1]) for r in rewards}
     print(f"{args.data}: {len(noise):,} (agent, start) points, the first (up to) "
-          f"{args.trajectories} trajectories x {args.frames} frames of each scenario, "
-          f"a start every {args.every} frames, H = {args.horizon}, gamma = {args.gamma} "
+          f"{args.trajectories} trajectories x {args.frames} frames of each scenario, a start "
+          f"every {args.every} frames, H = {args.horizon}, gamma = {args.gamma} "
           f"({time.perf_counter() - t0:.1f} s)")  # fmt: skip
     if skipped:
         print(f"left out {skipped:,} points where the demand was 0 RBs (no log noise)")
