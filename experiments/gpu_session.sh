@@ -4,9 +4,9 @@
 # benchmark. It drives the per-issue scripts (paper_run.sh, guidance_study.sh, realtime_gpu.sh)
 # with one work folder, so nothing is collected or trained twice.
 #
-#   experiments/gpu_session.sh prep SECONDS   # datasets (paper + mixed), then train (resumable)
+#   experiments/gpu_session.sh prep SECONDS   # GPU tests, datasets (paper + mixed), then train
 #   experiments/gpu_session.sh train SECONDS  # train on until done or SECONDS
-#   experiments/gpu_session.sh eval           # diffusion baselines + guidance study + quality
+#   experiments/gpu_session.sh eval           # diffusion baselines, guidance study + sweep, quality
 #   experiments/gpu_session.sh latency        # benchmarks/plan_latency.py, alone on the GPU
 #
 # Every stage ends by packing the small result files of $W/res into $OUT/session.tgz.
@@ -59,7 +59,10 @@ prep)
   nvidia-smi -L || true
   start=$(date +%s)
   mkdir -p "$W/res/study"
+  python3 -m pytest -q tests/test_gpu.py > "$W/res/gpu-tests.log" 2>&1 &
   OUT="$W/res/study" experiments/guidance_study.sh collect
+  wait || true
+  tail -n 5 "$W/res/gpu-tests.log"
   train $(( ${2:-540} - ($(date +%s) - start) ))
   pack
   ;;
@@ -68,21 +71,38 @@ train)
   pack
   ;;
 eval)
-  # the quality of the real-time settings in the loop, beside the two studies' evaluations
-  OUT="$W/res/realtime" experiments/realtime_gpu.sh quality > "$W/res/quality.log" 2>&1 &
+  # the quality of the real-time settings in the loop, beside the two studies' evaluations;
+  # everything stops by 560 s (the 10-minute limit of a call), keeping what finished
+  start=$(date +%s)
+  OUT="$W/res/realtime" timeout -s TERM 560 experiments/realtime_gpu.sh quality \
+      > "$W/res/quality.log" 2>&1 &
   q=$!
-  OUT="$W/res/diffusers" experiments/paper_run.sh eval-diffusers > "$W/res/diffusers.log" 2>&1 &
+  OUT="$W/res/diffusers" timeout -s TERM 560 experiments/paper_run.sh eval-diffusers \
+      > "$W/res/diffusers.log" 2>&1 &
   d=$!
-  OUT="$W/res/study" PAR=6 STAGE_S=540 experiments/guidance_study.sh eval \
+  # the study's evaluations, then its guidance sweep (displacement tables and QoS per scale);
+  # units still running at the deadline are stopped and listed as NOT DONE
+  OUT="$W/res/study" PAR=6 STAGE_S=330 experiments/guidance_study.sh eval \
       > "$W/res/study-eval.log" 2>&1 || true
+  OUT="$W/res/study" PAR=6 STAGE_S=$(( 550 - ($(date +%s) - start) )) \
+      experiments/guidance_study.sh sweep > "$W/res/study-sweep.log" 2>&1 || true
   wait $d || echo "eval-diffusers failed (see diffusers.log)"
   wait $q || echo "quality failed (see quality.log)"
   OUT="$W/res/study" experiments/guidance_study.sh results > /dev/null 2>&1 || true
+  mkdir -p "$W/res/eval-diff" "$W/res/study-eval"
+  cp "$W"/eval-diff/* "$W/res/eval-diff/" 2>/dev/null || true
+  cp "$W"/eval/* "$W/res/study-eval/" 2>/dev/null || true
+  pkill -f "macdmp.cli evaluate" || true  # units a timeout left behind
+  pkill -f "plan_latency.py" || true
   tail -n 3 "$W/res"/*.log
   pack
   ;;
 latency)
-  OUT="$W/res/realtime" timeout 560 experiments/realtime_gpu.sh latency || true
+  start=$(date +%s)
+  OUT="$W/res/realtime" timeout -s TERM 400 experiments/realtime_gpu.sh latency || true
+  OUT="$W/res/realtime" timeout -s TERM $(( 560 - ($(date +%s) - start) )) \
+      experiments/realtime_gpu.sh fast || true
+  pkill -f "plan_latency.py" || true
   pack
   ;;
 *)
