@@ -73,18 +73,18 @@ train)
 eval)
   # the quality of the real-time settings in the loop, beside the two studies' evaluations;
   # everything stops by 560 s (the 10-minute limit of a call), keeping what finished
-  start=$(date +%s)
-  OUT="$W/res/realtime" timeout -s TERM 560 experiments/realtime_gpu.sh quality \
+  start=$(date +%s) EVAL_S="${EVAL_S:-560}"
+  OUT="$W/res/realtime" timeout -s TERM "$EVAL_S" experiments/realtime_gpu.sh quality \
       > "$W/res/quality.log" 2>&1 &
   q=$!
-  OUT="$W/res/diffusers" timeout -s TERM 560 experiments/paper_run.sh eval-diffusers \
+  OUT="$W/res/diffusers" timeout -s TERM "$EVAL_S" experiments/paper_run.sh eval-diffusers \
       > "$W/res/diffusers.log" 2>&1 &
   d=$!
   # the study's evaluations, then its guidance sweep (displacement tables and QoS per scale);
   # units still running at the deadline are stopped and listed as NOT DONE
-  OUT="$W/res/study" PAR=6 STAGE_S=330 experiments/guidance_study.sh eval \
+  OUT="$W/res/study" PAR=6 STAGE_S=$(( EVAL_S * 3 / 5 )) experiments/guidance_study.sh eval \
       > "$W/res/study-eval.log" 2>&1 || true
-  OUT="$W/res/study" PAR=6 STAGE_S=$(( 550 - ($(date +%s) - start) )) \
+  OUT="$W/res/study" PAR=6 STAGE_S=$(( EVAL_S - 10 - ($(date +%s) - start) )) \
       experiments/guidance_study.sh sweep > "$W/res/study-sweep.log" 2>&1 || true
   wait $d || echo "eval-diffusers failed (see diffusers.log)"
   wait $q || echo "quality failed (see quality.log)"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from macdmp.diffusion.sampler import Conditioning, noise_draws, sample
+from macdmp.diffusion.sampler import Conditioning, dpm_warm_level, noise_draws, sample
 from macdmp.planner import PlannerModels, make_config, plan
 from macdmp.planner.plan import Speed, _backbones, _GraphedSampler, plan_batch
 from macdmp.planner.synthetic import SyntheticWindows
@@ -20,9 +20,10 @@ pytestmark = [
 @pytest.mark.parametrize(
     "solver, steps, warm, min_sigma",
     [("ddpm", None, None, 0.0), ("dpm2", 10, None, 0.0), ("dpm1", 5, None, 0.0),
-     ("dpm2", 10, 6, 0.5), ("ddpm", None, None, 0.5)],
+     ("dpm2", 10, 0.3, 0.5), ("ddpm", None, None, 0.5)],
 )  # fmt: skip
 def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
+    """``warm`` is a fraction of the schedule; the level is the solver grid's nearest."""
     cfg = make_config("demo")
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
     torch.manual_seed(0)
@@ -30,6 +31,7 @@ def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
     sch = models.schedule()
     shape = (12, cfg.horizon, cfg.channels)
     nets = _backbones(models, Speed(), shape, sch.device)
+    warm = dpm_warm_level(sch, steps, warm) if warm else None
     graphed = _GraphedSampler(nets, sch, shape, solver, steps, 0.3, 5.0, warm, min_sigma)
     for seed in (1, 2):  # two replays with new inputs
         g = torch.Generator(device="cuda").manual_seed(seed)

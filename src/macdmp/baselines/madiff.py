@@ -212,9 +212,12 @@ class MADiffActor(Actor):
             first = m.normalizer.obs(o)
             cond = m.normalizer.ret(torch.full((a, 1), self.target, device=dev))
         solver, steps, w = self.solver, self.steps, self.cfg_weight
-        slot = torch.zeros(a, dtype=torch.long, device=dev)
 
         def build(first, cond, mask, noise):
+            # every tensor the sampling reads is an input or made here: a tensor made outside
+            # would be freed after the capture and the graph's replays would read reused memory
+            slot = torch.zeros(a, dtype=torch.long, device=first.device)
+
             def eps(x, k, c, keep):  # the CFG call doubles the batch: so does the mask
                 return m.eps(x, k, mask.repeat(x.shape[0] // a, 1), c, keep)
 
