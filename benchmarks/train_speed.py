@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py [--preset paper|demo] [--method ma-cdmp] [--device DEV]
                                      [--modes eager,captured,compiled,packed2,packed4,procs4]
-                                     [--quick]
+                                     [--batch B] [--quick]
 
 Each mode trains fresh runs of the preset on synthetic windows with the real shapes (the step's
 cost does not depend on content) and prints, per mode, the median steps/s over repeated timing
@@ -39,7 +39,8 @@ BAR_S, GOAL_S = 12 * 60, 3 * 60
 def measure(
     method: str, preset: str, device: str, runs: int, capture: bool, compile: bool, a
 ) -> dict:
-    cfg = make_config(method, preset, max_steps=10**9)
+    over = {"batch_size": a.batch} if a.batch else {}
+    cfg = make_config(method, preset, max_steps=10**9, **over)
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
     with tempfile.TemporaryDirectory() as root:
         trs = [
@@ -95,6 +96,8 @@ def measure_procs(a, runs: int) -> dict:
     ]
     if a.device:
         cmd += ["--device", a.device]
+    if a.batch:
+        cmd += ["--batch", str(a.batch)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(runs)]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     return {
@@ -112,6 +115,7 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--modes", default=None, help="comma list (default: all that apply)")
     ap.add_argument("--quick", action="store_true", help="few steps (a smoke run)")
+    ap.add_argument("--batch", type=int, default=0, help="override the preset's batch size")
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--window", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
@@ -130,7 +134,7 @@ def main() -> None:
     get_method(a.method)
     default = "eager,captured,compiled,packed2,packed4,packed8,procs4" if cuda else "eager"
     modes = (a.modes or default).split(",")
-    cfg = make_config(a.method, a.preset)
+    cfg = make_config(a.method, a.preset, **({"batch_size": a.batch} if a.batch else {}))
     name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(
         f"{a.method} {a.preset} preset, batch {cfg.batch_size}, H {cfg.horizon}; {name}; "

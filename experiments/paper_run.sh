@@ -10,6 +10,8 @@
 #   experiments/paper_run.sh results            # small result files into $OUT
 #   experiments/paper_run.sh baselines SECONDS  # MA-CQL, MA-TD3+BC, MA-DT packed (resumable)
 #   experiments/paper_run.sh eval-baselines     # the paper's protocol for the three
+#   experiments/paper_run.sh diffusers SECONDS  # MA-Diffuser, MA-DD, MADiff packed (resumable)
+#   experiments/paper_run.sh eval-diffusers     # the paper's protocol for those three
 #
 # Works from the repository root without installing the package (PYTHONPATH=src): the GPU
 # machine has torch, numba, h5py and matplotlib but no package index.
@@ -87,7 +89,40 @@ eval-baselines)
   for r in ma-cql ma-td3bc ma-dt; do cp "$W/runs/$r/losses.jsonl" "$W/eval/losses-$r.jsonl"; done
   tar czf "$OUT/baselines.tgz" -C "$W/eval" .
   ;;
+diffusers)
+  # the diffusion baselines of part 2, packed on one GPU, a learning curve every 10,000 steps
+  # (Fig. 3 and 5); each stage stops after SECONDS with SIGTERM (checkpoints saved), the next
+  # stage resumes. CUDA graphs but no --compile: compilation would be paid at every resume.
+  : > "$W/diffusers.toml"
+  for r in ma-diffuser ma-dd madiff; do
+    printf '[[run]]\nout = "%s"\nmethod = "%s"\npreset = "paper"\nsteps = %s\n%s\n' \
+        "$W/runs/$r" $r "$STEPS" 'set = { eval_every = 10000 }' >> "$W/diffusers.toml"
+  done
+  rc=0
+  timeout -s TERM "${2:-540}" python3 -m macdmp.cli train --data "$W/paper.h5" \
+      --plan "$W/diffusers.toml" --capture "${CAPTURE:-auto}" --quiet || rc=$?
+  for r in ma-diffuser ma-dd madiff; do echo "$r: $(tail -n 1 "$W/runs/$r/losses.jsonl")"; done
+  case $rc in 0) echo "training finished";; 124|130) echo "stopped; run again to resume";;
+    *) exit $rc;; esac
+  ;;
+eval-diffusers)
+  # 6 evaluations (3 methods x ideal/limited RF) sharing the GPU; each JSON row holds the
+  # QoS and act_ms_per_frame, the decision time of a frame for all 102 agents of its RF
+  mkdir -p "$W/eval-diff"
+  common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames 1000)
+  for r in ma-diffuser ma-dd madiff; do for rf in ideal limited; do
+    macdmp evaluate "${common[@]}" --rf $rf --policy "$W/runs/$r" \
+        --json "$W/eval-diff/eval-$r-$rf.json" > "$W/eval-diff/eval-$r-$rf.txt" 2>&1 &
+  done; done
+  wait
+  for r in ma-diffuser ma-dd madiff; do
+    cp "$W/runs/$r/losses.jsonl" "$W/eval-diff/losses-$r.jsonl"
+    cp "$W/runs/$r/evals.jsonl" "$W/eval-diff/evals-$r.jsonl" 2>/dev/null || true
+  done
+  tar czf "$OUT/diffusers.tgz" -C "$W/eval-diff" .
+  ;;
 *)
-  echo "usage: $0 collect|train SECONDS|eval|results|baselines SECONDS|eval-baselines" >&2
+  echo "usage: $0 collect|train SECONDS|eval|results|baselines SECONDS|eval-baselines|" \
+       "diffusers SECONDS|eval-diffusers" >&2
   exit 2 ;;
 esac

@@ -153,18 +153,42 @@ def test_the_training_step_never_waits_for_the_host(tmp_path):
         torch.cuda.set_sync_debug_mode(0)
 
 
-@pytest.mark.parametrize("method", ["ma-cql", "ma-td3bc", "ma-dt", "bc"])
+@pytest.mark.parametrize(
+    "method", ["ma-cql", "ma-td3bc", "ma-dt", "bc", "ma-diffuser", "ma-dd", "madiff"]
+)
 def test_baselines_capture_and_replay_their_eager_steps(tmp_path, method):
     from test_baselines import BanditWindows
+    from test_baselines_diffusion import JointBanditWindows
 
     from macdmp.methods import Trainer
     from macdmp.methods.base import make_config as method_config
 
     cfg = method_config(method, "demo", max_steps=40, log_every=10, ckpt_every=40)
-    data = BanditWindows(cfg.horizon, cfg.gamma)
+    data = (JointBanditWindows if method == "madiff" else BanditWindows)(cfg.horizon, cfg.gamma)
     eager = Trainer(method, cfg, data, tmp_path / "e", "cuda", capture=False)
     graph = Trainer(method, cfg, data, tmp_path / "g", "cuda", capture=True)
     _steps([eager], 12)
     _steps([graph], 12 - 3)
     assert graph.graph is not None
     torch.testing.assert_close(graph.acc, eager.acc, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["ma-diffuser", "ma-dd", "madiff"])
+def test_diffusion_baselines_act_through_cuda_graphs_as_eagerly(method, monkeypatch):
+    """The actors replay their sampling as a CUDA graph on a GPU: the same actions as the
+    eager sampler on the same GPU with the same generator."""
+    from test_baselines_diffusion import _untrained
+
+    from macdmp.baselines import diffusion_common
+
+    model = _untrained(method).cuda()
+    obs = np.random.default_rng(0).uniform(5, 35, (17, 4)).astype(np.float32)
+    out = []
+    for graphs in (True, False):
+        monkeypatch.setattr(diffusion_common, "CUDA_GRAPHS", graphs)
+        actor = model.make_actor(seed=0)
+        actor.reset(17)
+        actor.set_team_sizes(np.array([8] * 8 + [9] * 9))
+        out.append([actor.act(obs, obs) for _ in range(3)])  # capture, then replays
+    assert len(diffusion_common._GRAPHS) >= 1
+    np.testing.assert_allclose(np.stack(out[0]), np.stack(out[1]), rtol=1e-4, atol=1e-4)

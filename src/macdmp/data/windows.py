@@ -10,6 +10,13 @@ rewards of frames t .. t+H-1 exist:
   y    ()      sum_{k<H} gamma^k r_{t+k} (ms, <= 0)
   rtg  (H,)    returns-to-go: the undiscounted sum of the agent's rewards from each frame of the
                window to the end of its trajectory (ms, <= 0; Decision Transformer's condition)
+Joint windows (centrally trained methods, MADiff): the same frames of every agent of the
+window's network, padded to the dataset's largest node count N with a mask (padded entries are
+zeros and must be ignored; the window's own agent is ``jself``):
+  jx    (N, H, 4)  every agent's observations     jact  (N, H)  every agent's actions
+  jy    (N,)       every agent's horizon return   jmask (N,)    1 for the network's agents
+  jself ()         the index of the drawn agent (an int64), so joint windows of a network are
+                   drawn in proportion to its number of agents
 The whole file is read into memory once (the paper-scale file is about 0.9 GB there: uint16
 observations, float32 actions and rewards); windows are gathered by a compiled kernel, so the
 mean field and the return are computed per sample rather than stored.
@@ -40,9 +47,11 @@ from macdmp.data.format import (
 STATS_WINDOWS = 65_536
 STATS_SEED = 0
 STD_FLOOR = 1e-3  # a constant dimension normalises to 0 instead of dividing by ~0
-WINDOW_KEYS = ("x", "xbar", "act", "rew", "y", "rtg")
+JOINT_KEYS = ("jx", "jact", "jy", "jmask", "jself")
+WINDOW_KEYS = ("x", "xbar", "act", "rew", "y", "rtg", *JOINT_KEYS)
 DEFAULT_KEYS = ("x", "xbar", "act", "rew", "y")  # what a sampler serves unless asked otherwise
 RTG_BEST_QUANTILE = 0.9  # stats["rtg_start_best"]: this quantile of the trajectories' returns
+RET_BEST_QUANTILE = 0.9  # stats["ret_best"]: this quantile of the windows' horizon returns y
 
 
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:
@@ -136,8 +145,14 @@ class WindowDataset:
         """Every trajectory's env seed (int64, sorted): evaluation must use other seeds."""
         return np.sort(np.concatenate([g.seeds for g in self._groups]))
 
-    def get(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        """The windows with these global indices in [0, n_windows), in that order."""
+    @property
+    def n_agents_max(self) -> int:
+        """The largest node count of the dataset's scenarios (joint windows are padded to it)."""
+        return max(g.obs.shape[2] for g in self._groups)
+
+    def get(self, index: np.ndarray, joint: bool = False) -> dict[str, np.ndarray]:
+        """The windows with these global indices in [0, n_windows), in that order; with
+        ``joint`` also the joint fields (``JOINT_KEYS``) of each window's network."""
         index = np.asarray(index, dtype=np.int64)
         if index.ndim != 1:
             raise ValueError(f"index: expected a 1-D array of window indices, got {index.shape}")
@@ -151,6 +166,13 @@ class WindowDataset:
             "y": np.empty(b, dtype=np.float64),
             "rtg": np.empty((b, h), dtype=np.float32),
         }
+        if joint:
+            n_max = self.n_agents_max
+            out["jx"] = np.zeros((b, n_max, h, 4), dtype=np.float32)
+            out["jact"] = np.zeros((b, n_max, h), dtype=np.float32)
+            out["jy"] = np.zeros((b, n_max), dtype=np.float32)
+            out["jmask"] = np.zeros((b, n_max), dtype=np.float32)
+            out["jself"] = np.zeros(b, dtype=np.int64)
         which = np.searchsorted(self._offsets, index, side="right") - 1
         for gi, g in enumerate(self._groups):
             pos = np.flatnonzero(which == gi)
@@ -165,6 +187,15 @@ class WindowDataset:
                     self._discounts, pos, out["x"], out["xbar"], out["act"], out["y"])  # fmt: skip
             frames = start[:, None] + np.arange(h)
             out["rtg"][pos] = g.rtg[traj[:, None], frames, agent[:, None]]
+            if joint:
+                seq = g.obs[traj[:, None], frames].astype(np.float32)  # (b, H, n, 4)
+                out["jx"][pos, :n_nodes] = seq.transpose(0, 2, 1, 3)
+                acts = g.actions[traj[:, None], frames]  # (b, H, n)
+                out["jact"][pos, :n_nodes] = acts.transpose(0, 2, 1)
+                rews = g.rewards[traj[:, None], frames].astype(np.float64)
+                out["jy"][pos, :n_nodes] = np.einsum("bhn,h->bn", rews, self._discounts)
+                out["jmask"][pos, :n_nodes] = 1.0
+                out["jself"][pos] = agent
         out["y"] = out["y"].astype(np.float32)
         return out
 
@@ -188,7 +219,9 @@ class WindowDataset:
         """Per-dimension mean and std of x, xbar, act and y over a fixed subsample of windows;
         the per-frame reward's mean and std (``rew_*``), the returns-to-go's (``rtg_*``) and
         the RTG_BEST_QUANTILE quantile of every (trajectory, agent)'s whole return
-        (``rtg_start_best``, the closest to 0 being the best: Decision Transformer's target)."""
+        (``rtg_start_best``, the closest to 0 being the best: Decision Transformer's target) and
+        the RET_BEST_QUANTILE quantile of the windows' horizon returns y (``ret_best``: the
+        return-conditioned diffusion baselines' default target)."""
         if self._stats is None:
             n = min(STATS_WINDOWS, self.n_windows)
             batch = self.sample(n, np.random.default_rng(STATS_SEED))
@@ -204,6 +237,9 @@ class WindowDataset:
                 v = v.astype(np.float64)
                 s[f"{name}_mean"] = np.asarray(v.mean(), dtype=np.float32)
                 s[f"{name}_std"] = np.asarray(max(v.std(), STD_FLOOR), dtype=np.float32)
+            s["ret_best"] = np.asarray(
+                np.quantile(batch["y"].astype(np.float64), RET_BEST_QUANTILE), dtype=np.float32
+            )
             start = np.concatenate([g.rtg[:, 0].reshape(-1) for g in self._groups])
             s["rtg_start_best"] = np.asarray(
                 np.quantile(start.astype(np.float64), RTG_BEST_QUANTILE), dtype=np.float32
@@ -231,7 +267,8 @@ class TorchWindows:
     the requested ``keys``); ``sample(B, generator)`` draws B window indices uniformly with
     replacement on the device. Nothing here synchronises with the host, so sampling can be
     part of a captured CUDA graph. Scenarios with fewer nodes are padded to the largest N with
-    nodes that are nobody's neighbour and are never drawn.
+    nodes that are nobody's neighbour and are never drawn; the joint fields (``JOINT_KEYS``)
+    carry those padded nodes as zeros with ``jmask`` 0.
     """
 
     def __init__(self, ds: WindowDataset, device: torch.device, keys: tuple[str, ...]):
@@ -274,9 +311,15 @@ class TorchWindows:
         self._adj = as_t(adj)
         deg = self._adj.sum(dim=2).clamp(min=1.0)
         self._adj_norm = self._adj / deg[..., None]  # row i: 1/deg_i on i's neighbours
-        self._act = as_t(act) if "act" in keys else None
-        self._rew = as_t(rew) if ("rew" in keys or "y" in keys) else None
+        self._act = as_t(act) if {"act", "jact"} & set(keys) else None
+        self._rew = as_t(rew) if {"rew", "y", "jy"} & set(keys) else None
         self._rtg = as_t(rtg) if "rtg" in keys else None
+        self._n_nodes = torch.as_tensor(
+            np.concatenate([np.full(g.obs.shape[0], g.obs.shape[2]) for g in groups]),
+            dtype=torch.long,
+            device=device,
+        )
+        self._agents = torch.arange(n_max, device=device)
         self._pair_traj = as_t(pair_traj, torch.long)
         self._pair_agent = as_t(pair_agent, torch.long)
         ends = np.cumsum(np.concatenate(pair_count))
@@ -293,22 +336,32 @@ class TorchWindows:
         traj, agent = self._pair_traj[p], self._pair_agent[p]
         frames = t[:, None] + self._steps  # (B, H)
         out: dict[str, torch.Tensor] = {}
-        if "x" in self.keys or "xbar" in self.keys:
+        if {"x", "xbar", "jx"} & set(self.keys):
             seq = self._obs[traj[:, None], frames]  # (B, H, N, 4)
+            if "jx" in self.keys:
+                out["jx"] = seq.permute(0, 2, 1, 3).float()
             if "x" in self.keys:
                 rows = torch.arange(len(index), device=index.device)
                 out["x"] = seq[rows, :, agent].float()
             if "xbar" in self.keys:
                 w = self._adj_norm[traj, agent]  # (B, N)
                 out["xbar"] = torch.einsum("bn,bhnd->bhd", w, seq.float())
-        if self._act is not None:
+        if "act" in self.keys:
             out["act"] = self._act[traj[:, None], frames, agent[:, None]]
-        if self._rew is not None:
+        if "jact" in self.keys:
+            out["jact"] = self._act[traj[:, None], frames].transpose(1, 2)
+        if "rew" in self.keys or "y" in self.keys:
             rew = self._rew[traj[:, None], frames, agent[:, None]]
             if "rew" in self.keys:
                 out["rew"] = rew
             if "y" in self.keys:
                 out["y"] = rew @ self._disc
+        if "jy" in self.keys:
+            out["jy"] = torch.einsum("bhn,h->bn", self._rew[traj[:, None], frames], self._disc)
+        if "jmask" in self.keys:
+            out["jmask"] = (self._agents < self._n_nodes[traj][:, None]).float()
+        if "jself" in self.keys:
+            out["jself"] = agent
         if self._rtg is not None:
             out["rtg"] = self._rtg[traj[:, None], frames, agent[:, None]]
         return out

@@ -54,6 +54,17 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 
+def condition_keep(
+    batch: int, dropout: float, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """A (batch,) float mask for classifier-free guidance training: each row's condition is
+    kept with probability 1 - ``dropout`` (drawn from ``generator``; no host sync)."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"condition_dropout: must be in [0, 1) (got {dropout})")
+    u = torch.rand((batch,), generator=generator, device=device)
+    return (u >= dropout).float()
+
+
 class ConvBlock(nn.Sequential):
     """Conv1d -> GroupNorm -> Mish over the time axis."""
 
@@ -96,15 +107,22 @@ class _Embedding(nn.Module):
         )
         self.out_dim = dim * (2 if cond_dim > 0 else 1)
 
-    def forward(self, k: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, k: torch.Tensor, cond: torch.Tensor | None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         t = self.time(k)
         if self.cond is None:
-            if cond is not None:
+            if cond is not None or keep is not None:
                 raise ValueError("cond: this backbone was built with cond_dim=0; pass cond=None")
             return t
         if cond is None or cond.shape[-1] != self.cond_dim:
             raise ValueError(f"cond: expected a (B, {self.cond_dim}) tensor")
-        return torch.cat([t, self.cond(cond)], dim=-1)
+        c = self.cond(cond)
+        if keep is not None:
+            # Classifier-free guidance: keep = 0 drops the condition (the unconditional model),
+            # as Decision Diffuser multiplies its returns embedding by a Bernoulli mask.
+            c = c * keep.to(c.dtype)[:, None]
+        return torch.cat([t, c], dim=-1)
 
 
 class _DownPath(nn.Module):
@@ -144,7 +162,11 @@ class TemporalUNet(nn.Module):
     """eps_theta: a 1-D U-Net over the horizon with len(dim_mults) down- and up-sampling levels.
 
     Input and output are (B, H, C). The diffusion index (and an optional condition vector) is
-    embedded and added after the first temporal convolution of every residual block.
+    embedded and added after the first temporal convolution of every residual block. With
+    ``cond_dim`` > 0, ``keep`` (B,) (1 keeps, 0 drops each row's condition) gives the
+    unconditional model of classifier-free guidance: train with a random keep mask
+    (:func:`condition_keep`), sample with :func:`macdmp.diffusion.sampler.sample`'s
+    ``condition`` and ``cfg_weight``.
     """
 
     def __init__(
@@ -188,9 +210,13 @@ class TemporalUNet(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, k: torch.Tensor, cond: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        emb = self.embed(k, cond)
+        emb = self.embed(k, cond, keep)
         h, skips = self.down(x.transpose(1, 2), emb)
         h = self.mid2(self.mid1(h, emb), emb)
         for (block1, block2, up), skip in zip(self.up, reversed(skips), strict=True):
@@ -224,3 +250,75 @@ class HalfUNet(nn.Module):
     ) -> torch.Tensor:
         h, _ = self.down(x.transpose(1, 2), self.embed(k, cond))
         return self.head(h.flatten(1)).squeeze(-1)
+
+
+class AgentAttention(nn.Module):
+    """Self-attention across the agents of one sample, per time step, with a residual path.
+
+    Input (B, N, C, T) features and a (B, N) mask of real agents: padded agents are never keys
+    or values, so they cannot influence a real agent's output (their own rows are computed and
+    must be ignored by the caller).
+    """
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        if heads < 1 or channels % heads != 0:
+            raise ValueError(f"heads: must be >= 1 and divide {channels} (got {heads})")
+        self.heads = heads
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, c, t = h.shape
+        tok = h.permute(0, 3, 1, 2).reshape(b * t, n, c)  # agents are the tokens
+        q, k, v = self.qkv(self.norm(tok)).view(b * t, n, 3, self.heads, c // self.heads).unbind(2)
+        keys = (mask > 0).repeat_interleave(t, dim=0)[:, None, None, :]  # (B*T, 1, 1, N)
+        y = nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keys
+        )
+        y = self.out(y.transpose(1, 2).reshape(b * t, n, c))
+        return h + y.view(b, t, n, c).permute(0, 2, 3, 1)
+
+
+class AgentAttentionUNet(TemporalUNet):
+    """MADiff's noise model: one :class:`TemporalUNet` shared by every agent, with attention
+    between the agents on each skip connection (after each down level, before the up path
+    reads it). Input and output (B, N, H, C) with a (B, N) mask of real agents; no agent
+    index is embedded, so the model is equivariant to the order of the agents.
+    """
+
+    def __init__(
+        self,
+        horizon: int,
+        channels: int,
+        dim: int = 32,
+        dim_mults: Sequence[int] = (1, 2, 4, 8),
+        kernel_size: int = 5,
+        groups: int = 8,
+        cond_dim: int = 0,
+        heads: int = 4,
+    ) -> None:
+        super().__init__(horizon, channels, dim, dim_mults, kernel_size, groups, cond_dim)
+        self.attn = nn.ModuleList(AgentAttention(dim * m, heads) for m in dim_mults)
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        mask: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b, n, h, c = x.shape
+        emb = self.embed(k, cond, keep).repeat_interleave(n, dim=0)  # one row per agent
+        z, skips = self.down(x.reshape(b * n, h, c).transpose(1, 2), emb)
+        skips = [
+            att(s.view(b, n, *s.shape[1:]), mask).reshape(b * n, *s.shape[1:])
+            for att, s in zip(self.attn, skips, strict=True)
+        ]
+        z = self.mid2(self.mid1(z, emb), emb)
+        for (block1, block2, up), skip in zip(self.up, reversed(skips), strict=True):
+            z = block2(block1(torch.cat([z, skip], dim=1), emb), emb)
+            z = up(z)
+        return self.final(z).transpose(1, 2).reshape(b, n, h, c)

@@ -3,10 +3,14 @@
 One entry point, :func:`sample`, with ``solver`` in ``SOLVERS`` and its own ``steps``. Known
 entries (the current observation) are pinned through a :class:`Conditioning` mask after every
 update, and classifier guidance takes the gradient of a scalar value function of the sample.
+Classifier-free guidance: with a ``condition`` vector the noise model is called as
+``eps_model(x, k, condition, keep)`` (``keep`` (B,): 1 conditional, 0 unconditional) and
+combined as eps_uncond + w (eps_cond - eps_uncond), both halves in one batched call.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +21,8 @@ from macdmp.diffusion.schedule import NoiseSchedule
 SOLVERS = ("ddpm", "dpm1", "dpm2")
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# eps(x, k, condition, keep) of classifier-free guidance (keep (B,) float: 1 kept, 0 dropped)
+CondEpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 ValueModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -49,8 +55,34 @@ def _value_grad(value: ValueModel, x: torch.Tensor, idx: torch.Tensor) -> torch.
     return g
 
 
+def guided_eps(
+    eps_model: CondEpsModel, condition: torch.Tensor, cfg_weight: float = 1.0
+) -> EpsModel:
+    """The (x, k) -> eps of classifier-free guidance with weight w = ``cfg_weight``:
+    eps_uncond + w (eps_cond - eps_uncond), the conditional and unconditional halves computed
+    in one batched call of ``eps_model``. w = 1 is the conditional model alone (one call of the
+    batch size), w = 0 the unconditional one. ``condition`` is (B, D), one row per sample."""
+    if not math.isfinite(cfg_weight):
+        raise ValueError(f"cfg_weight: must be a finite number (got {cfg_weight})")
+    w = float(cfg_weight)
+    b = condition.shape[0]
+    dev = condition.device
+    if w == 1.0 or w == 0.0:
+        keep = torch.full((b,), w, device=dev)
+        return lambda x, k: eps_model(x, k, condition, keep)
+    keep2 = torch.cat([torch.ones(b, device=dev), torch.zeros(b, device=dev)])
+    cond2 = torch.cat([condition, condition])
+
+    def eps(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        e = eps_model(torch.cat([x, x]), torch.cat([k, k]), cond2, keep2)
+        e_cond, e_uncond = e.chunk(2)
+        return e_uncond + w * (e_cond - e_uncond)
+
+    return eps
+
+
 def sample(
-    eps_model: EpsModel,
+    eps_model: EpsModel | CondEpsModel,
     schedule: NoiseSchedule,
     shape: tuple[int, ...],
     *,
@@ -62,6 +94,8 @@ def sample(
     generator: torch.Generator | None = None,
     clip_x0: float | None = None,
     noise: torch.Tensor | None = None,
+    condition: torch.Tensor | None = None,
+    cfg_weight: float = 1.0,
 ) -> torch.Tensor:
     """Draw x_0 of ``shape`` by reverse diffusion from N(0, I).
 
@@ -73,6 +107,10 @@ def sample(
     ``value`` (x, k-1) -> (B,) is the classifier; it is only called when guidance_scale != 0.
     ``clip_x0`` clamps each step's prediction of x_0 to [-clip_x0, clip_x0]: with few levels the
     last betas approach 1 and small noise-prediction errors are amplified by 1 / sqrt(alpha_k).
+    ``condition`` (B, D), if given, makes this classifier-free guided sampling: ``eps_model``
+    is then called as (x, k, condition, keep) and combined by :func:`guided_eps` with weight
+    ``cfg_weight`` (1: conditional only; > 1 pushes beyond the condition). Without it the
+    sampler calls ``eps_model(x, k)`` and ``cfg_weight`` must stay 1.
     """
     if clip_x0 is not None and not clip_x0 > 0:
         raise ValueError(f"clip_x0: must be > 0 or None (got {clip_x0})")
@@ -89,6 +127,16 @@ def sample(
         )
     if guidance_scale != 0.0 and value is None:
         raise ValueError("guidance_scale: non-zero guidance needs a value (classifier) model")
+    if condition is None:
+        if cfg_weight != 1.0:
+            raise ValueError("cfg_weight: classifier-free guidance needs a condition vector")
+        eps_fn = eps_model
+    else:
+        if condition.dim() != 2 or condition.shape[0] != shape[0]:
+            raise ValueError(
+                f"condition: expected a ({shape[0]}, D) tensor (got {tuple(condition.shape)})"
+            )
+        eps_fn = guided_eps(eps_model, condition, cfg_weight)  # type: ignore[arg-type]
     device = schedule.device
     guided = guidance_scale != 0.0
     if noise is not None and tuple(noise.shape) != (noise_draws(solver, big_k), *shape):
@@ -103,10 +151,10 @@ def sample(
             x = cond.apply(x)
         if solver == "ddpm":
             return _ddpm(
-                eps_model, schedule, x, cond, value, guidance_scale, generator, clip_x0, noise
+                eps_fn, schedule, x, cond, value, guidance_scale, generator, clip_x0, noise
             )
         order = 2 if solver == "dpm2" else 1
-        return _dpm(eps_model, schedule, x, n, order, cond, value, guidance_scale, clip_x0)
+        return _dpm(eps_fn, schedule, x, n, order, cond, value, guidance_scale, clip_x0)
 
 
 def noise_draws(solver: str, n_steps: int) -> int:

@@ -163,6 +163,11 @@ class Actor:
     def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def set_team_sizes(self, sizes: np.ndarray) -> None:
+        """After ``reset``: the node count N of each agent's network (A,), which the evaluator
+        knows. Only actors whose agents imagine their whole team (MADiff) read it; the others
+        ignore it."""
+
     def describe(self) -> dict[str, Any]:
         return {"label": self.label}
 
@@ -175,6 +180,9 @@ _REGISTRY: dict[str, str] = {
     "ma-cql": "macdmp.baselines.cql:MACQL",
     "ma-td3bc": "macdmp.baselines.td3bc:MATD3BC",
     "ma-dt": "macdmp.baselines.dt:MADT",
+    "ma-diffuser": "macdmp.baselines.madiffuser:MADiffuser",
+    "ma-dd": "macdmp.baselines.madd:MADD",
+    "madiff": "macdmp.baselines.madiff:MADiff",
 }
 
 

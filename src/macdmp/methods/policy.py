@@ -38,9 +38,13 @@ class ActorPolicy(Policy):
     def __init__(self, actor: Any, name: str, rbs: float) -> None:
         self.actor, self.name, self.label, self.trained_rbs = actor, name, actor.label, rbs
         self._fresh = True
+        self._teams: list[tuple[int, int]] = []  # (networks, nodes) of each group, in order
 
     def reset(self, sim) -> None:
         super().reset(sim)
+        if not self._fresh:  # the first reset of a new episode
+            self._teams = []
+        self._teams.append((sim.batch_size, sim.n_nodes))
         if float(sim.cfg.rbs) != self.trained_rbs:
             raise PolicyError(
                 f"policy {self.label}: trained with M x L = {self.trained_rbs:g} RBs per frame "
@@ -52,6 +56,9 @@ class ActorPolicy(Policy):
     def act_agents(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
         if self._fresh:
             self.actor.reset(len(obs))
+            sizes = [np.full(b * n, n) for b, n in self._teams]
+            if sizes and sum(len(v) for v in sizes) == len(obs):
+                self.actor.set_team_sizes(np.concatenate(sizes))
             self._fresh = False
         return self.actor.act(obs, mean_field)
 

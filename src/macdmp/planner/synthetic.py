@@ -95,6 +95,23 @@ class _TorchSynthetic:
         )
 
     def sample(self, b: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        if any(k.startswith("j") for k in self.keys):
+            return self._joint(b, generator)
+        return self._single(b, generator)
+
+    def _joint(self, b: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Joint windows (``macdmp.data.windows``) of 9 independent agents; every other
+        window is an 8-agent network padded to 9."""
+        n = 9
+        one = self._single(b * n, generator)
+        mask = torch.ones(b, n, device=self.device)
+        mask[::2, -1] = 0.0
+        out = {"jx": one["x"].view(b, n, -1, 4), "jact": one["act"].view(b, n, -1),
+               "jy": one["y"].view(b, n), "jmask": mask,
+               "jself": torch.zeros(b, dtype=torch.long, device=self.device)}  # fmt: skip
+        return {k: out[k] for k in self.keys}
+
+    def _single(self, b: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         s, dev = self.src, self.device
         m = torch.randint(0, len(self.modes), (b,), generator=generator, device=dev)
         shape = (b, s.horizon, s.obs_dim)
@@ -107,4 +124,4 @@ class _TorchSynthetic:
         act = (s.rbs / 2 + 5.0 * dz).clamp(0, s.rbs)
         r = -x[..., 0].abs() - 0.5 * xbar[..., 1].abs()
         out = {"x": x, "xbar": xbar, "act": act, "rew": r, "y": r @ self.disc}
-        return {k: out[k] for k in self.keys}
+        return out if any(k.startswith("j") for k in self.keys) else {k: out[k] for k in self.keys}

@@ -1,0 +1,187 @@
+"""MA-DD: Decision Diffuser (Ajay et al., ICLR 2023) per agent, parameters shared (DTDE).
+
+Each agent diffuses its own H-frame observation sequence, the first frame pinned to its current
+observation (inpainting), conditioned on its normalised horizon return by classifier-free
+guidance: trained with the return embedding dropped for a fraction ``condition_dropout`` of the
+windows, sampled with eps_uncond + w (eps_cond - eps_uncond). The action comes from MA-CDMP's
+inverse dynamics f(o_t, planned o_t+1), trained jointly. The mean field is not used: an agent
+acts on its own observation alone.
+
+Condition. y, the discounted return of the agent's next H frames (the window field ``y``,
+gamma 0.99, what MA-CDMP's classifier predicts), normalised by the dataset's ``ret_mean`` /
+``ret_std``. At execution every agent asks for the same target (option ``target``, ms; default
+the dataset's ``ret_best``, the 90% quantile of y: Decision Diffuser conditions on a return near
+the top of its data). Settings: docs/baselines.md, "part 2".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from macdmp.baselines.diffusion_common import (
+    ReturnConditionedConfig,
+    check_solver,
+    default_target,
+    sample,
+    sample_plans,
+)
+from macdmp.diffusion.backbones import TemporalUNet, condition_keep
+from macdmp.diffusion.sampler import Conditioning
+from macdmp.diffusion.schedule import NoiseSchedule
+from macdmp.methods.base import Actor, Method, TrainConfig
+from macdmp.planner.models import InverseDynamics, Normalizer
+
+OBS = 4
+
+
+@dataclass(frozen=True)
+class MADDConfig(ReturnConditionedConfig):
+    pass
+
+
+PRESETS = {
+    # 100 epochs x 1,000 steps (the paper); Decision Diffuser's method settings, MA-CDMP's
+    # task settings (H 16, K 100, the U-Net widths): docs/baselines.md
+    "paper": MADDConfig(),
+    "demo": MADDConfig(
+        horizon=8,
+        dim=16,
+        inv_hidden=128,
+        n_diffusion_steps=20,
+        batch_size=64,
+        warmup_steps=100,
+        ema_start=200,
+        n_epochs=4,
+        steps_per_epoch=250,
+        log_every=50,
+        ckpt_every=250,
+    ),
+}
+
+
+class MADD(Method):
+    name = "ma-dd"
+    label = "MA-DD"
+    version = 1
+    config_class = MADDConfig
+    presets = PRESETS
+    loss_names = ("loss", "diff", "inv")
+    compile_modules = ("eps",)
+    actor_options = {
+        "solver": ("solver", str),
+        "steps": ("steps", int),
+        "cfg": ("cfg_weight", float),
+        "target": ("target", float),
+    }
+    cfg: MADDConfig
+
+    def __init__(self, cfg: MADDConfig, stats: Mapping[str, Any], rbs: float) -> None:
+        super().__init__(cfg, stats, rbs)
+        self.normalizer = Normalizer(stats, OBS)
+        self.register_buffer("target", torch.tensor(default_target(stats), dtype=torch.float32))
+        self.eps = TemporalUNet(cfg.horizon, OBS, cond_dim=1, **cfg.unet_kwargs())
+        self.invdyn = InverseDynamics(OBS, cfg.inv_hidden, cfg.inv_layers)
+        self._schedule: NoiseSchedule | None = None
+
+    def schedule(self, device: torch.device | str | None = None) -> NoiseSchedule:
+        dev = device if device is not None else self.normalizer.obs_mean.device
+        if self._schedule is None or self._schedule.device != torch.device(dev):
+            self._schedule = NoiseSchedule(self.cfg.n_diffusion_steps, self.cfg.beta_schedule, dev)
+        return self._schedule
+
+    @classmethod
+    def batch_keys(cls, cfg: TrainConfig) -> tuple[str, ...]:
+        return ("x", "act", "y")
+
+    def loss(self, batch, generator=None):
+        n, cfg = self.normalizer, self.cfg
+        z0 = n.obs(batch["x"])
+        b, h, _ = z0.shape
+        sch = self.schedule(z0.device)
+        idx = torch.randint(0, cfg.n_diffusion_steps, (b,), generator=generator, device=z0.device)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device)
+        keep = condition_keep(b, cfg.condition_dropout, generator, z0.device)
+        pin = Conditioning.first_step(z0[:, 0], h)
+        zk = pin.apply(sch.q_sample(z0, idx, noise))
+        cond = n.ret(batch["y"])[:, None]
+        diff = (self.eps(zk, idx, cond, keep) - noise)[:, 1:].pow(2).mean()
+        x = batch["x"]
+        pred = self.invdyn(n.obs(x[:, :-1]), n.obs(x[:, 1:]))
+        inv = (pred - n.act(batch["act"][:, :-1])).pow(2).mean()
+        return {"loss": diff + inv, "diff": diff, "inv": inv}
+
+    def make_actor(self, seed: int = 0, **options: Any) -> Actor:
+        return MADDActor(self, seed=seed, **options)
+
+
+class MADDActor(Actor):
+    """Every agent plans from its own observation alone, all agents in one sampling batch."""
+
+    def __init__(
+        self,
+        model: MADD,
+        seed: int = 0,
+        solver: str | None = None,
+        steps: int | None = None,
+        cfg_weight: float | None = None,
+        target: float | None = None,
+    ) -> None:
+        cfg = model.cfg
+        self.model = model
+        self.solver = cfg.solver if solver is None else solver
+        sch = model.schedule()
+        self.steps = check_solver(sch, self.solver, steps, cfg.sample_steps)
+        self.cfg_weight = cfg.cfg_weight if cfg_weight is None else float(cfg_weight)
+        if not np.isfinite(self.cfg_weight):
+            raise ValueError(f"cfg: must be a finite number (got {self.cfg_weight})")
+        self.target = float(model.target) if target is None else float(target)
+        if not np.isfinite(self.target):
+            raise ValueError(f"target: must be a finite return in ms (got {self.target})")
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
+        k = sch.n_steps if self.solver == "ddpm" else self.steps
+        self.label = f"MA-DD ({self.solver} {k}, w {self.cfg_weight:g})"
+
+    def reset(self, n_agents: int) -> None:
+        self.generator.manual_seed(self.seed)
+
+    @torch.inference_mode()
+    def _first(self, obs: np.ndarray) -> torch.Tensor:
+        m = self.model
+        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=m.device)
+        if o.dim() != 2 or o.shape[1] != OBS:
+            raise ValueError(f"obs: expected shape (A, {OBS}) (got {tuple(o.shape)})")
+        return o
+
+    def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
+        m, h = self.model, self.model.cfg.horizon
+        o = self._first(obs)
+        a = o.shape[0]
+        sch = m.schedule()
+        shape = (a, h, OBS)
+        with torch.inference_mode():
+            first = m.normalizer.obs(o)
+            cond = m.normalizer.ret(torch.full((a, 1), self.target, device=o.device))
+        solver, steps, w = self.solver, self.steps, self.cfg_weight
+
+        def build(first: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            return sample(m.eps, sch, shape, solver=solver, steps=steps,
+                          cond=Conditioning.first_step(first, h), condition=cond,
+                          cfg_weight=w, clip_x0=5.0, noise=noise)  # fmt: skip
+
+        key = ("ma-dd", id(m), shape, solver, steps, w)
+        z = sample_plans(key, build, sch, shape, solver, [first, cond], self.generator)
+        self.last_plan = z  # normalised, one row per agent (its best plan)
+        with torch.inference_mode():
+            n = m.normalizer
+            act = n.unact(m.invdyn(n.obs(o), z[:, 1])).clamp(0.0, m.rbs)
+        return act.double().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "solver": self.solver, "steps": self.steps,
+                "cfg_weight": self.cfg_weight, "target": self.target}  # fmt: skip

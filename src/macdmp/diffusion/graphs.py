@@ -1,0 +1,64 @@
+"""A function of fixed-shape tensors replayed as one captured CUDA graph.
+
+A sampling loop is hundreds of small kernels per solver step; launched one by one from Python
+they cost several times their GPU time (docs/models.md). :class:`GraphedCall` captures any such
+function once for one set of input shapes and replays it: inputs are copied into static buffers,
+the graph is replayed, and the output is cloned. The diffusion baselines' actors use it for
+their whole :func:`macdmp.diffusion.sampler.sample` call (MA-CDMP's planner has its own
+``_GraphedSampler`` in ``planner/plan.py``, the same technique).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+class GraphedCall:
+    """``fn(*inputs) -> Tensor`` captured in a CUDA graph for inputs shaped like ``examples``.
+
+    Randomness must come in as an input (e.g. the sampler's ``noise`` argument drawn by the
+    caller), since a replay repeats the captured kernels exactly.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], examples: Sequence[torch.Tensor]):
+        dev = examples[0].device
+        if dev.type != "cuda":
+            raise ValueError("cuda_graph: needs the inputs on a CUDA device")
+        self.inputs = [torch.zeros_like(e) for e in examples]
+        for buf, e in zip(self.inputs, examples, strict=True):
+            buf.copy_(e)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up: allocator pools and cuDNN choices before capture
+                fn(*self.inputs)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = fn(*self.inputs)
+
+    def __call__(self, *values: torch.Tensor) -> torch.Tensor:
+        for buf, v in zip(self.inputs, values, strict=True):
+            buf.copy_(v)
+        self.graph.replay()
+        return self.out.clone()
+
+
+def run_maybe_graphed(
+    cache: dict,
+    key: tuple,
+    fn: Callable[..., torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    enabled: bool = True,
+) -> torch.Tensor:
+    """``fn(*inputs)``, replayed from a graph captured on first use of ``key`` when the inputs
+    are on a CUDA device (and ``enabled``), called eagerly otherwise. ``key`` must name
+    everything that changes the captured computation besides the inputs' values (shapes,
+    solver, weights...)."""
+    if not enabled or inputs[0].device.type != "cuda":
+        return fn(*inputs)
+    if key not in cache:
+        cache[key] = GraphedCall(fn, inputs)
+    return cache[key](*inputs)
