@@ -72,10 +72,10 @@ SCALES: dict[str, Scale] = {
             "layers": 1,
             "embed": 32,
             "reward_hidden": 16,
-            # K = 50 (the paper: 100): DPM-Solver can still take 20 steps (Fig. 9), and DDPM's
-            # 50 guided steps per frame keep its evaluation under half a minute on the CPU
-            "n_diffusion_steps": 50,
         },
+        # MA-CDMP's K = 50 (the paper: 100): DPM-Solver can still take 20 steps (Fig. 9), and
+        # DDPM's 50 guided steps per frame keep its evaluation under half a minute on the CPU
+        per_method={"ma-cdmp": {"n_diffusion_steps": 50}},
         eval_seeds=2,
         eval_frames=20,
         planner={"steps": 3},
@@ -97,8 +97,8 @@ SCALES: dict[str, Scale] = {
             "eval_seeds": 1,
             "eval_frames": 50,
         },
-        sized={"dim_mults": (1, 2), "n_diffusion_steps": 50},  # K = 50: see smoke
-        per_method={"ma-cdmp": {"lr": 1e-3}},
+        sized={"dim_mults": (1, 2)},
+        per_method={"ma-cdmp": {"lr": 1e-3, "n_diffusion_steps": 50}},  # K = 50: see smoke
         eval_seeds=3,
         eval_frames=100,
         planner={"steps": 3},
