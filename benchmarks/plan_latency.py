@@ -1,85 +1,268 @@
-"""Time to plan one frame for every agent at once (one batched diffusion run), MA-CDMP.
+"""Time to plan one frame for every agent (one batched diffusion run), MA-CDMP, per setting,
+beside the plans' quality in the loop at the same setting.
 
-    python benchmarks/plan_latency.py [--quick] [--device DEV] [--preset paper|demo]
+    python benchmarks/plan_latency.py [--preset paper] [--device cuda] [--agents 1,9,100,1000]
+        [--settings cold10,warm,...] [--run RUN_DIR --quality-frames 200 --quality-seeds 2]
+        [--cpu1] [--out FILE.md]
 
-Models are untrained (latency does not depend on the weights) with the preset's architecture.
-Rows: DDPM with all K steps and DPM-Solver (2nd-order multistep) with 10 and 5 steps, for 9 and
-100 agents, guidance on (one classifier gradient per step) and one candidate per agent. Prints
-medians; the target is one frame's plans within the 5 ms frame on a GPU with <= 10 solver steps.
+Latency: untrained models of the preset's architecture unless ``--run`` is given (latency does
+not depend on the weights). Each setting is a planner actor (macdmp.planner.PlannerActor) fed
+the same random observations frame after frame, so a warm-started setting is timed on its warm
+frames (the first frame of an episode plans from scratch; it is the cold row). Median over
+``--repeats`` frames after warm-up (which also captures CUDA graphs and compiles). ``--cpu1``
+adds one agent on one CPU core (torch.set_num_threads(1), ONNX Runtime with one thread).
+
+Quality (``--run``): the paper's protocol (macdmp.eval.evaluate: the four scenarios, held-out
+seeds, ideal and limited RF) with that run folder at each setting, ``--quality-seeds`` seeds x
+``--quality-frames`` frames: mean delay (ms) and its std over seeds.
+
+Settings are parts joined by "+", on DPM-Solver++ 2M with guidance 0.1 and one candidate:
+    cold10, cold5  10 (the default, the planner's default today: the reference) or 5 steps
+    warm[F]        warm start: previous plan shifted, re-noised to the level nearest F x K
+                   (default 0.3), denoised with the 10-step grid's remaining steps
+    skip[S]        guidance only at levels with sigma_k >= S (default 0.3)
+    compile, bf16  the backbones compiled, under bf16 autocast (on a GPU inside the CUDA graph)
+    onnx           the backbones in ONNX Runtime (CPU)
+e.g. warm+skip+compile+bf16, or warm0.2+skip0.5.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from macdmp.methods import pick_device
-from macdmp.planner import PlannerModels, make_config, plan
+from macdmp.methods import load_run, pick_device
+from macdmp.planner import PlannerModels, make_config
+from macdmp.planner.policy import PlannerActor
 from macdmp.planner.synthetic import SyntheticWindows
 
 FRAME_MS = 5.0
+GUIDE_SIGMA = 0.3
+WARM = 0.3
+PARTS = {"compile": dict(compile=True), "bf16": dict(bf16=True), "onnx": dict(backend="onnx")}
 
 
-def time_plan(
-    models,
-    agents: int,
-    solver: str,
-    steps: int | None,
-    repeats: int,
-    guidance: float,
-    graph: bool | None = None,
-) -> float:
+def parse_setting(name: str) -> dict:
+    """``warm+skip+bf16`` -> the actor options of that setting (see the module docstring)."""
+    opts: dict = dict(solver="dpm2", guidance_scale=0.1, steps=10)
+    for part in name.split("+"):
+        m = re.fullmatch(r"(cold|warm|skip)([0-9.]*)", part)
+        if part in PARTS:
+            opts.update(PARTS[part])
+        elif m and m.group(1) == "cold":
+            opts["steps"] = int(m.group(2) or 10)
+        elif m and m.group(1) == "warm":
+            opts["warm"] = float(m.group(2) or WARM)
+        elif m and m.group(1) == "skip":
+            opts["guide_sigma"] = float(m.group(2) or GUIDE_SIGMA)
+        else:
+            raise SystemExit(f"--settings: unknown part {part!r} of {name!r}")
+    return opts
+
+
+def policy_spec(run: str, opts: dict) -> str:
+    """The ``--policy RUN,k=v`` spec of a setting (what `macdmp evaluate` takes)."""
+    keys = {"guidance_scale": "guide", "n_candidates": "candidates"}
+    vals = []
+    for k, v in opts.items():
+        if isinstance(v, bool):
+            v = int(v)
+        vals.append(f"{keys.get(k, k)}={v}")
+    return ",".join([run, *vals])
+
+
+def time_setting(models, agents: int, opts: dict, repeats: int, cpu_time: bool = False) -> float:
+    """Median ms per frame of a planner actor in steady state (wall time, or with ``cpu_time``
+    the process's CPU time, which waiting for a shared core does not inflate)."""
     rng = np.random.default_rng(0)
     obs = rng.normal(20, 5, (agents, 4)).astype(np.float32)
-    gen = torch.Generator(device=models.normalizer.obs_mean.device).manual_seed(0)
+    mf = rng.normal(20, 5, (agents, 4)).astype(np.float32)
+    actor = PlannerActor(models, seed=0, **opts)
+    actor.reset(agents)
     cuda = models.normalizer.obs_mean.is_cuda
-    plan(models, obs, obs, solver, steps, guidance, 1, gen, cuda_graph=graph)  # warm-up
+    for _ in range(3):  # the cold first frame, then warm frames (captures, compiles)
+        actor.act(obs, mf)
+    clock = time.process_time if cpu_time else time.perf_counter
     ts = []
     for _ in range(repeats):
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        plan(models, obs, obs, solver, steps, guidance, 1, gen, cuda_graph=graph)  # synchronised
-        ts.append((time.perf_counter() - t0) * 1e3)
+        t0 = clock()
+        actor.act(obs, mf)  # returns numpy: synchronised
+        ts.append((clock() - t0) * 1e3)
     return statistics.median(ts)
+
+
+def bf16_error(models, opts: dict, agents: int = 100) -> str:
+    """Mean and max |action(bf16) - action(float32)| in RBs, same draws, one cold frame."""
+    from macdmp.planner.plan import Speed, plan_batch
+
+    rng = np.random.default_rng(1)
+    obs = rng.normal(20, 5, (agents, 4)).astype(np.float32)
+    mf = rng.normal(20, 5, (agents, 4)).astype(np.float32)
+    dev = models.normalizer.obs_mean.device
+    out = []
+    for bf16 in (False, True):
+        gen = torch.Generator(device=dev).manual_seed(0)
+        a, _ = plan_batch(
+            models, obs, mf, "dpm2", opts.get("steps", 10), opts["guidance_scale"], 1, gen,
+            guide_min_sigma=opts.get("guide_sigma", 0.0), speed=Speed(bf16=bf16),
+        )  # fmt: skip
+        out.append(a.double())
+    d = (out[1] - out[0]).abs()
+    return f"{float(d.mean()):.3f} (max {float(d.max()):.3f})"
+
+
+def quality(run: str, opts: dict, frames: int, seeds: int, device: str) -> dict[str, str]:
+    """Mean delay (ms) +- std over seeds, ideal and limited RF, with the paper's protocol, and
+    the decision time per frame for all agents of all networks in one batch."""
+    from macdmp.eval.evaluate import evaluate
+    from macdmp.sim.config import PAPER_SCENARIOS
+
+    spec = policy_spec(run, {**opts, "device": device})
+    res = evaluate([spec], PAPER_SCENARIOS, n_seeds=seeds, frames=frames, progress=False)
+    rows = res["rows"]
+    out = {r["rf"]: f"{r['mean_delay_ms']:.2f} +- {r['mean_delay_ms_std']:.2f}" for r in rows}
+    row = res["rows"][0]
+    out["act"] = f"{row['act_ms_per_frame']:.1f} ({row['agents_per_call']} agents)"
+    return out
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or "cpu"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        cpu = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Model name" in ln)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, torch {torch.__version__}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    ap.add_argument("--preset", default="paper")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--guidance", type=float, default=0.1)
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (a CPU smoke run)")
-    a = ap.parse_args()
-    device = pick_device(a.device)
-    cfg = make_config(a.preset)
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    torch.manual_seed(0)
-    models = PlannerModels(cfg, data.stats, data.rbs).to(device).eval().requires_grad_(False)
-    repeats = 3 if a.quick else 15
-    k = cfg.n_diffusion_steps
-    cases = [("ddpm", None), ("dpm2", 10), ("dpm2", 5)]
-    print(
-        f"preset {a.preset} (H={cfg.horizon}, K={k}, width {cfg.dim}), device {device}, "
-        f"guidance {a.guidance}, median of {repeats}"
+    ap.add_argument("--agents", default=None, help="default 1,9,100,1000 on a GPU, else 1,9")
+    ap.add_argument("--settings", default="cold10,cold5,warm,skip,warm+skip", help="timed")
+    ap.add_argument(
+        "--quality-settings",
+        default=None,
+        help="evaluated with --run (default: --settings without the +compile ones, whose plans "
+        "equal the uncompiled ones to float rounding, tests/test_gpu.py); '' for none",
     )
-    # on a GPU: each case eagerly (one launch per kernel) and as a replayed CUDA graph
-    modes = [False, True] if device.type == "cuda" else [False]
-    print("| agents | solver | model calls | CUDA graph | ms per frame | within 5 ms frame |")
-    print("|---|---|---|---|---|---|")
-    for agents in (9, 100):
-        for solver, steps in cases:
-            for graph in modes:
-                ms = time_plan(models, agents, solver, steps, repeats, a.guidance, graph)
-                ok = "yes" if ms <= FRAME_MS else f"no, {ms / FRAME_MS:.1f}x over"
-                g = "yes" if graph else "no"
-                print(f"| {agents} | {solver} | {steps or k} | {g} | {ms:.1f} | {ok} |")
-    if device.type != "cuda":
-        print("\n(the 5 ms target is for a GPU; this is a CPU run)")
+    ap.add_argument("--cpu1", action="store_true", help="also one agent on one CPU core")
+    ap.add_argument("--cpu-settings", default="cold10,warm+skip,cold10+onnx,warm+skip+onnx")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="5 repeats (a smoke run)")
+    ap.add_argument("--run", default=None, help="trained run folder: its weights, and quality")
+    ap.add_argument("--quality-frames", type=int, default=200)
+    ap.add_argument("--quality-seeds", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    a = ap.parse_args()
+    if a.quick:
+        a.repeats = 5
+    device = pick_device(a.device)
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+        if a.out:  # rewritten after every line, so a run stopped by a time limit leaves its rows
+            out = Path(a.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text("\n".join(lines) + "\n")
+            tmp.replace(out)
+
+    def build(dev: torch.device):
+        if a.run:
+            return load_run(a.run, dev).eval().requires_grad_(False)
+        cfg = make_config(a.preset)
+        data = SyntheticWindows(cfg.horizon, cfg.gamma)
+        torch.manual_seed(0)
+        return PlannerModels(cfg, data.stats, data.rbs).to(dev).eval().requires_grad_(False)
+
+    models = build(device)
+    cfg = models.cfg
+    default_agents = "1,9,100,1000" if device.type == "cuda" else "1,9"
+    agents = [int(x) for x in (a.agents or default_agents).split(",") if x]
+    settings = [s for s in a.settings.split(",") if s]
+    what = f"run {a.run}" if a.run else f"preset {a.preset}, untrained"
+    say(
+        f"MA-CDMP plan latency: {what} (H={cfg.horizon}, K={cfg.n_diffusion_steps}, width "
+        f"{cfg.dim} x {cfg.dim_mults}); median of {a.repeats} frames; {machine(device)}"
+    )
+    say(f"guidance 0.1; warm = re-noise to ~{WARM} K; skip = guide where sigma_k >= {GUIDE_SIGMA}")
+    if settings:
+        say()
+        say("| setting | " + " | ".join(f"{n} agents (ms)" for n in agents) + " | within 5 ms |")
+        say("|---|" + "---|" * (len(agents) + 1))
+    for name in settings:
+        opts = parse_setting(name)
+        ms = [time_setting(models, n, opts, a.repeats) for n in agents]
+        ok = ", ".join(str(n) for n, t in zip(agents, ms, strict=True) if t <= FRAME_MS) or "none"
+        say(f"| {name} | " + " | ".join(f"{t:.2f}" for t in ms) + f" | {ok} |")
+    if any(parse_setting(n).get("bf16") for n in settings):
+        say()
+        say(
+            "bf16 against float32, the same draws, one cold frame of 100 agents: "
+            "|action difference| in RBs, mean (max)"
+        )
+        say()
+        say("| setting | bf16 error (RBs) |\n|---|---|")
+        for name in settings:
+            opts = parse_setting(name)
+            if opts.get("bf16"):
+                say(f"| {name} | {bf16_error(models, opts)} |")
+    if a.cpu1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        cpu_models = build(torch.device("cpu"))
+        say()
+        say(f"One agent on one CPU core (torch.set_num_threads(1)): {machine(torch.device('cpu'))}")
+        say()
+        say(
+            "| setting | 1 agent, 1 core: wall (ms) | CPU time (ms) | CPU time within 5 ms | "
+            "within 1 ms |"
+        )
+        say("|---|---|---|---|---|")
+        for name in (s for s in a.cpu_settings.split(",") if s):
+            opts = parse_setting(name)
+            t = time_setting(cpu_models, 1, opts, a.repeats)
+            c = time_setting(cpu_models, 1, opts, a.repeats, cpu_time=True)
+            say(
+                f"| {name} | {t:.2f} | {c:.2f} | {'yes' if c <= 5 else 'no'} | "
+                f"{'yes' if c <= 1 else 'no'} |"
+            )
+        torch.set_num_threads(threads)
+    qset = a.quality_settings
+    if qset is None:
+        qset = ",".join(s for s in settings if "compile" not in s.split("+"))
+    qnames = [s for s in qset.split(",") if s] if a.run else []
+    if qnames:
+        say()
+        say(
+            f"Quality in the loop: mean delay (ms) +- std over {a.quality_seeds} held-out seeds, "
+            f"{a.quality_frames} frames, the four paper scenarios (macdmp.eval.evaluate)"
+        )
+        say()
+        say("| setting | ideal RF delay (ms) | limited RF delay (ms) | decision ms per frame |")
+        say("|---|---|---|---|")
+        for name in qnames:
+            q = quality(a.run, parse_setting(name), a.quality_frames, a.quality_seeds, device.type)
+            say(f"| {name} | {q.get('ideal', '-')} | {q.get('limited', '-')} | {q['act']} |")
+    print(f"(command: python {' '.join(sys.argv)})")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from macdmp.diffusion import Conditioning, sample
+from macdmp.diffusion import Conditioning, dpm_levels, dpm_warm_level, sample
 from macdmp.methods import (
     CheckpointMismatchError,
     Trainer,
@@ -24,6 +24,7 @@ from macdmp.methods import (
 )
 from macdmp.methods import cli as train_cli
 from macdmp.planner import make_config, plan
+from macdmp.planner.plan import shift_plans
 from macdmp.planner.synthetic import SyntheticWindows
 
 TINY = {
@@ -168,7 +169,9 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path: Path) -> None:
 
 def test_cli_train_and_errors(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(
-        train_cli, "open_dataset", lambda path, horizon, gamma: SyntheticWindows(horizon, gamma)
+        train_cli,
+        "open_dataset",
+        lambda path, horizon, gamma, reward="delay": SyntheticWindows(horizon, gamma),
     )
     parser = argparse.ArgumentParser(prog="macdmp")
     train_cli.register(parser.add_subparsers(dest="command"))
@@ -288,3 +291,102 @@ def test_guidance_raises_predicted_return(trained, solver: str, steps) -> None:
 
     base, guided = mean_pred(0.0), mean_pred(0.5)
     assert guided > base, (base, guided)
+
+
+# Real-time planning (docs/realtime.md) on the same trained toy model.
+@pytest.mark.slow
+def test_warm_started_plans_match_cold_ones_in_distribution(trained) -> None:
+    """Re-noising a previous plan (shifted one frame) to ~0.3 K and denoising from there gives
+    plans distributed as the cold ones: per-step means within MEAN_TOL and spreads within
+    STD_TOL (data standard deviations), the tolerances the cold samplers meet above."""
+    models, data = trained
+    w = data.sample(1000, np.random.default_rng(9))
+    z0 = models.to_model_space(torch.from_numpy(w["x"]), None)
+    sch = models.schedule()
+    cond = Conditioning.first_step(z0[:, 0], models.cfg.horizon)
+
+    def draw(seed: int, **kw) -> torch.Tensor:
+        return sample(
+            models.eps,
+            sch,
+            tuple(z0.shape),
+            solver="dpm2",
+            steps=10,
+            cond=cond,
+            generator=torch.Generator().manual_seed(seed),
+            clip_x0=5.0,
+            **kw,
+        )
+
+    cold = draw(0)
+    start = dpm_warm_level(sch, 10, 0.3)
+    assert start < dpm_levels(sch, 10)[0]
+    # each warm plan starts from a cold plan for the same observation, shifted by one frame
+    previous = cold
+    warm = draw(2, start_level=start, x_start=shift_plans(previous))
+    assert torch.equal(warm[:, 0], z0[:, 0])  # the current observation stays pinned
+    for z in (cold, warm):
+        mean_err = (z[:, 1:].mean(0) - z0[:, 1:].mean(0)).abs().mean()
+        std_ratio = (z[:, 1:].std(0) / z0[:, 1:].std(0)).mean()
+        assert mean_err < MEAN_TOL, f"mean error {mean_err:.3f}"
+        assert abs(std_ratio - 1) < STD_TOL, f"std ratio {std_ratio:.3f}"
+    # warm against cold, and the warm plans are not copies of the plans they started from
+    assert (warm[:, 1:].mean(0) - cold[:, 1:].mean(0)).abs().mean() < MEAN_TOL
+    assert (warm - shift_plans(previous))[:, 1:].abs().mean() > 0.05
+
+
+# Skipping guidance where sigma_k < 0.5 changes the plan by less than this fraction of what
+# guidance itself changes (the same noise), and by less than SKIP_ABS_TOL data stds on average.
+SKIP_REL_TOL, SKIP_ABS_TOL = 0.5, 0.05
+
+
+@pytest.mark.slow
+def test_guidance_skipped_at_low_noise_barely_changes_the_plan(trained) -> None:
+    models, data = trained
+    w = data.sample(500, np.random.default_rng(10))
+    z0 = models.to_model_space(torch.from_numpy(w["x"]), None)
+    sch = models.schedule()
+    cond = Conditioning.first_step(z0[:, 0], models.cfg.horizon)
+    calls = []
+
+    def value(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        calls.append(int(idx[0]))
+        return models.classifier(x, idx)
+
+    def draw(scale: float, min_sigma: float = 0.0) -> torch.Tensor:
+        calls.clear()
+        return sample(
+            models.eps,
+            sch,
+            tuple(z0.shape),
+            solver="dpm2",
+            steps=10,
+            cond=cond,
+            value=value,
+            guidance_scale=scale,
+            guide_min_sigma=min_sigma,
+            generator=torch.Generator().manual_seed(0),
+            clip_x0=5.0,
+        )
+
+    plain, full = draw(0.0), draw(0.5)
+    assert len(calls) == 10
+    skipped = draw(0.5, 0.5)
+    sigma = sch.ode_sigma.tolist()
+    assert calls and all(sigma[k + 1] >= 0.5 for k in calls) and len(calls) < 10
+    effect = (full - plain).abs().mean()
+    change = (skipped - full).abs().mean()
+    assert change < SKIP_REL_TOL * effect, (float(change), float(effect))
+    assert change < SKIP_ABS_TOL, float(change)
+
+
+def test_warm_start_arguments_are_checked(trained) -> None:
+    models, _ = trained
+    sch = models.schedule()
+    x = torch.zeros(2, models.cfg.horizon, models.cfg.channels)
+    with pytest.raises(ValueError, match="start_level"):
+        sample(models.eps, sch, tuple(x.shape), solver="dpm2", steps=10, start_level=7)
+    with pytest.raises(ValueError, match="start_level"):
+        sample(models.eps, sch, tuple(x.shape), solver="dpm2", steps=10, start_level=3, x_start=x)
+    with pytest.raises(ValueError, match="warm"):
+        dpm_warm_level(sch, 10, 1.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from macdmp.data.collect import COLLECT_PRESETS, MAX_DATASET_SEED
+from macdmp.data.collect import COLLECT_PRESETS, MAX_DATASET_SEED, MIXABLE, QUALITY_PRESETS
 from macdmp.data.format import COMPRESSIONS, DEFAULT_COMPRESSION
 from macdmp.sim.config import PRESETS, RF_MODES
 
@@ -38,8 +38,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--behaviour-noise",
         type=float,
-        default=0.5,
+        default=None,
         help="sigma of the behaviour policy's mean-one log-normal noise (default 0.5; 0 = none)",
+    )
+    p.add_argument(
+        "--policies",
+        default=None,
+        metavar="SPEC[=W],...",
+        help="mix several policies: each scenario's trajectories are shared among them in "
+        f"proportion to the weights W (default 1); SPEC is one of {', '.join(MIXABLE)}. The "
+        "file records each trajectory's policy",
+    )
+    quality = "; ".join(f"{k}: {','.join(v)}" for k, v in QUALITY_PRESETS.items())
+    p.add_argument(
+        "--quality",
+        choices=tuple(QUALITY_PRESETS),
+        default=None,
+        help=f"a dataset quality preset (the policies that produce it): {quality}",
     )
     p.add_argument("--batch-size", type=int, default=256, help="networks stepped at once")
     p.add_argument(
@@ -77,6 +92,24 @@ def _collect(args: argparse.Namespace) -> int:
     from macdmp.data.collect import CollectSettings, collect
 
     preset = COLLECT_PRESETS[args.preset or "demo"]
+    choices = (
+        ("--behaviour-noise", args.behaviour_noise),
+        ("--policies", args.policies),
+        ("--quality", args.quality),
+    )
+    given = [n for n, v in choices if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"{given[1]}: give only one of {', '.join(given)}")
+    policies = []
+    if args.policies is not None:
+        policies = [s for s in args.policies.split(",") if s.strip()]
+        if not policies:
+            raise ValueError("--policies: give at least one policy")
+    elif args.quality is not None:
+        policies = list(QUALITY_PRESETS[args.quality])
+        name, _, sigma = policies[0].partition(":")
+        if len(policies) == 1 and name == "behaviour":  # the same file as --behaviour-noise
+            args.behaviour_noise, policies = float(sigma), []
     settings = CollectSettings(
         out=args.out,
         scenarios=args.scenarios.split(",") if args.scenarios else list(preset.scenarios),
@@ -84,7 +117,8 @@ def _collect(args: argparse.Namespace) -> int:
         frames=args.frames if args.frames is not None else preset.frames,
         seed=args.seed,
         rf=args.rf,
-        behaviour_noise=args.behaviour_noise,
+        behaviour_noise=0.5 if args.behaviour_noise is None else args.behaviour_noise,
+        policies=policies,
         batch_size=args.batch_size,
         compression=args.compression,
         threads=args.threads,
@@ -123,7 +157,8 @@ def dataset_info(path: str) -> dict:
         out["behaviour_policy"] = header.behaviour_policy
         out["scenarios"] = {}
         for name, s in header.scenarios.items():
-            arr = load_scenario_arrays(f, header, name, ("obs", "actions", "rewards", "totals"))
+            keys = ("obs", "actions", "rewards", "totals", "policy")
+            arr = load_scenario_arrays(f, header, name, keys)
             obs = arr["obs"][:, 1:].reshape(-1, 4)
             dims = {}
             for j, dim in enumerate(("gen", "gen_max", "tran", "tran_max")):
@@ -140,8 +175,24 @@ def dataset_info(path: str) -> dict:
                 "frames": s.n_frames,
                 "env_seeds": [int(seeds.min()), int(seeds.max())],
                 "qos": qos_summary(header, arr["totals"], name),
+                "qos_by_policy": _by_policy(header, arr, name),
                 "stats": dims,
             }
+    return out
+
+
+def _by_policy(header, arr: dict, name: str) -> dict:
+    """QoS of each policy's trajectories (files that mix several policies)."""
+    from macdmp.data.format import qos_summary
+
+    if "policy" not in arr or len(header.policies) < 2:
+        return {}
+    out = {}
+    for p, desc in enumerate(header.policies):
+        rows = arr["policy"] == p
+        if rows.any():
+            qos = qos_summary(header, arr["totals"][rows], name)
+            out[desc.get("spec", desc["name"])] = {"trajectories": int(rows.sum()), **qos}
     return out
 
 
@@ -174,6 +225,15 @@ def _info(args: argparse.Namespace) -> int:
         print(f"{name:<10} {s['nodes']:>3} {s['rf']:<8} {s['trajectories']:>5} {s['frames']:>6}  "
               f"{seeds:<24} {q['throughput_mbps']:>8.3f} {q['delay_ms']:>8.2f} "
               f"{q['loss_rate']:>7.2%} {q['avg_reward']:>8.2f}")  # fmt: skip
+    if any(s["qos_by_policy"] for s in info["scenarios"].values()):
+        print()
+        print(f"{'scenario':<10} {'policy':<16} {'traj':>5} {'thr Mbps':>8} {'delay ms':>8} "
+              f"{'loss':>7} {'reward':>8}")  # fmt: skip
+        for name, s in info["scenarios"].items():
+            for pol, q in s["qos_by_policy"].items():
+                print(f"{name:<10} {pol:<16} {q['trajectories']:>5} "
+                      f"{q['throughput_mbps']:>8.3f} {q['delay_ms']:>8.2f} "
+                      f"{q['loss_rate']:>7.2%} {q['avg_reward']:>8.2f}")  # fmt: skip
     print()
     print("per-dimension statistics (all agents and frames; obs in packets, action in RBs, "
           "reward in ms):")  # fmt: skip

@@ -7,6 +7,10 @@ on the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds t
 share a trajectory, and every training env seed is below 2**31; [2**31, 2**32) is reserved for
 evaluation. The behaviour policy's noise stream is seeded per batch from S and the batch's env
 seeds (`Behaviour.reset`), so the same command reproduces the file bit for bit.
+
+`--policies` (or a `--quality` preset) shares each scenario's trajectories among several
+policies instead, one block per policy; the seed scheme is unchanged, and the file records each
+trajectory's policy (`policy`, indexing the root attribute `policies`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import numpy as np
 from macdmp.data.format import (
     COMPRESSIONS,
     DEFAULT_COMPRESSION,
+    MAX_POLICIES,
     TOTAL_FIELDS,
     TRAIN_SEED_LIMIT,
     atomic_dataset,
 )
 from macdmp.policies import make_policy
+from macdmp.policies.allocators import ALLOCATORS
 from macdmp.signals import sigterm_raises
 from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES, ScenarioConfig, load_scenario
 from macdmp.sim.core import STAT_FIELDS, BatchedNetworks
@@ -53,6 +59,57 @@ COLLECT_PRESETS: dict[str, CollectPreset] = {
 }
 
 
+# Dataset qualities in the manner of OG-MARL's Good / Medium / Poor / Replay and D4RL's
+# medium-replay: which policies produce the trajectories, with weights (shares of each
+# scenario's trajectories). docs/dataset.md gives each one's QoS.
+QUALITY_PRESETS: dict[str, tuple[str, ...]] = {
+    "good": ("behaviour:0.1",),  # close to the static carried split
+    "medium": ("behaviour:0.5",),  # the paper's data
+    "poor": ("behaviour:1.0",),
+    # better and worse behaviour side by side: three noise levels and three adaptive rules
+    "mixed": (
+        "behaviour:0.1",
+        "behaviour:0.5",
+        "behaviour:1.0",
+        "proportional",
+        "maxweight",
+        "equal",
+    ),
+}
+# Policies a dataset may mix: the behaviour policy at any sigma and the allocators that take
+# no per-run argument (static needs per-node demands, which differ between networks).
+MIXABLE = ("behaviour[:SIGMA]", *(n for n in ALLOCATORS if n != "static"))
+
+
+def parse_policy_mix(items: list[str] | tuple[str, ...]) -> list[tuple[str, float]]:
+    """``["SPEC[=WEIGHT]", ...]`` -> [(spec, weight)], checked; ValueError names --policies."""
+    out: list[tuple[str, float]] = []
+    for item in items:
+        spec, _, w = str(item).partition("=")
+        spec = spec.strip()
+        name, _, arg = spec.partition(":")
+        if name not in ("behaviour", *MIXABLE) or (arg and name != "behaviour"):
+            raise ValueError(f"--policies: {spec!r} is not one of {', '.join(MIXABLE)}")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(
+                f"--policies: weight of {spec!r} must be a number (got {w!r})"
+            ) from None
+        if not np.isfinite(weight) or weight <= 0:
+            raise ValueError(f"--policies: weight of {spec!r} must be > 0 (got {w!r})")
+        make_policy(spec)  # the policy's own checks (e.g. behaviour sigma)
+        out.append((spec, weight))
+    if not out:
+        raise ValueError("--policies: give at least one policy")
+    if len(out) > MAX_POLICIES:
+        raise ValueError(f"--policies: at most {MAX_POLICIES} policies (got {len(out)})")
+    specs = [s for s, _ in out]
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"--policies: a policy is listed twice: {specs}")
+    return out
+
+
 @dataclass
 class CollectSettings:
     """Everything that determines a collected file (stored in its `collection` attribute)."""
@@ -64,6 +121,9 @@ class CollectSettings:
     seed: int = 0
     rf: str | None = None
     behaviour_noise: float = 0.5
+    # Several policies, "SPEC[=WEIGHT]" each (empty: the behaviour policy at behaviour_noise);
+    # each scenario's trajectories are shared among them in proportion to the weights.
+    policies: list[str] = field(default_factory=list)
     batch_size: int = 256
     compression: str = DEFAULT_COMPRESSION
     # Numba threads of the core. 1 by default: the core synchronises its threads every frame,
@@ -96,6 +156,13 @@ class CollectSettings:
             raise ValueError(
                 f"--behaviour-noise: must be a finite sigma >= 0 (got {self.behaviour_noise})"
             )
+        if self.policies:
+            mix = parse_policy_mix(self.policies)
+            if len(mix) > self.trajectories // len(self.scenarios):
+                raise ValueError(
+                    f"--policies: {len(mix)} policies need at least {len(mix)} trajectories per "
+                    f"scenario (got {self.trajectories} over {len(self.scenarios)} scenarios)"
+                )
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: must be >= 1 (got {self.batch_size})")
         max_threads = numba.config.NUMBA_NUM_THREADS
@@ -117,14 +184,23 @@ class CollectSettings:
         ]  # fmt: skip
         if self.rf is not None:
             argv += ["--rf", self.rf]
+        if self.policies:
+            argv += ["--policies", ",".join(f"{s}={w!r}" for s, w in self.mix())]
+        else:
+            argv += ["--behaviour-noise", repr(self.behaviour_noise)]
         argv += [
-            "--behaviour-noise", repr(self.behaviour_noise),
             "--batch-size", str(self.batch_size),
             "--compression", self.compression,
         ]  # fmt: skip
         if self.threads != 1:
             argv += ["--threads", str(self.threads)]
         return shlex.join(argv)
+
+    def mix(self) -> list[tuple[str, float]]:
+        """[(policy spec, weight)]: the given policies, or the behaviour policy alone."""
+        if not self.policies:
+            return [(f"behaviour:{self.behaviour_noise!r}", 1.0)]
+        return parse_policy_mix(self.policies)
 
 
 @contextmanager
@@ -141,6 +217,23 @@ def split_trajectories(total: int, n_scenarios: int) -> list[int]:
     return [base + (i < extra) for i in range(n_scenarios)]
 
 
+def split_weighted(total: int, weights: list[float]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (largest remainders, ties to the first),
+    every share at least 1 when ``total`` allows."""
+    w = np.asarray(weights, dtype=np.float64)
+    exact = total * w / w.sum()
+    counts = np.floor(exact).astype(int)
+    order = sorted(range(len(w)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: total - int(counts.sum())]:
+        counts[i] += 1
+    for i in range(len(w)):  # a policy with a tiny weight still gets one trajectory
+        while counts[i] == 0 and total >= len(w):
+            j = int(np.argmax(counts))
+            counts[j] -= 1
+            counts[i] += 1
+    return [int(c) for c in counts]
+
+
 def trajectory_seed(dataset_seed: int, k: int) -> int:
     """Env seed of the dataset's k-th trajectory (k counts across scenarios in order)."""
     return dataset_seed * SEED_STRIDE + k
@@ -155,14 +248,21 @@ class CollectResult:
 
 
 def run_batch(
-    cfg: ScenarioConfig, seeds: list[int], frames: int, policy: Any, progress: Any = None
+    cfg: ScenarioConfig,
+    seeds: list[int],
+    frames: int,
+    policy: Any,
+    progress: Any = None,
+    policy_index: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Run `frames` frames of the policy on one network per seed; the SCHEMA arrays."""
+    """Run `frames` frames of the policy on one network per seed; the SCHEMA arrays (the
+    trajectories' `policy` entries are `policy_index`)."""
     sim = BatchedNetworks(cfg, seeds)
     b, n = sim.batch_size, sim.n_nodes
     obs_buf = np.zeros((b, frames + 1, n, 4), dtype=np.uint16)
     act_buf = np.empty((b, frames, n), dtype=np.float32)
     rew_buf = np.empty((b, frames, n), dtype=np.float32)
+    drop_buf = np.empty((b, frames, n), dtype=np.uint16)
     policy.reset(sim)
     obs = sim.obs
     tick = max(1, 20_000 // b)  # progress updates every ~20k env-frames
@@ -173,6 +273,9 @@ def run_batch(
         obs = res.obs
         act_buf[:, t] = demands
         rew_buf[:, t] = res.reward
+        if res.dropped_at.max(initial=0) > np.iinfo(np.uint16).max:
+            raise OverflowError("dropped: more than 65,535 drops at a node in one frame")
+        drop_buf[:, t] = res.dropped_at
         obs_buf[:, t + 1] = obs  # integer queue lengths <= queue_capacity, exact in uint16
         if progress is not None and (t + 1) % tick == 0:
             progress.update(tick * b)
@@ -191,12 +294,14 @@ def run_batch(
         "obs": obs_buf,
         "actions": act_buf,
         "rewards": rew_buf,
+        "dropped": drop_buf,
         "adjacency": sim.adjacency,
         "positions_m": np.stack([net.positions_m for net in sim.networks]),
         "is_high": sim.is_high,
         "rates_ppf": sim.rates_ppf,
         "carried_ppf": sim.carried_ppf,
         "seeds": np.asarray(sim.seeds, dtype=np.int64),
+        "policy": np.full(b, policy_index, dtype=np.uint8),
         "totals": totals,
     }
 
@@ -217,9 +322,20 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
     if len(set(names)) != len(names):
         raise ValueError(f"--scenarios: two scenarios share the name {names}")
     counts = split_trajectories(settings.trajectories, len(cfgs))
-    policy = make_policy(f"behaviour:{settings.behaviour_noise}", seed=settings.seed)
+    mix = settings.mix()
+    policies = [make_policy(spec, seed=settings.seed) for spec, _ in mix]
+    described = [
+        {"spec": spec, "weight": w, **p.describe()}
+        for (spec, w), p in zip(mix, policies, strict=True)
+    ]
+    if settings.policies:
+        behaviour = {"name": "mixture", "policies": [d["spec"] for d in described],
+                     "weights": [d["weight"] for d in described]}  # fmt: skip
+    else:
+        behaviour = policies[0].describe()
     attrs = {
-        "behaviour_policy": policy.describe(),
+        "behaviour_policy": behaviour,
+        "policies": described,
         "collection": {
             **asdict(settings),
             "trajectories_per_scenario": dict(zip(names, counts, strict=True)),
@@ -241,12 +357,17 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
         k = 0
         for cfg, count in zip(cfgs, counts, strict=True):
             writer.add_scenario(cfg, count, settings.frames)
-            for start in range(0, count, settings.batch_size):
-                size = min(settings.batch_size, count - start)
-                seeds = [trajectory_seed(settings.seed, k + start + i) for i in range(size)]
-                bar.set_postfix_str(cfg.name)
-                arrays = run_batch(cfg, seeds, settings.frames, policy, bar)
-                writer.write(cfg.name, arrays)
+            # the scenario's trajectories in one block per policy, in the order listed
+            shares = split_weighted(count, [w for _, w in mix])
+            first = np.cumsum([0, *shares[:-1]])
+            for p, (policy, share) in enumerate(zip(policies, shares, strict=True)):
+                for start in range(0, share, settings.batch_size):
+                    size = min(settings.batch_size, share - start)
+                    seeds = [trajectory_seed(settings.seed, k + int(first[p]) + start + i)
+                             for i in range(size)]  # fmt: skip
+                    bar.set_postfix_str(f"{cfg.name} {mix[p][0]}")
+                    arrays = run_batch(cfg, seeds, settings.frames, policy, bar, p)
+                    writer.write(cfg.name, arrays)
             writer.finish_scenario(cfg.name)
             k += count
     seconds = time.perf_counter() - t0

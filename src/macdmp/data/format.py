@@ -33,7 +33,10 @@ from macdmp.sim.config import ConfigError, ScenarioConfig
 from macdmp.sim.core import STAT_FIELDS
 
 FORMAT_NAME = "macdmp-offline-dataset"
-FORMAT_VERSION = 1
+# Version 2 adds per-frame drops per node (`dropped`), the policy of each trajectory (`policy`)
+# and the root attribute `policies`; version 1 files (without them) are still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 # Training env seeds live below the evaluation protocol's first seed (2**31).
 TRAIN_SEED_LIMIT = EVAL_SEED_BASE
 # Per-trajectory episode totals, columns of `totals`: the core's counters, then two more.
@@ -68,15 +71,23 @@ SCHEMA: dict[str, Field] = {
     ),
     "actions": Field("float32", ("T", "F", "N"), "RBs", "demand a_t taken after obs[t]"),
     "rewards": Field("float32", ("T", "F", "N"), "ms", "r_t = -delay of the frame under a_t"),
+    "dropped": Field(
+        "uint16", ("T", "F", "N"), "packets", "packets dropped at the node in the frame under a_t"
+    ),
     "adjacency": Field("bool", ("T", "N", "N"), "", "1-hop graph (symmetric, no self loops)"),
     "positions_m": Field("float64", ("T", "N", "2"), "m", "node positions"),
     "is_high": Field("bool", ("T", "N"), "", "high-rate node"),
     "rates_ppf": Field("float64", ("T", "N"), "packets/frame", "own Poisson arrival rate"),
     "carried_ppf": Field("float64", ("T", "N"), "packets/frame", "own + relayed traffic"),
     "seeds": Field("int64", ("T",), "", "environment seed of the trajectory (< 2**31)"),
+    "policy": Field("uint8", ("T",), "", "index into the root attribute `policies`"),
     "totals": Field("float64", ("T", str(len(TOTAL_FIELDS))), "", "episode totals, TOTAL_FIELDS"),
 }
 ROOT_ATTRS = ("format", "format_version", "behaviour_policy", "collection", "command", "created")
+# Datasets and root attributes that version 1 files lack.
+SINCE_V2 = ("dropped", "policy")
+ROOT_ATTRS_V2 = ("policies",)
+MAX_POLICIES = 255  # `policy` is uint8
 GROUP_ATTRS = ("config", "n_trajectories", "n_frames", "n_nodes", "complete")
 
 
@@ -130,7 +141,7 @@ class DatasetWriter:
             if len(shape) > 2 and shape[1] > CHUNK_FRAMES:
                 chunks = (1, CHUNK_FRAMES, *shape[2:])
             # small per-trajectory metadata goes uncompressed in one chunk
-            big = key in ("obs", "actions", "rewards")
+            big = key in ("obs", "actions", "rewards", "dropped")
             g.create_dataset(
                 key,
                 shape=shape,
@@ -239,6 +250,19 @@ class DatasetHeader:
     def collection(self) -> dict[str, Any]:
         return self.attrs["collection"]
 
+    @property
+    def policies(self) -> list[dict[str, Any]]:
+        """The description of every policy that produced trajectories; a trajectory's
+        ``policy`` value indexes this list (version 1 files: the behaviour policy alone)."""
+        if self.format_version < 2:
+            return [self.behaviour_policy]
+        return self.attrs["policies"]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The SCHEMA datasets this file's version has."""
+        return schema_fields(self.format_version)
+
     def fingerprint(self) -> str:
         """SHA-256 over the format version, collection settings, shapes and content hashes."""
         h = hashlib.sha256()
@@ -246,6 +270,7 @@ class DatasetHeader:
             "format": FORMAT_NAME,
             "version": self.format_version,
             "behaviour_policy": self.behaviour_policy,
+            **({"policies": self.policies} if self.format_version >= 2 else {}),
             # where and how fast it was written does not change the data
             "collection": {
                 k: v
@@ -263,6 +288,11 @@ class DatasetHeader:
         }
         h.update(json.dumps(parts, sort_keys=True).encode())
         return h.hexdigest()
+
+
+def schema_fields(version: int) -> tuple[str, ...]:
+    """The SCHEMA datasets a file of this format version holds."""
+    return tuple(k for k in SCHEMA if version >= 2 or k not in SINCE_V2)
 
 
 def _fail(path: Path, what: str) -> DatasetError:
@@ -314,23 +344,36 @@ def _read_header(f: Any, path: Path) -> DatasetHeader:
     version = f.attrs.get("format_version")
     if version is None:
         raise _fail(path, "attribute 'format_version' is missing")
-    if int(version) != FORMAT_VERSION:
+    if int(version) not in READABLE_VERSIONS:
         raise _fail(
             path,
-            f"format version {int(version)} is not supported: this macdmp reads version "
-            f"{FORMAT_VERSION}; re-collect the data with `macdmp collect`",
+            f"format version {int(version)} is not supported: this macdmp reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; re-collect the data with `macdmp collect`",
         )
+    version = int(version)
     attrs: dict[str, Any] = {}
-    for key in ROOT_ATTRS:
+    for key in ROOT_ATTRS + (ROOT_ATTRS_V2 if version >= 2 else ()):
         if key not in f.attrs:
             raise _fail(path, f"attribute {key!r} is missing")
         value = f.attrs[key]
-        if key in ("behaviour_policy", "collection"):
+        if key in ("behaviour_policy", "collection", "policies"):
             try:
                 value = json.loads(value)
             except (TypeError, ValueError):
                 raise _fail(path, f"attribute {key!r} is not valid JSON") from None
         attrs[key] = value.item() if isinstance(value, np.generic) else value
+    if version >= 2:
+        pol = attrs["policies"]
+        if (
+            not isinstance(pol, list)
+            or not 1 <= len(pol) <= MAX_POLICIES
+            or not all(isinstance(p, dict) and "name" in p for p in pol)
+        ):
+            raise _fail(
+                path,
+                f"attribute 'policies' must be a list of 1 to {MAX_POLICIES} policy "
+                "descriptions, each with a 'name'",
+            )
     if "scenarios" not in f or len(f["scenarios"]) == 0:
         raise _fail(path, "holds no scenario groups (/scenarios is missing or empty)")
     scenarios: dict[str, ScenarioInfo] = {}
@@ -351,7 +394,8 @@ def _read_header(f: Any, path: Path) -> DatasetHeader:
         if t < 1 or fr < 1:
             raise _fail(path, f"{where}: needs >= 1 trajectory and frame, has {t} x {fr}")
         hashes = {}
-        for key, fld in SCHEMA.items():
+        for key in schema_fields(version):
+            fld = SCHEMA[key]
             if key not in g:
                 raise _fail(path, f"{where}/{key}: dataset is missing")
             ds = g[key]
@@ -364,7 +408,7 @@ def _read_header(f: Any, path: Path) -> DatasetHeader:
                 raise _fail(path, f"{where}/{key}: content hash attribute 'sha256' is missing")
             hashes[key] = str(ds.attrs["sha256"])
         scenarios[name] = ScenarioInfo(name, cfg, t, fr, n, hashes)
-    return DatasetHeader(path, int(version), attrs, scenarios)
+    return DatasetHeader(path, version, attrs, scenarios)
 
 
 def read_array(f: Any, path: Path, scenario: str, key: str, sl: Any = ()) -> np.ndarray:
@@ -382,8 +426,10 @@ def read_array(f: Any, path: Path, scenario: str, key: str, sl: Any = ()) -> np.
 def load_scenario_arrays(
     f: Any, header: DatasetHeader, scenario: str, keys: tuple[str, ...] | None = None
 ) -> dict[str, np.ndarray]:
-    """Every SCHEMA array (or those in `keys`) of one scenario, read into memory."""
-    return {k: read_array(f, header.path, scenario, k) for k in keys or tuple(SCHEMA)}
+    """Every SCHEMA array of the file's version (or those of `keys` it has) of one scenario,
+    read into memory; arrays a version 1 file lacks are left out."""
+    have = header.fields
+    return {k: read_array(f, header.path, scenario, k) for k in keys or have if k in have}
 
 
 def check_content(
@@ -434,6 +480,14 @@ def check_content(
     rsum = rew.astype(np.float64).sum(axis=(1, 2))
     if not np.allclose(rsum, tot[:, col["reward_sum"]], rtol=1e-4, atol=1e-3 * rew.shape[1]):
         raise fail("totals: reward_sum does not match the rewards array")
+    if "dropped" in arrays:
+        drops = arrays["dropped"].astype(np.int64).sum(axis=(1, 2))
+        if np.any(drops != tot[:, col["dropped_buffer"]] + tot[:, col["dropped_retry"]]):
+            raise fail("dropped: per-node drops do not add up to the totals' drops")
+    if "policy" in arrays:
+        n_pol = len(header.policies)
+        if arrays["policy"].max(initial=0) >= n_pol:
+            raise fail(f"policy: a trajectory's policy index is not below len(policies) = {n_pol}")
 
 
 def all_seeds(header: DatasetHeader, f: Any) -> np.ndarray:
@@ -455,8 +509,10 @@ def validate(path: str | os.PathLike, content: bool = True) -> DatasetHeader:
 
 
 def qos_summary(header: DatasetHeader, totals: np.ndarray, name: str) -> dict[str, float]:
-    """The behaviour policy's QoS over one scenario's stored episode totals."""
+    """The behaviour policy's QoS over one scenario's stored episode totals (or those of some
+    of its trajectories)."""
     s = header.scenarios[name]
+    n_traj = max(len(totals), 1)
     col = {k: i for i, k in enumerate(TOTAL_FIELDS)}
     tot = totals.sum(axis=0)
     seconds = s.n_frames * s.config.frame_ms / 1000.0
@@ -464,9 +520,9 @@ def qos_summary(header: DatasetHeader, totals: np.ndarray, name: str) -> dict[st
     dropped = tot[col["dropped_buffer"]] + tot[col["dropped_retry"]]
     return {
         "throughput_mbps": float(
-            tot[col["delivered"]] * s.config.packet_bits / seconds / s.n_trajectories / 1e6
+            tot[col["delivered"]] * s.config.packet_bits / seconds / n_traj / 1e6
         ),
         "delay_ms": float(tot[col["delay_sum_ms"]] / max(tot[col["delivered"]], 1.0)),
         "loss_rate": float(dropped / max(gen, 1.0)),
-        "avg_reward": float(tot[col["reward_sum"]] / (s.n_trajectories * s.n_frames * s.n_nodes)),
+        "avg_reward": float(tot[col["reward_sum"]] / (n_traj * s.n_frames * s.n_nodes)),
     }

@@ -6,8 +6,9 @@ rewards of frames t .. t+H-1 exist:
   x    (H, 4)  o_t .. o_{t+H-1} of the agent, raw units (packets)
   xbar (H, 4)  the mean of the same frames over its 1-hop neighbours (stored adjacency, Eq. 11)
   act  (H,)    a_t .. a_{t+H-1} (RBs)
-  rew  (H,)    r_t .. r_{t+H-1} (ms, <= 0)
-  y    ()      sum_{k<H} gamma^k r_{t+k} (ms, <= 0)
+  rew  (H,)    r_t .. r_{t+H-1} (<= 0; ms for the paper's `delay` reward, packets for the
+               backlog ones: the reward choice of ``macdmp.data.rewards``, made here)
+  y    ()      sum_{k<H} gamma^k r_{t+k} (<= 0)
   rtg  (H,)    returns-to-go: the undiscounted sum of the agent's rewards from each frame of the
                window to the end of its trajectory (ms, <= 0; Decision Transformer's condition)
 Joint windows (centrally trained methods, MADiff): the same frames of every agent of the
@@ -41,6 +42,7 @@ from macdmp.data.format import (
     open_h5,
     read_header,
 )
+from macdmp.data.rewards import DEFAULT_REWARD, NEEDS, check_reward, frame_rewards
 
 # Normalisation statistics come from this many windows drawn with this seed (fixed, so the
 # statistics are a function of the file and (H, gamma) only).
@@ -91,7 +93,7 @@ class _Group:
     obs: np.ndarray  # (T, F+1, N, 4) uint16
     adjacency: np.ndarray  # (T, N, N) bool
     actions: np.ndarray  # (T, F, N) float32
-    rewards: np.ndarray  # (T, F, N) float32
+    rewards: np.ndarray  # (T, F, N) float32, the chosen reward (macdmp.data.rewards)
     seeds: np.ndarray  # (T,) int64
     starts: int  # valid starts per (trajectory, agent): F - H + 1
     _rtg: np.ndarray | None = None
@@ -114,10 +116,18 @@ class WindowDataset:
 
     obs_dim = 4
 
-    def __init__(self, header: DatasetHeader, groups: list[_Group], horizon: int, gamma: float):
+    def __init__(
+        self,
+        header: DatasetHeader,
+        groups: list[_Group],
+        horizon: int,
+        gamma: float,
+        reward: str = DEFAULT_REWARD,
+    ):
         self.header = header
         self.horizon = horizon
         self.gamma = gamma
+        self.reward = check_reward(reward)
         self._groups = groups
         rbs = {s.config.rbs for s in header.scenarios.values()}
         if len(rbs) != 1:
@@ -256,7 +266,7 @@ class WindowDataset:
     def __repr__(self) -> str:
         return (
             f"WindowDataset({str(self.path)!r}, horizon={self.horizon}, gamma={self.gamma}, "
-            f"scenarios={self.scenarios}, n_windows={self.n_windows})"
+            f"reward={self.reward!r}, scenarios={self.scenarios}, n_windows={self.n_windows})"
         )
 
 
@@ -376,12 +386,16 @@ class TorchWindows:
         return self.get(index)
 
 
-def open_windows(path: str | os.PathLike, horizon: int, gamma: float) -> WindowDataset:
-    """Read a dataset into memory and serve its H-frame training windows."""
+def open_windows(
+    path: str | os.PathLike, horizon: int, gamma: float, reward: str = DEFAULT_REWARD
+) -> WindowDataset:
+    """Read a dataset into memory and serve its H-frame training windows, their rewards (and
+    so returns) built by the ``reward`` choice (``macdmp.data.rewards.REWARDS``)."""
     if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
         raise ValueError(f"horizon: must be an integer >= 1, got {horizon!r}")
     if not np.isfinite(gamma) or not 0.0 < gamma <= 1.0:
         raise ValueError(f"gamma: must be in (0, 1], got {gamma!r}")
+    check_reward(reward)
     keys = ("obs", "adjacency", "actions", "rewards", "seeds")
     groups = []
     with open_h5(path) as f:
@@ -394,8 +408,15 @@ def open_windows(path: str | os.PathLike, horizon: int, gamma: float) -> WindowD
                 )
             arrays = load_scenario_arrays(f, header, name)
             check_content(header, name, arrays, hashes=False)
+            missing = [k for k in NEEDS[reward] if k not in arrays]
+            if missing:
+                raise DatasetError(
+                    f"{path}: reward {reward!r} needs {missing}, which format version "
+                    f"{header.format_version} files lack; re-collect the data with `macdmp collect`"
+                )
+            arrays["rewards"] = frame_rewards(reward, arrays)
             groups.append(_Group(name, *(arrays[k] for k in keys), starts=s.n_frames - horizon + 1))
         seeds = all_seeds(header, f)
         if len(np.unique(seeds)) != len(seeds):
             raise DatasetError(f"{path}: two trajectories share an env seed")
-    return WindowDataset(header, groups, int(horizon), float(gamma))
+    return WindowDataset(header, groups, int(horizon), float(gamma), reward)

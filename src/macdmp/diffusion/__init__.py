@@ -6,7 +6,14 @@ from macdmp.diffusion.backbones import (
     TemporalUNet,
     condition_keep,
 )
-from macdmp.diffusion.sampler import SOLVERS, Conditioning, dpm_levels, guided_eps, sample
+from macdmp.diffusion.sampler import (
+    SOLVERS,
+    Conditioning,
+    dpm_levels,
+    dpm_warm_level,
+    guided_eps,
+    sample,
+)
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule, make_betas
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "TemporalUNet",
     "condition_keep",
     "dpm_levels",
+    "dpm_warm_level",
     "guided_eps",
     "make_betas",
     "sample",

@@ -10,6 +10,7 @@ combined as eps_uncond + w (eps_cond - eps_uncond), both halves in one batched c
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # eps(x, k, condition, keep) of classifier-free guidance (keep (B,) float: 1 kept, 0 dropped)
 CondEpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 ValueModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (x, k-1) -> d value / d x, for a classifier that is not a torch module (an exported one)
+ValueGrad = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,14 @@ class Conditioning:
         return Conditioning(mask, values)
 
 
-def _value_grad(value: ValueModel, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(value(xg, idx).sum(), xg)
-    return g
+def _autograd_value_grad(value: ValueModel) -> ValueGrad:
+    def grad(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(value(xg, idx).sum(), xg)
+        return g
+
+    return grad
 
 
 def guided_eps(
@@ -96,6 +102,10 @@ def sample(
     noise: torch.Tensor | None = None,
     condition: torch.Tensor | None = None,
     cfg_weight: float = 1.0,
+    start_level: int | None = None,
+    x_start: torch.Tensor | None = None,
+    guide_min_sigma: float = 0.0,
+    value_grad: ValueGrad | None = None,
 ) -> torch.Tensor:
     """Draw x_0 of ``shape`` by reverse diffusion from N(0, I).
 
@@ -111,6 +121,14 @@ def sample(
     is then called as (x, k, condition, keep) and combined by :func:`guided_eps` with weight
     ``cfg_weight`` (1: conditional only; > 1 pushes beyond the condition). Without it the
     sampler calls ``eps_model(x, k)`` and ``cfg_weight`` must stay 1.
+
+    Warm start (DPM solvers): ``start_level`` k_s, one of ``dpm_levels(schedule, steps)``, and
+    ``x_start`` of ``shape``, an estimate of x_0 (the previous frame's plan, shifted): the solver
+    starts from x = alpha_s x_start + sigma_s z (z the first Gaussian draw) and takes only the
+    grid's steps below k_s (``dpm_warm_level`` picks k_s from a fraction of the schedule).
+    ``guide_min_sigma`` skips guidance (the classifier's forward and backward) at levels whose
+    sigma_k is below it, where the guidance term, scaled by sigma_k, hardly moves the sample.
+    ``value_grad`` (x, k-1) -> grad, if given, replaces the autograd gradient of ``value``.
     """
     if clip_x0 is not None and not clip_x0 > 0:
         raise ValueError(f"clip_x0: must be > 0 or None (got {clip_x0})")
@@ -125,7 +143,7 @@ def sample(
             f"steps: DDPM runs all K = {big_k} steps (got {steps}); use solver='dpm1' or 'dpm2' "
             "for fewer"
         )
-    if guidance_scale != 0.0 and value is None:
+    if guidance_scale != 0.0 and value is None and value_grad is None:
         raise ValueError("guidance_scale: non-zero guidance needs a value (classifier) model")
     if condition is None:
         if cfg_weight != 1.0:
@@ -137,6 +155,20 @@ def sample(
                 f"condition: expected a ({shape[0]}, D) tensor (got {tuple(condition.shape)})"
             )
         eps_fn = guided_eps(eps_model, condition, cfg_weight)  # type: ignore[arg-type]
+    if not guide_min_sigma >= 0.0:
+        raise ValueError(f"guide_min_sigma: must be >= 0 (got {guide_min_sigma})")
+    if (start_level is None) != (x_start is None):
+        raise ValueError("start_level: a warm start needs both start_level and x_start")
+    if start_level is not None:
+        if solver == "ddpm":
+            raise ValueError("start_level: warm starts are for the DPM solvers ('dpm1', 'dpm2')")
+        grid = dpm_levels(schedule, n)
+        if start_level not in grid[:-1]:
+            raise ValueError(f"start_level: must be one of the solver's levels {grid[:-1]}")
+        if tuple(x_start.shape) != tuple(shape):  # type: ignore[union-attr]
+            raise ValueError(f"x_start: expected shape {tuple(shape)} (got {tuple(x_start.shape)})")  # type: ignore[union-attr]
+    if value_grad is None and value is not None:
+        value_grad = _autograd_value_grad(value)
     device = schedule.device
     guided = guidance_scale != 0.0
     if noise is not None and tuple(noise.shape) != (noise_draws(solver, big_k), *shape):
@@ -147,14 +179,38 @@ def sample(
     ctx = torch.no_grad() if guided else torch.inference_mode()
     with ctx:
         x = torch.randn(shape, generator=generator, device=device) if noise is None else noise[0]
+        if start_level is not None:
+            a, s = schedule.ode_alpha[start_level].item(), schedule.ode_sigma[start_level].item()
+            x = a * x_start + s * x  # type: ignore[operator]
         if cond is not None:
             x = cond.apply(x)
         if solver == "ddpm":
             return _ddpm(
-                eps_fn, schedule, x, cond, value, guidance_scale, generator, clip_x0, noise
+                eps_fn,
+                schedule,
+                x,
+                cond,
+                value_grad,
+                guidance_scale,
+                generator,
+                clip_x0,
+                noise,
+                guide_min_sigma,
             )
         order = 2 if solver == "dpm2" else 1
-        return _dpm(eps_fn, schedule, x, n, order, cond, value, guidance_scale, clip_x0)
+        return _dpm(
+            eps_fn,
+            schedule,
+            x,
+            n,
+            order,
+            cond,
+            value_grad,
+            guidance_scale,
+            clip_x0,
+            start_level,
+            guide_min_sigma,
+        )
 
 
 def noise_draws(solver: str, n_steps: int) -> int:
@@ -167,11 +223,12 @@ def _ddpm(
     sch: NoiseSchedule,
     x: torch.Tensor,
     cond: Conditioning | None,
-    value: ValueModel | None,
+    value_grad: ValueGrad | None,
     scale: float,
     generator: torch.Generator | None,
     clip_x0: float | None,
     noise: torch.Tensor | None = None,
+    guide_min_sigma: float = 0.0,
 ) -> torch.Tensor:
     # mu = (x - beta/sqrt(1-abar) eps)/sqrt(alpha) (Eq. 20), computed as the posterior mean
     # c0 * x0_hat + c1 * x_k, which is the same number unless x0_hat is clipped.
@@ -188,8 +245,8 @@ def _ddpm(
         if clip_x0 is not None:
             x0 = x0.clamp(-clip_x0, clip_x0)
         mean = c0[i] * x0 + c1[i] * x
-        if scale != 0.0 and var[i] > 0.0:
-            mean = mean + (scale * var[i]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
+        if scale != 0.0 and var[i] > 0.0 and s1a[i] >= guide_min_sigma:
+            mean = mean + (scale * var[i]) * value_grad(x, idx)  # type: ignore[misc]
         if i > 0:
             if noise is None:
                 z = torch.randn(x.shape, generator=generator, device=x.device)
@@ -213,21 +270,42 @@ DPM_START_ALPHA = 0.1
 
 def dpm_max_steps(sch: NoiseSchedule, start_alpha: float = DPM_START_ALPHA) -> int:
     """The most steps the DPM solvers can take: the top level with alpha_k >= start_alpha."""
-    alpha = sch.ode_alpha.tolist()  # alpha[0] = 1 (clean) ... alpha[K]
-    return max(k for k in range(1, sch.n_steps + 1) if alpha[k] >= start_alpha or k == 1)
+    return _top_level(sch.n_steps, sch.kind, start_alpha)
+
+
+@functools.lru_cache(maxsize=64)
+def _top_level(n_steps: int, kind: str, start_alpha: float) -> int:
+    # a planner asks every frame, so it is computed once per schedule
+    alpha = NoiseSchedule(n_steps, kind).ode_alpha.tolist()  # alpha[0] = 1 (clean) ... alpha[K]
+    return max(k for k in range(1, n_steps + 1) if alpha[k] >= start_alpha or k == 1)
 
 
 def dpm_levels(sch: NoiseSchedule, steps: int, start_alpha: float = DPM_START_ALPHA) -> list[int]:
     """Levels k_0 > ... > k_steps = 0 visited by the DPM solvers, uniform in time from the top
     level with alpha_k >= start_alpha (steps beyond that many levels are refused)."""
-    top = dpm_max_steps(sch, start_alpha)
+    return list(_levels(sch.n_steps, sch.kind, int(steps), start_alpha))
+
+
+@functools.lru_cache(maxsize=256)
+def _levels(n_steps: int, kind: str, steps: int, start_alpha: float) -> tuple[int, ...]:
+    top = _top_level(n_steps, kind, start_alpha)
     if not 1 <= steps <= top:
         raise ValueError(
             f"steps: must be in 1..{top} for the DPM solvers (levels with alpha_k >= "
-            f"{start_alpha} of the trained K = {sch.n_steps}) (got {steps})"
+            f"{start_alpha} of the trained K = {n_steps}) (got {steps})"
         )
     grid = torch.linspace(top, 0, steps + 1, dtype=torch.float64).round().long()
-    return grid.tolist()
+    return tuple(grid.tolist())
+
+
+def dpm_warm_level(sch: NoiseSchedule, steps: int, fraction: float) -> int:
+    """The level a warm start re-noises to: of the solver's levels for ``steps`` (above 0), the
+    one nearest to ``fraction`` x K (ties to the lower, cheaper one)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"warm: must be in (0, 1], a fraction of the K levels (got {fraction})")
+    grid = dpm_levels(sch, steps)[:-1]
+    target = fraction * sch.n_steps
+    return min(grid, key=lambda k: (abs(k - target), k))
 
 
 def _dpm(
@@ -237,18 +315,21 @@ def _dpm(
     steps: int,
     order: int,
     cond: Conditioning | None,
-    value: ValueModel | None,
+    value_grad: ValueGrad | None,
     scale: float,
     clip_x0: float | None,
+    start_level: int | None = None,
+    guide_min_sigma: float = 0.0,
 ) -> torch.Tensor:
     # Data-prediction form (DPM-Solver++): well defined for the last step down to sigma = 0.
     levels = dpm_levels(sch, steps)
+    if start_level is not None:
+        levels = levels[levels.index(start_level) :]
+        steps = len(levels) - 1
     alpha = sch.ode_alpha.tolist()
     sigma = sch.ode_sigma.tolist()
-    lam = [
-        float("inf") if s == 0 else float(torch.log(torch.tensor(a / s)))
-        for a, s in zip(alpha, sigma, strict=True)
-    ]
+    # log-SNR in Python floats: per-call tensor ops here cost more than a small model's step
+    lam = [float("inf") if s == 0 else math.log(a / s) for a, s in zip(alpha, sigma, strict=True)]
     b = x.shape[0]
     prev_x0: torch.Tensor | None = None
     prev_h = 0.0
@@ -256,9 +337,9 @@ def _dpm(
         s, t = levels[j], levels[j + 1]
         idx = torch.full((b,), s - 1, device=x.device, dtype=torch.long)
         eps = eps_model(x, idx)
-        if scale != 0.0:
+        if scale != 0.0 and sigma[s] >= guide_min_sigma:
             # Score guidance: eps_hat = eps - zeta * sigma_s * grad J, the same shift as Eq. 20.
-            eps = eps - (scale * sigma[s]) * _value_grad(value, x, idx)  # type: ignore[arg-type]
+            eps = eps - (scale * sigma[s]) * value_grad(x, idx)  # type: ignore[misc]
         x0 = (x - sigma[s] * eps) / alpha[s]
         if clip_x0 is not None:
             x0 = x0.clamp(-clip_x0, clip_x0)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from macdmp.data.rewards import REWARDS
+
 LR_SCHEDULES = ("cosine", "constant")
 # Fields that may change when a run is resumed: run length and bookkeeping only.
 RESUMABLE_KEYS = (
@@ -55,9 +57,11 @@ def _need(obj: Any, ok: bool, name: str, allowed: str) -> None:
 class TrainConfig:
     """The fields every method's configuration has: data, optimisation and bookkeeping."""
 
-    # data: windows of `horizon` frames, returns discounted by `gamma`
+    # data: windows of `horizon` frames, returns discounted by `gamma`, built from the
+    # per-frame `reward` chosen when the windows are built (macdmp.data.rewards.REWARDS)
     horizon: int = 16
     gamma: float = 0.99
+    reward: str = "delay"
     # optimisation (one Adam over the method's parameters, owned by the trainer)
     batch_size: int = 64
     lr: float = 2e-4
@@ -84,6 +88,7 @@ class TrainConfig:
         need = lambda ok, name, allowed: _need(self, ok, name, allowed)  # noqa: E731
         need(isinstance(self.horizon, int) and self.horizon >= 1, "horizon", "an integer >= 1")
         need(0.0 < self.gamma <= 1.0, "gamma", "in (0, 1]")
+        need(self.reward in REWARDS, "reward", f"one of {', '.join(REWARDS)}")
         need(self.batch_size >= 1, "batch_size", ">= 1")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "> 0")
         need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}")

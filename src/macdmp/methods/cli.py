@@ -82,11 +82,11 @@ def build_config(
     return make_config(method, preset, **overrides)
 
 
-def open_dataset(path: str, horizon: int, gamma: float) -> Any:
+def open_dataset(path: str, horizon: int, gamma: float, reward: str = "delay") -> Any:
     """The training windows of a dataset file (``macdmp.data.windows.open_windows``)."""
     from macdmp.data.windows import open_windows
 
-    return open_windows(path, horizon=horizon, gamma=gamma)
+    return open_windows(path, horizon=horizon, gamma=gamma, reward=reward)
 
 
 def _seeds(text: str) -> list[int]:
@@ -101,7 +101,8 @@ def _seeds(text: str) -> list[int]:
 
 def read_plan(path: str) -> tuple[str | None, list[dict[str, Any]]]:
     """A TOML plan of runs: optional top-level ``data``, then ``[[run]]`` tables with ``out``
-    and optionally ``method``, ``preset``, ``no_mf``, ``steps``, ``seed`` and ``set``."""
+    and optionally ``data`` (this run's dataset, instead of the top-level one), ``method``,
+    ``preset``, ``no_mf``, ``steps``, ``seed`` and ``set``."""
     try:
         doc = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -111,7 +112,7 @@ def read_plan(path: str) -> tuple[str | None, list[dict[str, Any]]]:
     runs = doc.get("run")
     if not isinstance(runs, list) or not runs:
         raise ValueError(f"--plan: {path} has no [[run]] tables")
-    allowed = {"out", "method", "preset", "no_mf", "steps", "seed", "set"}
+    allowed = {"out", "data", "method", "preset", "no_mf", "steps", "seed", "set"}
     for k, r in enumerate(runs):
         bad = sorted(set(r) - allowed)
         if bad or "out" not in r:
@@ -213,7 +214,7 @@ def _specs(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
         for s in seeds:
             out = args.out if s is None else str(Path(args.out) / f"seed-{s}")
             specs.append({**common, "out": out, "seed": s, "set": parse_sets(args.method, sets)})
-    if not data:
+    if not data and not all(s.get("data") for s in specs):
         raise ValueError("--data: give the dataset file (or `data` in the plan)")
     return data, specs
 
@@ -238,12 +239,12 @@ def run_train(args: argparse.Namespace) -> int:
             )
             for s in specs
         ]
-        datasets: dict[tuple[int, float], Any] = {}
+        datasets: dict[tuple[str, int, float, str], Any] = {}
         trainers = []
         for spec, cfg in zip(specs, cfgs, strict=True):
-            key = (cfg.horizon, cfg.gamma)
+            key = (spec.get("data") or data_path, cfg.horizon, cfg.gamma, cfg.reward)
             if key not in datasets:
-                datasets[key] = open_dataset(data_path, *key)
+                datasets[key] = open_dataset(*key)
             trainers.append(
                 Trainer(
                     spec["method"],

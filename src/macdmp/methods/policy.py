@@ -3,7 +3,8 @@
     --policy RUN_DIR[,key=value...]        (also macdmp:RUN_DIR[,key=value...])
 
 Options every run accepts: ``device`` (cpu, cuda, cuda:1; default the GPU if there is one),
-``threads`` (CPU threads for torch, default 1), ``weights`` (ema or raw, default ema); the
+``threads`` (CPU threads for torch, default 1), ``weights`` (ema or raw, default ema),
+``label`` (the row's name in result tables, default the actor's own label); the
 method's own options are listed by its ``actor_options`` (MA-CDMP: solver, steps, guide,
 candidates; see ``macdmp.planner.policy``). Options are checked when the policy is built,
 before any episode runs.
@@ -25,6 +26,7 @@ COMMON_OPTIONS: dict[str, tuple[str, type]] = {
     "device": ("device", str),
     "threads": ("threads", int),
     "weights": ("weights", str),
+    "label": ("label", str),
 }
 
 
@@ -73,6 +75,7 @@ class RunPolicy(ActorPolicy):
         device: str | None = None,
         threads: int = 1,
         weights: str = "ema",
+        label: str | None = None,
         **options: Any,
     ) -> None:
         run = Path(run_dir)
@@ -91,6 +94,8 @@ class RunPolicy(ActorPolicy):
         except ValueError as exc:
             raise PolicyError(f"policy {run}: {exc}") from None
         super().__init__(actor, self.method.name, self.method.rbs)
+        if label is not None:
+            self.label = label
         self.run_dir = run
 
     @classmethod

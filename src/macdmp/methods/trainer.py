@@ -54,6 +54,8 @@ def _check_dataset(cfg: TrainConfig, data: Any) -> None:
         raise ValueError(f"horizon: dataset windows have H={data.horizon}, config {cfg.horizon}")
     if abs(float(data.gamma) - cfg.gamma) > 1e-9:
         raise ValueError(f"gamma: dataset returns use {data.gamma}, config {cfg.gamma}")
+    if getattr(data, "reward", "delay") != cfg.reward:
+        raise ValueError(f"reward: dataset windows use {data.reward!r}, config {cfg.reward!r}")
 
 
 class Trainer:

@@ -78,6 +78,9 @@ class PlannerConfig(TrainConfig):
 PRESETS: dict[str, PlannerConfig] = {
     # Paper: K = 100, 100 epochs x 1,000 steps, Diffuser's reference widths.
     "paper": PlannerConfig(),
+    # Fast: the paper preset with a narrower, shallower U-Net (widths 16, 32, 64 instead of 32 to
+    # 256) so that one agent's plan fits a 5 ms frame on one CPU core (docs/realtime.md).
+    "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
     # Demo: small enough to train on a 2-core CPU in a few minutes.
     "demo": PlannerConfig(
         horizon=8,
@@ -167,6 +170,16 @@ class InverseDynamics(nn.Module):
         return self.net(torch.cat([o_t, o_next], dim=-1)).squeeze(-1)
 
 
+def flag(value: str) -> bool:
+    """An on/off policy option: 1, true, on, yes or 0, false, off, no."""
+    v = value.strip().lower()
+    if v in ("1", "true", "on", "yes"):
+        return True
+    if v in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"not an on/off value: {value!r} (use 1 or 0)")
+
+
 class PlannerModels(Method):
     """MA-CDMP as a method: eps_theta, J_psi and f_phi with the normaliser, shared by every
     agent (a batch row each); trained jointly by Eq. 19, acting by receding-horizon planning."""
@@ -182,6 +195,11 @@ class PlannerModels(Method):
         "steps": ("steps", int),
         "guide": ("guidance_scale", float),
         "candidates": ("n_candidates", int),
+        "warm": ("warm", float),
+        "guide_sigma": ("guide_sigma", float),
+        "bf16": ("bf16", flag),
+        "compile": ("compile", flag),
+        "backend": ("backend", str),
     }
     cfg: PlannerConfig
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from macdmp.diffusion.sampler import Conditioning, noise_draws, sample
+from macdmp.diffusion.sampler import Conditioning, dpm_warm_level, noise_draws, sample
 from macdmp.diffusion.schedule import NoiseSchedule
 
 # `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
 # module builds actors from this one, so importing it here would make the two import each other.
+
+BACKENDS = ("torch", "onnx")
 
 _SCHEDULES: dict[tuple[int, str, str], NoiseSchedule] = {}
 
@@ -21,46 +26,117 @@ def _schedule(models: torch.nn.Module, device: torch.device) -> NoiseSchedule:
     return _SCHEDULES[key]
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How the backbones run; none of it changes what is sampled beyond rounding (bf16).
+
+    ``compile``: the noise model and classifier through torch.compile (inside the CUDA graph on
+    a GPU). ``bf16``: their forward (and the classifier's backward) under bf16 autocast, the
+    solver's arithmetic in float32. ``backend``: "torch", or "onnx" for the backbones exported
+    to ONNX and run by ONNX Runtime on the CPU (one export per batch shape; macdmp.planner.export).
+    """
+
+    compile: bool = False
+    bf16: bool = False
+    backend: str = "torch"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: must be one of {BACKENDS} (got {self.backend!r})")
+        if self.backend == "onnx" and (self.compile or self.bf16):
+            raise ValueError("backend: 'onnx' runs float32 ONNX Runtime; drop compile and bf16")
+
+
+# Keyed by id(models); the values hold the models too, so that an id is never reused.
+_COMPILED: dict[int, tuple[torch.nn.Module, ...]] = {}
+_EXPORTED: dict[tuple, tuple[torch.nn.Module, object]] = {}
+
+
+def _autocast(fn: Callable, device: torch.device) -> Callable:
+    def run(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return fn(x, idx).float()
+
+    return run
+
+
+def _backbones(
+    models: torch.nn.Module, speed: Speed, shape: tuple[int, ...], device: torch.device
+) -> dict[str, Callable]:
+    """The sampler's model arguments (eps_model, value, value_grad) for ``speed``."""
+    if speed.backend == "onnx":
+        if device.type != "cpu":
+            raise ValueError("backend: 'onnx' runs on the CPU; use device=cpu")
+        from macdmp.planner.export import OnnxBackbones
+
+        key = (id(models), tuple(shape), torch.get_num_threads())
+        if key not in _EXPORTED:
+            _EXPORTED[key] = (models, OnnxBackbones(models, shape, threads=torch.get_num_threads()))
+        ox = _EXPORTED[key][1]
+        return {"eps_model": ox.eps, "value": None, "value_grad": ox.value_grad}  # type: ignore[attr-defined]
+    eps, cls = models.eps, models.classifier
+    if speed.compile:
+        if id(models) not in _COMPILED:
+            compiled = (torch.compile(models.eps), torch.compile(models.classifier))
+            _COMPILED[id(models)] = (models, *compiled)
+        eps, cls = _COMPILED[id(models)][1:]
+    if speed.bf16:
+        eps, cls = _autocast(eps, device), _autocast(cls, device)
+    return {"eps_model": eps, "value": cls, "value_grad": None}
+
+
 class _GraphedSampler:
     """One planning call's whole sampling loop captured in a CUDA graph, for one batch shape.
 
     A plan is hundreds of small kernels per solver step; launched one by one from Python they
     cost about 8x their GPU time (docs/models.md). Replaying a captured graph launches them all
-    at once. Inputs (first observations, Gaussian draws) go through static buffers.
+    at once. Inputs (first observations, Gaussian draws, a warm start's previous plans) go
+    through static buffers.
     """
 
-    def __init__(self, models, sch, shape, solver, steps, scale, clip_x0) -> None:
+    def __init__(self, nets, sch, shape, solver, steps, scale, clip_x0, start, min_sigma) -> None:
         dev = sch.device
         self.first = torch.zeros(shape[0], shape[2], device=dev)
         self.noise = torch.zeros(noise_draws(solver, sch.n_steps), *shape, device=dev)
+        self.x_start = None if start is None else torch.zeros(shape, device=dev)
 
         def run() -> torch.Tensor:
             return sample(
-                models.eps,
+                nets["eps_model"],
                 sch,
                 shape,
                 solver=solver,
                 steps=steps,
                 cond=Conditioning.first_step(self.first, shape[1]),
-                value=models.classifier,
+                value=nets["value"],
                 guidance_scale=scale,
                 clip_x0=clip_x0,
                 noise=self.noise,
+                start_level=start,
+                x_start=self.x_start,
+                guide_min_sigma=min_sigma,
             )
 
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: allocator pools and cuDNN choices before capture
+            for _ in range(3):  # warm-up: allocator pools, cuDNN choices, compilation
                 run()
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.out = run()
 
-    def __call__(self, first: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def __call__(
+        self,
+        first: torch.Tensor,
+        generator: torch.Generator | None,
+        x_start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         self.first.copy_(first)
         self.noise.normal_(generator=generator)
+        if self.x_start is not None:
+            self.x_start.copy_(x_start)  # type: ignore[arg-type]
         self.graph.replay()
         return self.out.clone()
 
@@ -68,7 +144,12 @@ class _GraphedSampler:
 _GRAPHS: dict[tuple, _GraphedSampler] = {}
 
 
-def plan(
+def shift_plans(z: torch.Tensor) -> torch.Tensor:
+    """Plans (B, H, C) moved one frame on: step t+1 becomes step t, the last step repeated."""
+    return torch.cat([z[:, 1:], z[:, -1:]], dim=1)
+
+
+def plan_batch(
     models: torch.nn.Module,
     obs: np.ndarray | torch.Tensor,
     mean_field: np.ndarray | torch.Tensor | None,
@@ -79,23 +160,25 @@ def plan(
     generator: torch.Generator | None = None,
     clip_x0: float | None = 5.0,
     cuda_graph: bool | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Plan for A agents at once from their observations (A, 4) and mean fields (A, 4).
+    *,
+    warm_from: torch.Tensor | None = None,
+    warm: float = 0.3,
+    guide_min_sigma: float = 0.0,
+    speed: Speed | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`plan` on tensors: (actions (A,) in RBs, chosen plans (A, H, C) in model space).
 
-    Returns ``actions`` (A,) float64 demands in RBs in [0, M x L] and ``plans`` (A, H, C) in raw
-    units (own observations, then mean-field ones when the model uses them). With
-    ``n_candidates`` > 1 each agent samples that many plans and keeps the one the classifier
-    values most. A model trained with ``use_mf=False`` ignores ``mean_field``. ``steps`` is the
-    number of solver steps (DDPM always runs all K; pass None or K). ``clip_x0`` bounds each
-    step's estimate of the clean plan, in standard deviations of the training data.
-    ``cuda_graph`` (default: on for CUDA models) replays the whole sampling loop as one captured
-    CUDA graph per batch shape; the first call of a shape captures it.
+    ``warm_from``: each agent's previous plan in model space (what this returned last frame);
+    it is shifted one frame on (:func:`shift_plans`), re-noised to the solver level nearest to
+    ``warm`` x K and denoised from there (DPM solvers only). None plans from scratch.
     """
     if n_candidates < 1:
         raise ValueError(f"n_candidates: must be >= 1 (got {n_candidates})")
+    speed = speed or Speed()
     cfg = models.cfg
     device = models.normalizer.obs_mean.device
-    o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+    o = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, device=device)
+    o = o.to(torch.float32)
     if o.dim() != 2 or o.shape[1] != cfg.obs_dim:
         raise ValueError(f"obs: expected shape (A, {cfg.obs_dim}) (got {tuple(o.shape)})")
     a = o.shape[0]
@@ -109,34 +192,52 @@ def plan(
     if solver == "ddpm" and steps is not None and steps != cfg.n_diffusion_steps:
         raise ValueError(f"steps: DDPM runs all K = {cfg.n_diffusion_steps} steps (got {steps})")
     h = cfg.horizon
-    with torch.inference_mode():
-        first = models.to_model_space(o[:, None], None if mf is None else mf[:, None])[:, 0]
-        first = first.repeat_interleave(n_candidates, dim=0)
     shape = (a * n_candidates, h, cfg.channels)
     sch = _schedule(models, device)
+    start = x_start = None
+    if warm_from is not None:
+        if solver == "ddpm":
+            raise ValueError("warm: warm starts need a DPM solver ('dpm1' or 'dpm2')")
+        if tuple(warm_from.shape) != (a, h, cfg.channels):
+            raise ValueError(
+                f"warm_from: expected shape {(a, h, cfg.channels)} (got {tuple(warm_from.shape)})"
+            )
+        start = dpm_warm_level(sch, steps or cfg.n_diffusion_steps, warm)
+    with torch.inference_mode():
+        first = models.to_model_space(o[:, None], None if mf is None else mf[:, None])[:, 0]
+        if warm_from is not None:
+            x_start = shift_plans(warm_from)
+            x_start = x_start.repeat_interleave(n_candidates, dim=0)
+        first = first.repeat_interleave(n_candidates, dim=0)
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
+    nets = _backbones(models, speed, shape, device)
     if cuda_graph:
         if device.type != "cuda":
             raise ValueError("cuda_graph: needs the models on a CUDA device")
-        key = (id(models), shape, solver, steps, float(guidance_scale), clip_x0)
+        key = (id(models), shape, solver, steps, float(guidance_scale), clip_x0, start)
+        key += (float(guide_min_sigma), speed)
         if key not in _GRAPHS:
             _GRAPHS[key] = _GraphedSampler(
-                models, sch, shape, solver, steps, guidance_scale, clip_x0
+                nets, sch, shape, solver, steps, guidance_scale, clip_x0, start, guide_min_sigma
             )
-        z = _GRAPHS[key](first, generator)
+        z = _GRAPHS[key](first, generator, x_start)
     else:
         z = sample(
-            models.eps,
+            nets["eps_model"],
             sch,
             shape,
             solver=solver,
             steps=steps,
             cond=Conditioning.first_step(first.clone(), h),
-            value=models.classifier,
+            value=nets["value"],
             guidance_scale=guidance_scale,
             generator=generator,
             clip_x0=clip_x0,
+            start_level=start,
+            x_start=x_start,
+            guide_min_sigma=guide_min_sigma,
+            value_grad=nets["value_grad"],
         )
     with torch.inference_mode():
         if n_candidates > 1:
@@ -144,8 +245,51 @@ def plan(
             score = models.classifier(z, k1).view(a, n_candidates)
             best = score.argmax(dim=1)
             z = z.view(a, n_candidates, h, -1)[torch.arange(a, device=device), best]
-        own, mf_plan = models.from_model_space(z)
+        own, _ = models.from_model_space(z)
         # The pinned first entry is the current observation exactly; act on it and o_t+1.
         actions = models.action_rbs(o, own[:, 1])
+    return actions, z
+
+
+def plan(
+    models: torch.nn.Module,
+    obs: np.ndarray | torch.Tensor,
+    mean_field: np.ndarray | torch.Tensor | None,
+    solver: str = "dpm2",
+    steps: int | None = 10,
+    guidance_scale: float = 0.1,
+    n_candidates: int = 1,
+    generator: torch.Generator | None = None,
+    clip_x0: float | None = 5.0,
+    cuda_graph: bool | None = None,
+    **fast: object,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Plan for A agents at once from their observations (A, 4) and mean fields (A, 4).
+
+    Returns ``actions`` (A,) float64 demands in RBs in [0, M x L] and ``plans`` (A, H, C) in raw
+    units (own observations, then mean-field ones when the model uses them). With
+    ``n_candidates`` > 1 each agent samples that many plans and keeps the one the classifier
+    values most. A model trained with ``use_mf=False`` ignores ``mean_field``. ``steps`` is the
+    number of solver steps (DDPM always runs all K; pass None or K). ``clip_x0`` bounds each
+    step's estimate of the clean plan, in standard deviations of the training data.
+    ``cuda_graph`` (default: on for CUDA models) replays the whole sampling loop as one captured
+    CUDA graph per batch shape; the first call of a shape captures it. Keyword options of
+    :func:`plan_batch` (warm start, guidance skip, :class:`Speed`) pass through.
+    """
+    actions, z = plan_batch(
+        models,
+        obs,
+        mean_field,
+        solver,
+        steps,
+        guidance_scale,
+        n_candidates,
+        generator,
+        clip_x0,
+        cuda_graph,
+        **fast,  # type: ignore[arg-type]
+    )
+    with torch.inference_mode():
+        own, mf_plan = models.from_model_space(z)
         plans = own if mf_plan is None else torch.cat([own, mf_plan], dim=-1)
     return actions.double().cpu().numpy(), plans.cpu().numpy()

@@ -108,15 +108,47 @@ class MaxWeight(Policy):
     name = "maxweight"
 
     def act(self, obs, mean_field):
-        remaining = backlog(obs)
-        demand = np.zeros_like(remaining)
-        rows = np.arange(remaining.shape[0])
-        for _ in range(self.rbs):
-            i = np.argmax(remaining, axis=1)
-            take = remaining[rows, i] > 0
-            demand[rows[take], i[take]] += 1
-            remaining[rows[take], i[take]] -= 1
-        return demand
+        q = backlog(obs)
+        if np.all(q == np.round(q)):  # queue lengths: the same result at once
+            return _water_fill(q, int(self.rbs))
+        return _one_at_a_time(q, self.rbs)
+
+
+def _water_fill(q: np.ndarray, rbs: int) -> np.ndarray:
+    """MaxWeight's allocation for integer backlogs without handing out RBs one by one.
+
+    Node i's RBs are units worth q_i, q_i - 1, ..., 1; one at a time, the longest remaining
+    backlog (first node on ties) takes the next, so the RBs go to the rbs units of largest
+    value, ties by node index. With v the value of the last unit given, every node gets its
+    units above v, and the nodes with q_i >= v share the rest in index order.
+    """
+    q = q.astype(np.int64)
+    top = int(q.max(initial=0))
+    if top == 0:
+        return np.zeros(q.shape)
+    levels = np.arange(1, top + 2)  # c[:, v-1] = units worth >= v
+    c = np.maximum(q[:, :, None] - levels + 1, 0).sum(axis=1)
+    full = c[:, 0] <= rbs  # every unit given: the demand is the backlog
+    v = np.maximum((c >= rbs).sum(axis=1), 1)  # value of the rbs-th unit (where not full)
+    above = np.maximum(q - v[:, None], 0)
+    rest = rbs - above.sum(axis=1)
+    at_v = q >= v[:, None]
+    extra = at_v & (np.cumsum(at_v, axis=1) <= rest[:, None])
+    demand = above + extra
+    return np.where(full[:, None], q, demand).astype(np.float64)
+
+
+def _one_at_a_time(remaining: np.ndarray, rbs: float) -> np.ndarray:
+    """MaxWeight by its definition: RBs handed out one at a time (any backlogs)."""
+    remaining = remaining.copy()
+    demand = np.zeros_like(remaining)
+    rows = np.arange(remaining.shape[0])
+    for _ in range(int(rbs)):
+        i = np.argmax(remaining, axis=1)
+        take = remaining[rows, i] > 0
+        demand[rows[take], i[take]] += 1
+        remaining[rows[take], i[take]] -= 1
+    return demand
 
 
 class Backpressure(Policy):
