@@ -14,7 +14,8 @@
 #   nomf-s2     MA-CDMP w/o MF and MA-CDMP seed 2, packed, and w/o MF's evaluations (Fig. 6)
 #   h8-h32      MA-CDMP with H = 8 and H = 32, packed, and their evaluations (Fig. 7)
 #   h64         MA-CDMP with H = 64 and its evaluation (Fig. 7)
-#   new-methods MA-Diffuser, MA-DD and MADiff x 3 seeds (once registered) and their evaluations
+#   new-s0      MA-Diffuser, MA-DD and MADiff seed 0, packed, and the evaluations of Fig. 4
+#   new-s12     MA-Diffuser, MA-DD and MADiff seeds 1 and 2, packed (learning curves only)
 #   all         whatever is left
 #   smoke-gpu   the smoke scale on the GPU (a check of the GPU path: capture, packing, planning
 #               on CUDA; a few minutes), brought back as $OUT/smoke-gpu.tgz
@@ -61,12 +62,15 @@ nomf-s2) UNITS='train-ma-cdmp-nomf-s0,eval-ma-cdmp-nomf-s0-*,train-ma-cdmp-s2'; 
 h8-h32) UNITS='train-ma-cdmp-h8-s0,train-ma-cdmp-h32-s0,eval-ma-cdmp-h8-*,eval-ma-cdmp-h32-*'
   PACK=2 ;;
 h64) UNITS='train-ma-cdmp-h64-s0,eval-ma-cdmp-h64-*' ;;
-new-methods)
-  UNITS='train-ma-diffuser-*,eval-ma-diffuser-*,train-ma-dd-*,eval-ma-dd-*,train-madiff-*'
+new-s0)
+  UNITS='train-ma-diffuser-s0,eval-ma-diffuser-*,train-ma-dd-s0,eval-ma-dd-*,train-madiff-s0'
   PACK=3; COMPILE=() ;;
+new-s12)
+  UNITS='train-ma-diffuser-s[12],train-ma-dd-s[12],train-madiff-s[12]'
+  PACK=6; COMPILE=() ;;
 all) UNITS='*'; PACK=2 ;;
 *)
-  echo "usage: $0 baselines|cdmp-s0|cdmp-s1|nomf-s2|h8-h32|h64|new-methods|all|smoke-gpu" \
+  echo "usage: $0 baselines|cdmp-s0|cdmp-s1|nomf-s2|h8-h32|h64|new-s0|new-s12|all|smoke-gpu" \
     "[SECONDS]" >&2
   exit 2 ;;
 esac

@@ -214,7 +214,8 @@ class _Builder:
             tag += f"-h{horizon}"
         key = f"train-{method}{tag}-s{seed}"
         cfg = train_config(self.scale, method, seed, **extra)
-        label = METHODS.get(method, method) + (" w/o MF" if no_mf else "")
+        label = {**METHODS, CTDE_METHOD[0]: CTDE_METHOD[1]}.get(method, method)
+        label += " w/o MF" if no_mf else ""
         if horizon is not None:
             label += f" (H={cfg['horizon']})"
         params = {
