@@ -9,9 +9,11 @@ import torch
 
 from macdmp.methods import Trainer
 from macdmp.methods.checkpoint import load_run
+from macdmp.methods.policy import RunPolicy
 from macdmp.planner import PlannerModels, make_config
 from macdmp.planner.plan import plan_batch
 from macdmp.planner.synthetic import SyntheticWindows
+from macdmp.policies import PolicyError
 
 TINY = {"horizon": 8, "dim": 8, "groups": 4, "n_diffusion_steps": 10, "inv_hidden": 32}
 STEPS = {"n_epochs": 1, "steps_per_epoch": 6, "log_every": 3, "ckpt_every": 6,
@@ -55,6 +57,10 @@ def test_cfg_trains_and_round_trips_through_the_checkpoint(tmp_path):
     m = load_run(tmp_path / "run", "cpu")
     assert m.cfg == cfg and m.cfg.guidance == "cfg" and m.cfg.cond_dropout == 0.5
     assert m.eps.embed.cond_dim == 1
+    pol = RunPolicy.from_spec(f"{tmp_path / 'run'},guidance=cfg,guide=1.5,target=-40,steps=3")
+    assert pol.actor.describe()["target"] == -40.0 and pol.actor.guidance_scale == 1.5
+    with pytest.raises(PolicyError, match="guidance"):
+        RunPolicy.from_spec(f"{tmp_path / 'run'},guidance=free")
     # the loss is a function of the trainer's generator alone: same draws, same loss
     batch = data.sample(16, np.random.default_rng(0))
     batch = {k: torch.as_tensor(v) for k, v in batch.items()}
@@ -103,32 +109,43 @@ def test_weight_and_target_steer_the_plan_with_the_same_noise():
     torch.testing.assert_close(w2[:, 0], w0[:, 0])  # the current observation stays pinned
 
 
+def _trend_windows(b: int, rng: np.random.Generator, h: int = 8) -> dict[str, np.ndarray]:
+    """Windows that start at 20 and rise or fall by 10 over the horizon (half each); the
+    return is the sum of the first dimension, so only the condition tells the two apart."""
+    s = rng.choice([-1.0, 1.0], size=(b, 1, 1))
+    x = 20 + 10 * s * np.linspace(0, 1, h)[None, :, None] + 0.5 * rng.standard_normal((b, h, 4))
+    x[:, 0] = 20 + 0.5 * rng.standard_normal((b, 4))
+    f = np.float32
+    return {"x": x.astype(f), "act": np.full((b, h), 20, f), "y": x[..., 0].sum(1).astype(f)}
+
+
 def test_a_trained_toy_plans_towards_a_higher_target():
-    """Trained briefly on the synthetic windows, a plan conditioned on a high return is valued
-    higher by the classifier than one conditioned on a low return, with the same noise."""
-    cfg = make_config("demo", **TINY, guidance="cfg", lr=3e-3, warmup_steps=1, ema_start=10**6)
-    data = SyntheticWindows(cfg.horizon, cfg.gamma, noise=0.6)
-    torch.manual_seed(0)
-    m = PlannerModels(cfg, data.stats, data.rbs)
-    opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
-    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
-    for _ in range(150):
-        b = {k: torch.as_tensor(v) for k, v in data.sample(64, rng).items()}
+    """Trained briefly on rising and falling windows, a plan conditioned on a return one std
+    above the mean rises further with a larger weight, one below it falls (same noise)."""
+    d = _trend_windows(5000, np.random.default_rng(123))
+    f = np.float32
+    stats = {"obs_mean": d["x"].reshape(-1, 4).mean(0), "obs_std": d["x"].reshape(-1, 4).std(0),
+             "mf_mean": np.zeros(4, f), "mf_std": np.ones(4, f), "act_mean": f(20),
+             "act_std": f(1), "ret_mean": f(d["y"].mean()), "ret_std": f(d["y"].std())}  # fmt: skip
+    cfg = make_config("demo", **TINY, use_mf=False, guidance="cfg")
+    torch.manual_seed(1)
+    m = PlannerModels(cfg, stats, 40.0)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    rng, gen = np.random.default_rng(1), torch.Generator().manual_seed(1)
+    for _ in range(100):
         opt.zero_grad()
-        m.loss(b, gen)["loss"].backward()
+        batch = {k: torch.as_tensor(v) for k, v in _trend_windows(32, rng).items()}
+        m.loss(batch, gen)["loss"].backward()
         opt.step()
     m.eval().requires_grad_(False)
-    obs = data.sample(32, np.random.default_rng(9))
-    o, mf = obs["x"][:, 0], obs["xbar"][:, 0]
-    sd = float(data.stats["ret_std"])
-    value = {}
-    for t in (-2, 2):
+    o = np.full((16, 4), 20, np.float32)
+    end = {}
+    for t, w in ((1, 2.0), (1, 0.0), (-1, 2.0)):
+        y = float(stats["ret_mean"] + t * stats["ret_std"])
         gen = torch.Generator().manual_seed(4)
-        _, z = plan_batch(m, o, mf, "dpm2", 5, 2.0, 1, gen, cuda_graph=False, guidance="cfg",
-                          target=float(data.stats["ret_mean"]) + t * sd)  # fmt: skip
-        own, xbar = m.from_model_space(z)
-        value[t] = m.predict_return(own, xbar).mean()
-    assert value[2] > value[-2]
+        _, z = plan_batch(m, o, None, "dpm2", 5, w, 1, gen, cuda_graph=False, target=y)
+        end[t, w] = float(m.from_model_space(z)[0][:, -1, 0].mean())
+    assert end[1, 2.0] > end[1, 0.0] + 1.0 and end[1, 0.0] > end[-1, 2.0] + 1.0
 
 
 def test_cfg_options_are_refused_where_they_cannot_work():
