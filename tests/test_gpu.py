@@ -61,6 +61,56 @@ def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
         torch.testing.assert_close(graphed.out, eager, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "solver, steps, cfg_weight, scale",
+    [("dpm2", 10, 1.5, 0.0), ("ddpm", None, 1.2, 0.0), ("dpm2", 10, 1.0, 0.0),
+     ("dpm2", 10, 0.0, 0.3)],
+)  # fmt: skip
+def test_cuda_graph_replays_the_eager_cfg_sampler(solver, steps, cfg_weight, scale):
+    """MA-CDMP trained for classifier-free guidance: the captured loop with its condition
+    buffer replays the eager sampler (w = 0 with a scale: classifier guidance on the
+    unconditional noise model)."""
+    cfg = make_config("demo", guidance="cfg")
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    torch.manual_seed(0)
+    models = PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+    sch = models.schedule()
+    shape = (12, cfg.horizon, cfg.channels)
+    nets = _backbones(models, Speed(), shape, sch.device)
+    graphed = _GraphedSampler(nets, sch, shape, solver, steps, scale, 5.0, None, 0.0, 1, cfg_weight)
+    for seed in (1, 2):  # two replays with new inputs
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        first = torch.randn(shape[0], shape[2], device="cuda", generator=g)
+        noise = torch.randn(noise_draws(solver, sch.n_steps), *shape, device="cuda", generator=g)
+        condition = torch.randn(shape[0], 1, device="cuda", generator=g)
+        graphed.first.copy_(first)
+        graphed.noise.copy_(noise)
+        graphed.condition.copy_(condition)
+        graphed.graph.replay()
+        eager = sample(
+            models.eps, sch, shape, solver=solver, steps=steps,
+            cond=Conditioning.first_step(first, shape[1]), value=models.classifier,
+            guidance_scale=scale, clip_x0=5.0, noise=noise, condition=condition,
+            cfg_weight=cfg_weight,
+        )  # fmt: skip
+        torch.testing.assert_close(graphed.out, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_the_cfg_actor_plans_through_graphs_in_range():
+    """The cfg actor on a GPU (captured, then replayed; a second target reuses the graph)."""
+    cfg = make_config("demo", guidance="cfg")
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    models = PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+    obs = np.random.default_rng(0).uniform(0, 20, (9, 4)).astype(np.float32)
+    out = []
+    for target in (None, models.default_target - 20.0):
+        actor = models.make_actor(seed=0, target=target, guidance_scale=1.5)
+        actor.reset(9)
+        out.append(np.stack([actor.act(obs, obs) for _ in range(2)]))
+        assert np.all((out[-1] >= 0) & (out[-1] <= data.rbs))
+    assert not np.allclose(out[0], out[1])
+
+
 @pytest.mark.parametrize("speed", [Speed(compile=True), Speed(bf16=True), Speed(True, True)])
 def test_compiled_and_bf16_graphs_stay_close_to_float32(speed):
     """Compiled backbones and bf16 inside the captured graph, cold and warm-started: actions
@@ -101,11 +151,11 @@ TINY_GPU = {"batch_size": 32, "n_epochs": 1, "steps_per_epoch": 40, "log_every":
             "ckpt_every": 40, "warmup_steps": 5, "ema_start": 10}  # fmt: skip
 
 
-def _trainers(tmp_path, n, **kw):
+def _trainers(tmp_path, n, guidance="classifier", **kw):
     from macdmp.methods import Trainer
     from macdmp.planner import make_config as planner_config
 
-    cfg = planner_config("demo", **TINY_GPU)
+    cfg = planner_config("demo", **TINY_GPU, guidance=guidance)
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
     return [Trainer("ma-cdmp", cfg, data, tmp_path / f"{kw}-{k}", "cuda", **kw) for k in range(n)]
 
@@ -187,6 +237,18 @@ def test_the_training_step_never_waits_for_the_host(tmp_path):
         tr._body(capturing=False)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_cfg_captured_step_matches_the_eager_step(tmp_path):
+    """MA-CDMP with classifier-free guidance: the keep mask is drawn inside the captured step."""
+    (eager,) = _trainers(tmp_path / "e", 1, capture=False, guidance="cfg")
+    (graph,) = _trainers(tmp_path / "g", 1, capture=True, guidance="cfg")
+    _steps([eager], 25)
+    _steps([graph], 25 - 3)
+    assert graph.graph is not None
+    torch.testing.assert_close(graph.acc, eager.acc, rtol=1e-4, atol=1e-5)
+    for a, b in zip(graph.params, eager.params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ and inverse dynamics (``macdmp.planner.models``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,7 @@ from macdmp.diffusion.graphs import run_maybe_graphed
 from macdmp.diffusion.sampler import SOLVERS, dpm_levels, dpm_max_steps, noise_draws, sample
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
 from macdmp.methods.base import TrainConfig
-
-RET_BEST_FALLBACK_Z = 1.2816  # the 90% quantile of a normal, when a source has no ret_best
+from macdmp.planner.models import default_target
 
 
 @dataclass(frozen=True)
@@ -80,15 +79,6 @@ class ReturnConditionedConfig(DiffusionConfig):
         self.need(self.inv_layers >= 1, "inv_layers", ">= 1")
         self.need(self.solver in SOLVERS, "solver", f"one of {SOLVERS}")
         self.need(self.sample_steps >= 1, "sample_steps", ">= 1")
-
-
-def default_target(stats: Mapping[str, Any]) -> float:
-    """The default target return (ms): the data's ``ret_best`` (the 90% quantile of the horizon
-    returns y), or mean + 1.28 std for a source without it."""
-    if "ret_best" in stats:
-        return float(np.asarray(stats["ret_best"]))
-    mean, std = (float(np.asarray(stats[k])) for k in ("ret_mean", "ret_std"))
-    return mean + RET_BEST_FALLBACK_Z * std
 
 
 def check_solver(

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape
+from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape, condition_keep
 from macdmp.diffusion.sampler import Conditioning
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
 from macdmp.methods.base import Actor, Method, TrainConfig
+from macdmp.planner.plan import GUIDANCE
 
 STAT_KEYS = (
     "obs_mean",
@@ -27,6 +28,7 @@ STAT_KEYS = (
     "ret_mean",
     "ret_std",
 )
+RET_BEST_FALLBACK_Z = 1.2816  # the 90% quantile of a normal, when a source has no ret_best
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class PlannerConfig(TrainConfig):
     w_inv: float = 1.0
     w_diff: float = 1.0
     w_cls: float = 1.0
+    # "classifier": the paper's classifier guidance (Eq. 20). "cfg": classifier-free guidance on
+    # the return: the noise model also takes the normalised horizon return y (the classifier's
+    # target), dropped for a fraction cond_dropout of the windows (the unconditional model).
+    # The classifier is trained either way (candidate ranking, guidance=classifier).
+    guidance: str = "classifier"
+    cond_dropout: float = 0.25  # Decision Diffuser's reference; only read with guidance="cfg"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
@@ -68,11 +76,18 @@ class PlannerConfig(TrainConfig):
         need(self.beta_schedule in SCHEDULES, "beta_schedule", f"one of {SCHEDULES}")
         for w in ("w_inv", "w_diff", "w_cls"):
             need(getattr(self, w) >= 0, w, ">= 0")
+        need(self.guidance in GUIDANCE, "guidance", f"one of {GUIDANCE}")
+        need(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "in [0, 1)")
 
     @property
     def channels(self) -> int:
         """Input channels of the noise model and classifier: own (+ mean-field) observation."""
         return self.obs_dim * (2 if self.use_mf else 1)
+
+    @property
+    def cond_dim(self) -> int:
+        """Size of the noise model's condition: 1 (the normalised return) with cfg, else 0."""
+        return 1 if self.guidance == "cfg" else 0
 
 
 PRESETS: dict[str, PlannerConfig] = {
@@ -170,6 +185,16 @@ class InverseDynamics(nn.Module):
         return self.net(torch.cat([o_t, o_next], dim=-1)).squeeze(-1)
 
 
+def default_target(stats: Mapping[str, Any]) -> float:
+    """The default target return (raw units) of return-conditioned sampling: the data's
+    ``ret_best`` (the 90% quantile of the horizon returns y), or mean + 1.28 std for a source
+    without it (Decision Diffuser conditions on a return near the top of its data)."""
+    if "ret_best" in stats:
+        return float(np.asarray(stats["ret_best"]))
+    mean, std = (float(np.asarray(stats[k])) for k in ("ret_mean", "ret_std"))
+    return mean + RET_BEST_FALLBACK_Z * std
+
+
 def flag(value: str) -> bool:
     """An on/off policy option: 1, true, on, yes or 0, false, off, no."""
     v = value.strip().lower()
@@ -193,7 +218,9 @@ class PlannerModels(Method):
     actor_options = {
         "solver": ("solver", str),
         "steps": ("steps", int),
+        "guidance": ("guidance", str),
         "guide": ("guidance_scale", float),
+        "target": ("target", float),
         "candidates": ("n_candidates", int),
         "warm": ("warm", float),
         "guide_sigma": ("guide_sigma", float),
@@ -210,7 +237,10 @@ class PlannerModels(Method):
         unet = dict(
             dim=cfg.dim, dim_mults=cfg.dim_mults, kernel_size=cfg.kernel_size, groups=cfg.groups
         )
-        self.eps = TemporalUNet(cfg.horizon, cfg.channels, **unet)
+        self.eps = TemporalUNet(cfg.horizon, cfg.channels, cond_dim=cfg.cond_dim, **unet)
+        # the target return of guidance=cfg when the actor names none (raw units; not a buffer,
+        # so the checkpoint's state dict is the same for either guidance)
+        self.default_target = default_target(stats)
         self.classifier = HalfUNet(cfg.horizon, cfg.channels, **unet)
         self.invdyn = InverseDynamics(cfg.obs_dim, cfg.inv_hidden, cfg.inv_layers)
 
@@ -273,7 +303,9 @@ def joint_loss(
     batch: dict[str, torch.Tensor],
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Eq. 19 on one batch of raw windows: inverse dynamics + noise + return MSE (normalised)."""
+    """Eq. 19 on one batch of raw windows: inverse dynamics + noise + return MSE (normalised).
+    With ``guidance="cfg"`` the noise model is conditioned on the normalised return y, dropped
+    for the rows of a keep mask drawn from ``generator`` (no host sync)."""
     cfg = models.cfg
     n = models.normalizer
     x, act, y = batch["x"], batch["act"], batch["y"]
@@ -286,7 +318,12 @@ def joint_loss(
     # left out of the noise loss (its "noise" is never removed by the sampler).
     cond = Conditioning.first_step(z0[:, 0], h)
     zk = cond.apply(schedule.q_sample(z0, idx, noise))
-    diff = (models.eps(zk, idx) - noise)[:, 1:].pow(2).mean()
+    if cfg.guidance == "cfg":
+        keep = condition_keep(b, cfg.cond_dropout, generator, dev)
+        eps = models.eps(zk, idx, n.ret(y)[:, None], keep)
+    else:
+        eps = models.eps(zk, idx)
+    diff = (eps - noise)[:, 1:].pow(2).mean()
     cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
     pred = models.invdyn(n.obs(x[:, :-1]), n.obs(x[:, 1:]))
     inv = (pred - n.act(act[:, :-1])).pow(2).mean()

@@ -15,6 +15,8 @@ from macdmp.diffusion.schedule import NoiseSchedule
 # module builds actors from this one, so importing it here would make the two import each other.
 
 BACKENDS = ("torch", "onnx")
+# how plans are steered towards a high return (PlannerConfig.guidance, the actor's `guidance`)
+GUIDANCE = ("classifier", "cfg")
 
 _SCHEDULES: dict[tuple[int, str, str], NoiseSchedule] = {}
 
@@ -53,9 +55,9 @@ _EXPORTED: dict[tuple, tuple[torch.nn.Module, object]] = {}
 
 
 def _autocast(fn: Callable, device: torch.device) -> Callable:
-    def run(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def run(x: torch.Tensor, idx: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            return fn(x, idx).float()
+            return fn(x, idx, *cond).float()
 
     return run
 
@@ -67,6 +69,8 @@ def _backbones(
     if speed.backend == "onnx":
         if device.type != "cpu":
             raise ValueError("backend: 'onnx' runs on the CPU; use device=cpu")
+        if models.cfg.cond_dim:
+            raise ValueError("backend: 'onnx' exports the classifier-guided models only; use torch")
         from macdmp.planner.export import OnnxBackbones
 
         key = (id(models), tuple(shape), torch.get_num_threads())
@@ -90,15 +94,20 @@ class _GraphedSampler:
 
     A plan is hundreds of small kernels per solver step; launched one by one from Python they
     cost about 8x their GPU time (docs/models.md). Replaying a captured graph launches them all
-    at once. Inputs (first observations, Gaussian draws, a warm start's previous plans) go
-    through static buffers.
+    at once. Inputs (first observations, Gaussian draws, a warm start's previous plans, the
+    return condition of classifier-free guidance) go through static buffers. ``cond_dim`` > 0:
+    the noise model takes a (B, cond_dim) condition, combined with weight ``cfg_weight``.
     """
 
-    def __init__(self, nets, sch, shape, solver, steps, scale, clip_x0, start, min_sigma) -> None:
+    def __init__(
+        self, nets, sch, shape, solver, steps, scale, clip_x0, start, min_sigma,
+        cond_dim: int = 0, cfg_weight: float = 1.0,
+    ) -> None:  # fmt: skip
         dev = sch.device
         self.first = torch.zeros(shape[0], shape[2], device=dev)
         self.noise = torch.zeros(noise_draws(solver, sch.n_steps), *shape, device=dev)
         self.x_start = None if start is None else torch.zeros(shape, device=dev)
+        self.condition = torch.zeros(shape[0], cond_dim, device=dev) if cond_dim else None
 
         def run() -> torch.Tensor:
             return sample(
@@ -115,6 +124,8 @@ class _GraphedSampler:
                 start_level=start,
                 x_start=self.x_start,
                 guide_min_sigma=min_sigma,
+                condition=self.condition,
+                cfg_weight=cfg_weight,
             )
 
         side = torch.cuda.Stream(dev)
@@ -132,11 +143,14 @@ class _GraphedSampler:
         first: torch.Tensor,
         generator: torch.Generator | None,
         x_start: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         self.first.copy_(first)
         self.noise.normal_(generator=generator)
         if self.x_start is not None:
             self.x_start.copy_(x_start)  # type: ignore[arg-type]
+        if self.condition is not None:
+            self.condition.copy_(condition)  # type: ignore[arg-type]
         self.graph.replay()
         return self.out.clone()
 
@@ -165,8 +179,16 @@ def plan_batch(
     warm: float = 0.3,
     guide_min_sigma: float = 0.0,
     speed: Speed | None = None,
+    guidance: str | None = None,
+    target: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`plan` on tensors: (actions (A,) in RBs, chosen plans (A, H, C) in model space).
+
+    ``guidance`` (default: the model's ``cfg.guidance``): "classifier", the paper's classifier
+    guidance with scale ``guidance_scale`` (a model trained for "cfg" then runs its noise model
+    unconditioned); or "cfg", classifier-free guidance towards the return ``target`` (raw
+    units; default the model's ``default_target``, the data's 90% quantile) with weight
+    w = ``guidance_scale`` (needs a model trained with ``guidance="cfg"``).
 
     ``warm_from``: each agent's previous plan in model space (what this returned last frame);
     it is shifted one frame on (:func:`shift_plans`), re-noised to the solver level nearest to
@@ -176,6 +198,11 @@ def plan_batch(
         raise ValueError(f"n_candidates: must be >= 1 (got {n_candidates})")
     speed = speed or Speed()
     cfg = models.cfg
+    guidance = cfg.guidance if guidance is None else guidance
+    if guidance not in GUIDANCE:
+        raise ValueError(f"guidance: must be one of {GUIDANCE} (got {guidance!r})")
+    if guidance == "cfg" and not cfg.cond_dim:
+        raise ValueError("guidance: 'cfg' needs a model trained with guidance=cfg")
     device = models.normalizer.obs_mean.device
     o = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, device=device)
     o = o.to(torch.float32)
@@ -209,19 +236,33 @@ def plan_batch(
             x_start = shift_plans(warm_from)
             x_start = x_start.repeat_interleave(n_candidates, dim=0)
         first = first.repeat_interleave(n_candidates, dim=0)
+        # Classifier-free guidance: every sample asks for the target return, weight w = scale
+        # and no classifier gradient; classifier guidance on a cfg-trained model: w = 0 (the
+        # unconditional noise model, one call per step) with the classifier's gradient.
+        condition, cfg_weight, scale = None, 1.0, float(guidance_scale)
+        if cfg.cond_dim:
+            y = models.default_target if target is None else float(target)
+            if not np.isfinite(y):
+                raise ValueError(f"target: must be a finite return (got {y})")
+            condition = models.normalizer.ret(torch.full((shape[0], 1), y, device=device))
+            if guidance == "cfg":
+                cfg_weight, scale = scale, 0.0
+            else:
+                cfg_weight = 0.0
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
     nets = _backbones(models, speed, shape, device)
     if cuda_graph:
         if device.type != "cuda":
             raise ValueError("cuda_graph: needs the models on a CUDA device")
-        key = (id(models), shape, solver, steps, float(guidance_scale), clip_x0, start)
-        key += (float(guide_min_sigma), speed)
+        key = (id(models), shape, solver, steps, scale, clip_x0, start)
+        key += (float(guide_min_sigma), speed, cfg_weight)
         if key not in _GRAPHS:
             _GRAPHS[key] = _GraphedSampler(
-                nets, sch, shape, solver, steps, guidance_scale, clip_x0, start, guide_min_sigma
-            )
-        z = _GRAPHS[key](first, generator, x_start)
+                nets, sch, shape, solver, steps, scale, clip_x0, start, guide_min_sigma,
+                cfg.cond_dim, cfg_weight,
+            )  # fmt: skip
+        z = _GRAPHS[key](first, generator, x_start, condition)
     else:
         z = sample(
             nets["eps_model"],
@@ -231,13 +272,15 @@ def plan_batch(
             steps=steps,
             cond=Conditioning.first_step(first.clone(), h),
             value=nets["value"],
-            guidance_scale=guidance_scale,
+            guidance_scale=scale,
             generator=generator,
             clip_x0=clip_x0,
             start_level=start,
             x_start=x_start,
             guide_min_sigma=guide_min_sigma,
             value_grad=nets["value_grad"],
+            condition=condition,
+            cfg_weight=cfg_weight,
         )
     with torch.inference_mode():
         if n_candidates > 1:

@@ -8,7 +8,14 @@ All agents given to one call are planned in one batch. Options, as in
 
     solver       ddpm | dpm1 | dpm2 (default dpm2, second-order DPM-Solver++)
     steps        solver steps (default 10, or fewer where K allows fewer; DDPM runs all K)
-    guide        classifier guidance scale zeta (default 0.1)
+    guidance     classifier | cfg (default: what the model was trained for, its config's
+                 ``guidance``; cfg needs a model trained with guidance=cfg, and such a model
+                 runs guidance=classifier with its unconditional noise model)
+    guide        the scale of the guidance: classifier guidance's zeta (default 0.1), or
+                 classifier-free guidance's weight w, eps_u + w (eps_c - eps_u) (default 1.2,
+                 Decision Diffuser's; 0 unconditional, 1 conditional alone)
+    target       cfg: the return every agent asks for, raw units (default the data's 90%
+                 quantile of horizon returns, ``ret_best``, as MA-DD)
     candidates   plans sampled per agent, the one the classifier values most is kept (default 1)
     warm         warm start: from the second frame of an episode each agent starts from its
                  previous plan shifted by one frame, re-noised to the solver level nearest to
@@ -32,12 +39,14 @@ import torch
 
 from macdmp.diffusion.sampler import SOLVERS, dpm_levels, dpm_max_steps, dpm_warm_level
 from macdmp.methods.base import Actor
-from macdmp.planner.plan import Speed, plan_batch
+from macdmp.planner.plan import GUIDANCE, Speed, plan_batch
 
 # `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
 # module builds actors from this one, so importing it here would make the two import each other.
 
 SOLVER_DEFAULT_STEPS = {"ddpm": None, "dpm1": 10, "dpm2": 10}
+# guide's default: classifier guidance's zeta (the paper's), cfg's weight w (Decision Diffuser's)
+DEFAULT_GUIDE = {"classifier": 0.1, "cfg": 1.2}
 
 
 class PlannerActor(Actor):
@@ -49,14 +58,27 @@ class PlannerActor(Actor):
         seed: int = 0,
         solver: str = "dpm2",
         steps: int | None = None,
-        guidance_scale: float = 0.1,
+        guidance_scale: float | None = None,
         n_candidates: int = 1,
         warm: float = 0.0,
         guide_sigma: float = 0.0,
         bf16: bool = False,
         compile: bool = False,
         backend: str = "torch",
+        guidance: str | None = None,
+        target: float | None = None,
     ) -> None:
+        guidance = models.cfg.guidance if guidance is None else guidance
+        if guidance not in GUIDANCE:
+            raise ValueError(f"guidance: must be one of {GUIDANCE} (got {guidance!r})")
+        if guidance == "cfg" and models.cfg.guidance != "cfg":
+            raise ValueError("guidance: 'cfg' needs a model trained with guidance=cfg")
+        if target is not None and guidance != "cfg":
+            raise ValueError("target: only classifier-free guidance (guidance=cfg) takes one")
+        if target is not None and not np.isfinite(target):
+            raise ValueError(f"target: must be a finite return (got {target})")
+        if guidance_scale is None:
+            guidance_scale = DEFAULT_GUIDE[guidance]
         if solver not in SOLVERS:
             raise ValueError(f"solver: {solver!r} is not one of {SOLVERS}")
         if steps is not None and steps < 1:
@@ -83,6 +105,10 @@ class PlannerActor(Actor):
         self.speed = Speed(compile=bool(compile), bf16=bool(bf16), backend=backend)
         if backend == "onnx" and models.normalizer.obs_mean.device.type != "cpu":
             raise ValueError("backend: 'onnx' runs on the CPU; add device=cpu")
+        if backend == "onnx" and models.cfg.guidance == "cfg":
+            raise ValueError("backend: 'onnx' exports the classifier-guided models only; use torch")
+        self.guidance = guidance
+        self.target = None if target is None else float(target)
         self.warm = float(warm)
         self.guide_sigma = float(guide_sigma)
         self._prev = None  # each agent's last plan in model space (A, H, C), for warm starts
@@ -96,7 +122,10 @@ class PlannerActor(Actor):
         self.generator.manual_seed(self.seed)
         base = "MA-CDMP" if models.cfg.use_mf else "MA-CDMP w/o MF"
         k = models.cfg.n_diffusion_steps if solver == "ddpm" else self.steps
-        extras = "" if self.guidance_scale == 0.1 else f", guide {self.guidance_scale:g}"
+        extras = "" if guidance == "classifier" else ", cfg"
+        extras += "" if target is None else f" target {self.target:g}"
+        if self.guidance_scale != DEFAULT_GUIDE[guidance]:
+            extras += f", guide {self.guidance_scale:g}"
         extras += "" if self.n_candidates == 1 else f", {self.n_candidates} candidates"
         extras += "" if self.warm == 0.0 else f", warm {self.warm:g}"
         extras += "" if self.guide_sigma == 0.0 else f", guide sigma >= {self.guide_sigma:g}"
@@ -105,6 +134,12 @@ class PlannerActor(Actor):
         reward = getattr(models.cfg, "reward", "delay")
         extras += "" if reward == "delay" else f", reward {reward}"
         self.label = f"{base} ({solver} {k}{extras})"
+
+    def plan_target(self) -> float | None:
+        """The return the plans are conditioned on (raw units; None with classifier guidance)."""
+        if self.guidance != "cfg":
+            return None
+        return self.models.default_target if self.target is None else self.target
 
     def reset(self, n_agents: int) -> None:
         self.generator.manual_seed(self.seed)
@@ -129,6 +164,8 @@ class PlannerActor(Actor):
             warm=self.warm or 0.3,
             guide_min_sigma=self.guide_sigma,
             speed=self.speed,
+            guidance=self.guidance,
+            target=self.target,
         )
         if self.warm:
             self._prev = z
@@ -139,7 +176,9 @@ class PlannerActor(Actor):
             "label": self.label,
             "solver": self.solver,
             "steps": self.steps,
+            "guidance": self.guidance,
             "guidance_scale": self.guidance_scale,
+            "target": self.plan_target(),
             "n_candidates": self.n_candidates,
             "warm": self.warm,
             "guide_sigma": self.guide_sigma,
