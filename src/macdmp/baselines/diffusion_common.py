@@ -20,7 +20,7 @@ from macdmp.diffusion.backbones import check_unet_shape
 from macdmp.diffusion.graphs import run_maybe_graphed
 from macdmp.diffusion.sampler import SOLVERS, dpm_levels, dpm_max_steps, noise_draws, sample
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
-from macdmp.methods.base import TrainConfig
+from macdmp.methods.base import Actor, TrainConfig
 from macdmp.planner.models import default_target
 
 
@@ -97,6 +97,41 @@ def check_solver(
     return steps
 
 
+class ReturnConditionedActor(Actor):
+    """The options and state MA-DD's and MADiff's actors share: solver and steps, the
+    classifier-free guidance weight ``cfg_weight`` (option ``cfg``), the target return
+    ``target`` (default the model's), and a generator reset with every episode."""
+
+    label_name = ""
+
+    def __init__(
+        self,
+        model: Any,
+        seed: int = 0,
+        solver: str | None = None,
+        steps: int | None = None,
+        cfg_weight: float | None = None,
+        target: float | None = None,
+    ) -> None:
+        cfg = model.cfg
+        self.model = model
+        self.solver = cfg.solver if solver is None else solver
+        self.steps = check_solver(model.schedule(), self.solver, steps, cfg.sample_steps)
+        self.cfg_weight = cfg.cfg_weight if cfg_weight is None else float(cfg_weight)
+        if not np.isfinite(self.cfg_weight):
+            raise ValueError(f"cfg: must be a finite number (got {self.cfg_weight})")
+        self.target = float(model.target) if target is None else float(target)
+        if not np.isfinite(self.target):
+            raise ValueError(f"target: must be a finite return in ms (got {self.target})")
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
+        k = cfg.n_diffusion_steps if self.solver == "ddpm" else self.steps
+        self.label = f"{self.label_name} ({self.solver} {k}, w {self.cfg_weight:g})"
+
+    def reset(self, n_agents: int) -> None:
+        self.generator.manual_seed(self.seed)
+
+
 _GRAPHS: dict[tuple, Any] = {}
 CUDA_GRAPHS = True  # False: the actors sample eagerly on a GPU too (tests compare the two)
 
@@ -120,6 +155,7 @@ def sample_plans(
 
 __all__ = [
     "DiffusionConfig",
+    "ReturnConditionedActor",
     "ReturnConditionedConfig",
     "check_solver",
     "default_target",

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from macdmp.baselines.diffusion_common import (
+    ReturnConditionedActor,
     ReturnConditionedConfig,
-    check_solver,
     default_target,
     sample,
     sample_plans,
@@ -119,36 +119,10 @@ class MADD(Method):
         return MADDActor(self, seed=seed, **options)
 
 
-class MADDActor(Actor):
+class MADDActor(ReturnConditionedActor):
     """Every agent plans from its own observation alone, all agents in one sampling batch."""
 
-    def __init__(
-        self,
-        model: MADD,
-        seed: int = 0,
-        solver: str | None = None,
-        steps: int | None = None,
-        cfg_weight: float | None = None,
-        target: float | None = None,
-    ) -> None:
-        cfg = model.cfg
-        self.model = model
-        self.solver = cfg.solver if solver is None else solver
-        sch = model.schedule()
-        self.steps = check_solver(sch, self.solver, steps, cfg.sample_steps)
-        self.cfg_weight = cfg.cfg_weight if cfg_weight is None else float(cfg_weight)
-        if not np.isfinite(self.cfg_weight):
-            raise ValueError(f"cfg: must be a finite number (got {self.cfg_weight})")
-        self.target = float(model.target) if target is None else float(target)
-        if not np.isfinite(self.target):
-            raise ValueError(f"target: must be a finite return in ms (got {self.target})")
-        self.seed = int(seed)
-        self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
-        k = sch.n_steps if self.solver == "ddpm" else self.steps
-        self.label = f"MA-DD ({self.solver} {k}, w {self.cfg_weight:g})"
-
-    def reset(self, n_agents: int) -> None:
-        self.generator.manual_seed(self.seed)
+    label_name = "MA-DD"
 
     @torch.inference_mode()
     def _first(self, obs: np.ndarray) -> torch.Tensor:

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from macdmp.baselines.diffusion_common import (
+    ReturnConditionedActor,
     ReturnConditionedConfig,
-    check_solver,
     default_target,
     sample,
     sample_plans,
@@ -155,36 +155,14 @@ class MADiff(Method):
         return MADiffActor(self, seed=seed, **options)
 
 
-class MADiffActor(Actor):
+class MADiffActor(ReturnConditionedActor):
     """Each agent samples its own joint plan of its whole network from its own observation."""
 
-    def __init__(
-        self,
-        model: MADiff,
-        seed: int = 0,
-        solver: str | None = None,
-        steps: int | None = None,
-        cfg_weight: float | None = None,
-        target: float | None = None,
-    ) -> None:
-        cfg = model.cfg
-        self.model = model
-        self.solver = cfg.solver if solver is None else solver
-        self.steps = check_solver(model.schedule(), self.solver, steps, cfg.sample_steps)
-        self.cfg_weight = cfg.cfg_weight if cfg_weight is None else float(cfg_weight)
-        if not np.isfinite(self.cfg_weight):
-            raise ValueError(f"cfg: must be a finite number (got {self.cfg_weight})")
-        self.target = float(model.target) if target is None else float(target)
-        if not np.isfinite(self.target):
-            raise ValueError(f"target: must be a finite return in ms (got {self.target})")
-        self.seed = int(seed)
-        self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
-        self.sizes: np.ndarray | None = None
-        k = cfg.n_diffusion_steps if self.solver == "ddpm" else self.steps
-        self.label = f"MADiff ({self.solver} {k}, w {self.cfg_weight:g})"
+    label_name = "MADiff"
+    sizes: np.ndarray | None = None
 
     def reset(self, n_agents: int) -> None:
-        self.generator.manual_seed(self.seed)
+        super().reset(n_agents)
         self.sizes = None
 
     def set_team_sizes(self, sizes: np.ndarray) -> None:
