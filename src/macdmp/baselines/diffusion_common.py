@@ -103,6 +103,13 @@ class ReturnConditionedActor(Actor):
     ``target`` (default the model's), and a generator reset with every episode."""
 
     label_name = ""
+    # the `--policy RUN_DIR,k=v` options of these actors (a method's ``actor_options``)
+    options = {
+        "solver": ("solver", str),
+        "steps": ("steps", int),
+        "cfg": ("cfg_weight", float),
+        "target": ("target", float),
+    }
 
     def __init__(
         self,

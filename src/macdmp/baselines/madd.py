@@ -72,12 +72,7 @@ class MADD(Method):
     presets = PRESETS
     loss_names = ("loss", "diff", "inv")
     compile_modules = ("eps",)
-    actor_options = {
-        "solver": ("solver", str),
-        "steps": ("steps", int),
-        "cfg": ("cfg_weight", float),
-        "target": ("target", float),
-    }
+    actor_options = ReturnConditionedActor.options
     cfg: MADDConfig
 
     def __init__(self, cfg: MADDConfig, stats: Mapping[str, Any], rbs: float) -> None:

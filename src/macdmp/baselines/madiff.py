@@ -94,12 +94,7 @@ class MADiff(Method):
     presets = PRESETS
     loss_names = ("loss", "diff", "inv")
     compile_modules = ("eps",)
-    actor_options = {
-        "solver": ("solver", str),
-        "steps": ("steps", int),
-        "cfg": ("cfg_weight", float),
-        "target": ("target", float),
-    }
+    actor_options = ReturnConditionedActor.options
     cfg: MADiffConfig
 
     def __init__(self, cfg: MADiffConfig, stats: Mapping[str, Any], rbs: float) -> None:
