@@ -1,110 +1,136 @@
 #!/usr/bin/env bash
-# One lease of the GPU machine for issues 10, 11 and 13 together: one pair of datasets, one
-# packed training of every run they need, then each study's evaluations and the latency
-# benchmark. It drives the per-issue scripts (paper_run.sh, guidance_study.sh, realtime_gpu.sh)
-# with one work folder, so nothing is collected or trained twice.
+# One lease of the GPU machine for issues 11 and 13 together: one pair of datasets, one packed
+# training of every run they need, the latency benchmark alone on the GPU, then each study's
+# evaluations. It drives the per-issue scripts (guidance_study.sh, benchmarks/plan_latency.py)
+# with one work folder, so nothing is collected or trained twice. Every stage stops by its
+# SECONDS (default 570, under the 10-minute limit of a call), keeps what finished, and resumes
+# on the next call of the same machine.
 #
-#   experiments/gpu_session.sh prep SECONDS   # GPU tests, datasets (paper + mixed), then train
-#   experiments/gpu_session.sh train SECONDS  # train on until done or SECONDS
-#   experiments/gpu_session.sh eval           # diffusion baselines, guidance study + sweep, quality
-#   experiments/gpu_session.sh latency        # benchmarks/plan_latency.py, alone on the GPU
+#   experiments/gpu_session.sh start SECONDS  # latency alone on the GPU while the datasets are
+#                                             # collected (paper + mixed), then training
+#   experiments/gpu_session.sh train SECONDS  # training until done, then evaluations
+#   experiments/gpu_session.sh eval SECONDS   # evaluations: the study's units, the real-time
+#                                             # quality rows, the guidance sweep, displacement
+#   experiments/gpu_session.sh checks SECONDS # tests/test_gpu.py and `reproduce --scale smoke`
+#                                             # on CUDA (needs nothing from the other stages)
 #
 # Every stage ends by packing the small result files of $W/res into $OUT/session.tgz.
-# The runs (STEPS optimiser steps each, default 10,000; the paper trains 100,000, which did not
-# fit one lease with every run of the three issues):
-#   guidance study (issue 11): 8 MA-CDMP runs (guidance_study.sh's list; `delay` is MA-CDMP
-#     with the paper's settings and serves as the reference run of issue 13 too)
-#   diffusion baselines (issue 10): ma-diffuser, ma-dd, madiff
-#   real-time planning (issue 13): the `fast` preset
+# The runs (STEPS optimiser steps each, default 10,000, packed without compilation; the paper
+# trains 100,000): the guidance study's 9 MA-CDMP runs (guidance_study.sh's list; its `delay`
+# run has the paper's settings and is the reference of issue 13's quality rows) and the `fast`
+# preset of issue 13. Latency does not depend on the weights, so it is measured on untrained
+# models of each preset (benchmarks/plan_latency.py without --run) before training starts.
 set -euo pipefail
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 W="${SESSION_WORK:-/root/w}"
 DEV_OUT="${OUT:-$W/out}"
-export STEPS="${STEPS:-10000}" STUDY_WORK="$W" PAPER_WORK="$W" REALTIME_WORK="$W"
-mkdir -p "$W/res" "$DEV_OUT"
+export STEPS="${STEPS:-10000}" STUDY_WORK="$W" COMPILE=""
+mkdir -p "$W/res/study" "$W/res/realtime" "$W/res/quality" "$DEV_OUT"
+T0=$(date +%s)
+left() { echo $(( ${LIMIT:-570} - ($(date +%s) - T0) )); }
 
-pack() { tar czf "$DEV_OUT/session.tgz" -C "$W/res" . && ls -la "$DEV_OUT"; }
+pack() {
+  mkdir -p "$W/res/study-eval"
+  cp "$W"/eval/*.json "$W/res/study-eval/" 2>/dev/null || true
+  tar czf "$DEV_OUT/session.tgz" -C "$W/res" . && ls -la "$DEV_OUT"
+}
+
+# GPU latency, 1/9/100/1000 agents, paper then fast preset (untrained: same architecture)
+P_DEFAULT="cold10,cold5,warm,skip,warm+skip,cold10+bf16,warm+skip+bf16,cold10+compile"
+P_DEFAULT+=",warm+skip+compile,warm+skip+compile+bf16,cold5+compile+bf16"
+P_SETTINGS="${P_SETTINGS:-$P_DEFAULT}"
+F_SETTINGS="${F_SETTINGS:-cold10,warm+skip,warm+skip+bf16,warm+skip+compile+bf16}"
+latency() {
+  timeout -s TERM 300 python3 benchmarks/plan_latency.py --preset paper \
+      --settings "$P_SETTINGS" --quality-settings "" \
+      --out "$W/res/realtime/latency_paper.md" > "$W/res/latency.log" 2>&1 || true
+  timeout -s TERM 100 python3 benchmarks/plan_latency.py --preset fast \
+      --settings "$F_SETTINGS" --quality-settings "" \
+      --out "$W/res/realtime/latency_fast.md" >> "$W/res/latency.log" 2>&1 || true
+  tail -n 20 "$W/res/realtime"/latency_*.md
+}
 
 train() {
   local secs=$1
-  # the study's runs, as guidance_study.sh's `train` lists them (run folder -> data, reward)
-  : > "$W/session.toml"
-  for r in delay own ownnb delay-nomf own-nomf ownnb-nomf mixed-delay mixed-ownnb; do
-    local data="$W/paper.h5" reward=delay
-    case $r in mixed-*) data="$W/mixed.h5";; esac
-    case $r in *ownnb*) reward="own+neighbours-backlog";; *own*) reward="own-backlog";; esac
-    printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "paper"\nsteps = %s\n' \
-        "$W/runs/$r" "$data" "$STEPS" >> "$W/session.toml"
-    case $r in *-nomf) echo "no_mf = true" >> "$W/session.toml";; esac
-    printf 'set = { reward = "%s" }\n' "$reward" >> "$W/session.toml"
-  done
-  for r in ma-diffuser ma-dd madiff; do
-    printf '[[run]]\nout = "%s"\ndata = "%s"\nmethod = "%s"\npreset = "paper"\nsteps = %s\n' \
-        "$W/runs/$r" "$W/paper.h5" "$r" "$STEPS" >> "$W/session.toml"
-  done
+  [ "$secs" -gt 30 ] || return 0
   printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "fast"\nsteps = %s\n' \
-      "$W/runs/fast" "$W/paper.h5" "$STEPS" >> "$W/session.toml"
-  rc=0
-  timeout -s TERM "$secs" python3 -m macdmp.cli train --plan "$W/session.toml" --quiet || rc=$?
-  for d in "$W"/runs/*/; do echo "$(basename "$d"): $(tail -n 1 "$d/losses.jsonl")"; done
+      "$W/runs/fast" "$W/paper.h5" "$STEPS" > "$W/extra.toml"
+  EXTRA_PLAN="$W/extra.toml" OUT="$W/res/study" experiments/guidance_study.sh train "$secs" \
+      | tee "$W/res/train.log"
   mkdir -p "$W/res/losses"
   for d in "$W"/runs/*/; do cp "$d/losses.jsonl" "$W/res/losses/$(basename "$d").jsonl"; done
-  ln -sfn "$W/runs/delay" "$W/runs/paper"
-  case $rc in 0) echo "training finished";; 124|130) echo "stopped; run again to resume";;
-    *) exit $rc;; esac
+}
+
+trained() { grep -q "training finished" "$W/res/train.log" 2>/dev/null; }
+
+# one quality row of benchmarks/plan_latency.py per file, so a stopped stage resumes by row
+quality_row() {  # RUN SETTING FILE
+  [ -f "$3" ] && return 0
+  [ "$(left)" -gt 60 ] || { echo "not started (deadline): $3"; return 0; }
+  timeout -s TERM $(( $(left) - 10 )) python3 benchmarks/plan_latency.py --run "$1" \
+      --settings "" --quality-settings "$2" --quality-frames 300 --quality-seeds 3 \
+      --out "$3.tmp" > /dev/null 2>&1 && mv "$3.tmp" "$3" || echo "NOT DONE: $3"
+}
+
+evaluate() {
+  trained || { echo "training not finished: no evaluations"; return 0; }
+  [ "$(left)" -gt 60 ] || return 0
+  # the study's QoS units (3 at a time: one GPU is time-sliced between processes, so more
+  # only adds switching), then issue 13's quality rows beside the sweep
+  OUT="$W/res/study" PAR=3 STAGE_S=$(( $(left) - 5 )) experiments/guidance_study.sh eval \
+      > "$W/res/study-eval.log" 2>&1 || true
+  tail -n 3 "$W/res/study-eval.log"
+  (
+    for s in warm skip warm+skip warm+skip+bf16 cold10 cold5 warm+skip0.5; do
+      quality_row "$W/runs/delay" "$s" "$W/res/quality/paper-$s.md"
+    done
+    for s in cold10 warm+skip; do
+      quality_row "$W/runs/fast" "$s" "$W/res/quality/fast-$s.md"
+    done
+  ) > "$W/res/quality.log" 2>&1 &
+  local q=$!
+  OUT="$W/res/study" PAR=2 STAGE_S=$(( $(left) - 5 )) PUSH_STATES=0 \
+      experiments/guidance_study.sh sweep > "$W/res/study-sweep.log" 2>&1 || true
+  wait $q || true
+  tail -n 3 "$W/res/study-sweep.log" "$W/res/quality.log"
+  cat "$W"/res/quality/*.md 2>/dev/null | grep '^| [a-z]' | grep -v '^| setting' || true
+  OUT="$W/res/study" experiments/guidance_study.sh results > /dev/null 2>&1 || true
 }
 
 case "${1:-}" in
-prep)
+start)
+  LIMIT="${2:-570}"
   nvidia-smi -L || true
-  start=$(date +%s)
-  mkdir -p "$W/res/study"
-  python3 -m pytest -q tests/test_gpu.py > "$W/res/gpu-tests.log" 2>&1 &
-  OUT="$W/res/study" experiments/guidance_study.sh collect
-  wait || true
-  tail -n 5 "$W/res/gpu-tests.log"
-  train $(( ${2:-540} - ($(date +%s) - start) ))
+  OUT="$W/res/study" THREADS="${THREADS:-5}" experiments/guidance_study.sh collect > "$W/res/collect.log" 2>&1 &
+  c=$!
+  latency
+  wait $c || { cat "$W/res/collect.log"; exit 1; }
+  tail -n 12 "$W/res/collect.log"
+  train $(( $(left) - 15 ))
   pack
   ;;
 train)
-  train "${2:-540}"
+  LIMIT="${2:-570}"
+  trained || train $(( $(left) - 15 ))
+  evaluate
   pack
   ;;
 eval)
-  # the quality of the real-time settings in the loop, beside the two studies' evaluations;
-  # everything stops by 560 s (the 10-minute limit of a call), keeping what finished
-  start=$(date +%s) EVAL_S="${EVAL_S:-560}"
-  OUT="$W/res/realtime" timeout -s TERM "$EVAL_S" experiments/realtime_gpu.sh quality \
-      > "$W/res/quality.log" 2>&1 &
-  q=$!
-  OUT="$W/res/diffusers" timeout -s TERM "$EVAL_S" experiments/paper_run.sh eval-diffusers \
-      > "$W/res/diffusers.log" 2>&1 &
-  d=$!
-  # the study's evaluations, then its guidance sweep (displacement tables and QoS per scale);
-  # units still running at the deadline are stopped and listed as NOT DONE
-  OUT="$W/res/study" PAR=6 STAGE_S=$(( EVAL_S * 3 / 5 )) experiments/guidance_study.sh eval \
-      > "$W/res/study-eval.log" 2>&1 || true
-  OUT="$W/res/study" PAR=6 STAGE_S=$(( EVAL_S - 10 - ($(date +%s) - start) )) \
-      experiments/guidance_study.sh sweep > "$W/res/study-sweep.log" 2>&1 || true
-  wait $d || echo "eval-diffusers failed (see diffusers.log)"
-  wait $q || echo "quality failed (see quality.log)"
-  OUT="$W/res/study" experiments/guidance_study.sh results > /dev/null 2>&1 || true
-  mkdir -p "$W/res/eval-diff" "$W/res/study-eval"
-  cp "$W"/eval-diff/* "$W/res/eval-diff/" 2>/dev/null || true
-  cp "$W"/eval/* "$W/res/study-eval/" 2>/dev/null || true
-  pkill -f "macdmp.cli evaluate" || true  # units a timeout left behind
-  pkill -f "plan_latency.py" || true
-  tail -n 3 "$W/res"/*.log
+  LIMIT="${2:-570}"
+  evaluate
   pack
   ;;
-latency)
-  start=$(date +%s)
-  OUT="$W/res/realtime" timeout -s TERM 400 experiments/realtime_gpu.sh latency || true
-  OUT="$W/res/realtime" timeout -s TERM $(( 560 - ($(date +%s) - start) )) \
-      experiments/realtime_gpu.sh fast || true
-  pkill -f "plan_latency.py" || true
+checks)
+  LIMIT="${2:-570}"
+  timeout -s TERM $(( $(left) - 200 )) python3 -m pytest -q tests/test_gpu.py \
+      > "$W/res/gpu-tests.log" 2>&1 || true
+  tail -n 8 "$W/res/gpu-tests.log"
+  OUT="$W/res" REPRO_WORK="$W/repro" timeout -s TERM $(( $(left) - 10 )) \
+      experiments/reproduce_gpu.sh smoke-gpu $(( $(left) - 40 )) > "$W/res/smoke-gpu.log" 2>&1 \
+      || true
+  tail -n 15 "$W/res/smoke-gpu.log"
   pack
   ;;
 *)
-  sed -n 2,19p "$0"; exit 2 ;;
+  sed -n 2,23p "$0"; exit 2 ;;
 esac

@@ -14,8 +14,9 @@
 #   paper data (behaviour sigma 0.5):  reward in {delay, own-backlog, own+neighbours-backlog}
 #                                      x {MA-CDMP, w/o MF}                             6 runs
 #   mixed data (--quality mixed):      reward in {delay, own+neighbours-backlog}, MA-CDMP  2 runs
+#   paper data, classifier-free guidance on the own+neighbours-backlog return (item 4)    1 run
 # Evaluation: 4 paper scenarios x 3 held-out seeds x 1,000 frames, ideal and limited RF; the
-# sweep: guidance scales 0.01 .. 1000 for plan/action displacement, 9 (run, scale) units of
+# sweep: guidance scales 0.01 .. 1000 for plan/action displacement, 11 (run, scale) units of
 # QoS (SWEEP= picks others).
 #
 # Works from the repository root without installing the package (PYTHONPATH=src).
@@ -34,16 +35,18 @@ SIZE="${SIZE:---preset paper}"
 FRAMES="${FRAMES:-1000}"
 THREADS="${THREADS:-6}"  # Numba threads of each of the two collections
 EVAL_EVERY="${EVAL_EVERY:-10000}"  # in-loop evaluation (learning curve); 0 saves ~1 min
-PUSH_STATES="${PUSH_STATES:-2048}"  # states planned from by guidance_push.py
+PUSH_STATES="${PUSH_STATES:-2048}"  # states planned from by guidance_push.py (0: none)
 mkdir -p "$W" "$OUT" "$W/eval"
 macdmp() { python3 -m macdmp.cli "$@"; }
 
 # run folder name -> dataset, reward, w/o MF
-RUNS=(delay own ownnb delay-nomf own-nomf ownnb-nomf mixed-delay mixed-ownnb)
+RUNS=(delay own ownnb delay-nomf own-nomf ownnb-nomf mixed-delay mixed-ownnb cfg-ownnb)
 data_of() { case $1 in mixed-*) echo "$W/mixed.h5";; *) echo "$W/paper.h5";; esac; }
 reward_of() { case $1 in *ownnb*) echo "own+neighbours-backlog";; *own*) echo "own-backlog";;
   *) echo "delay";; esac; }
+guidance_of() { case $1 in cfg-*) echo cfg;; *) echo classifier;; esac; }
 label_of() { local l="MA-CDMP"; case $1 in *-nomf) l="$l w/o MF";; esac
+  case $1 in cfg-*) l="$l CFG";; esac
   case $1 in mixed-*) l="$l mixed-data";; esac; echo "$l $(reward_of "$1")"; }
 COMMON=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames "$FRAMES"
         --rf ideal,limited)
@@ -86,8 +89,11 @@ train)
       printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "%s"\nsteps = %s\n' \
           "$W/runs/$r" "$(data_of "$r")" "$PRESET" "$STEPS"
       case $r in *-nomf) echo "no_mf = true";; esac
-      printf 'set = { reward = "%s", eval_every = %s }\n' "$(reward_of "$r")" "$EVAL_EVERY"
+      printf 'set = { reward = "%s", guidance = "%s", eval_every = %s }\n' "$(reward_of "$r")" \
+          "$(guidance_of "$r")" "$EVAL_EVERY"
     done
+    # EXTRA_PLAN: more [[run]] tables trained packed with the study's (gpu_session.sh)
+    [ -z "${EXTRA_PLAN:-}" ] || cat "$EXTRA_PLAN"
   } > "$W/plan.toml"
   rc=0
   # shellcheck disable=SC2086
@@ -112,6 +118,7 @@ eval)
 sweep)
   # how far guided plans and actions move from the unguided ones (same noise), per scale
   for r in delay ownnb ownnb-nomf mixed-ownnb; do
+    [ "$PUSH_STATES" -gt 0 ] || break  # PUSH_STATES=0: the QoS units only
     [ -f "$OUT/push-$r.json" ] || ( timeout -s TERM $(( END - $(date +%s) )) \
         python3 experiments/guidance_push.py "$W/runs/$r" --data "$(data_of "$r")" \
         --scales 0.01,0.1,0.3,1,3,10,30,100,1000 --states "$PUSH_STATES" --json "$OUT/push-$r.json" \
@@ -121,13 +128,13 @@ sweep)
   # SWEEP="run:scale ..." replaces the list (e.g. the rest of the grid: delay:0 delay:1
   # delay:30 delay:100 ownnb:0 ownnb:100 own:3 own:30 ownnb-nomf:30 mixed-ownnb:3)
   for u in ${SWEEP:-ownnb:1 ownnb:3 ownnb:10 ownnb:30 ownnb-nomf:3 ownnb-nomf:10 delay:10 own:10 \
-      mixed-ownnb:10}; do
+      mixed-ownnb:10 cfg-ownnb:1 cfg-ownnb:3}; do
     r=${u%%:*}; g=${u##*:}
     unit "sweep-$r-g$g" python3 -m macdmp.cli evaluate "${COMMON[@]}" \
         --policy "$W/runs/$r,guide=$g,label=$(label_of "$r") guide $g"
   done
   wait
-  cat "$OUT"/push-*.txt
+  cat "$OUT"/push-*.txt 2>/dev/null || true
   echo "$(ls "$W/eval"/sweep-*.json | wc -l) sweep files"
   ;;
 results)
