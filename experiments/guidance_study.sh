@@ -14,7 +14,8 @@
 #   paper data (behaviour sigma 0.5):  reward in {delay, own-backlog, own+neighbours-backlog}
 #                                      x {MA-CDMP, w/o MF}                             6 runs
 #   mixed data (--quality mixed):      reward in {delay, own+neighbours-backlog}, MA-CDMP  2 runs
-#   paper data, classifier-free guidance on the own+neighbours-backlog return (item 4)    1 run
+#   paper data, classifier-free guidance on the own+neighbours-backlog return (item 4),
+#   MA-CDMP and w/o MF                                                                  2 runs
 # Evaluation: 4 paper scenarios x 3 held-out seeds x 1,000 frames, ideal and limited RF; the
 # sweep: guidance scales 0.01 .. 1000 for plan/action displacement, 11 (run, scale) units of
 # QoS (SWEEP= picks others).
@@ -40,7 +41,10 @@ mkdir -p "$W" "$OUT" "$W/eval"
 macdmp() { python3 -m macdmp.cli "$@"; }
 
 # run folder name -> dataset, reward, w/o MF
-RUNS=(delay own ownnb delay-nomf own-nomf ownnb-nomf mixed-delay mixed-ownnb cfg-ownnb)
+RUNS=(delay own ownnb delay-nomf own-nomf ownnb-nomf mixed-delay mixed-ownnb cfg-ownnb
+      cfg-ownnb-nomf)
+# RUNS_ONLY="a b": train and evaluate only these (MIXED=0: no mixed-quality dataset)
+[ -z "${RUNS_ONLY:-}" ] || read -r -a RUNS <<< "$RUNS_ONLY"
 data_of() { case $1 in mixed-*) echo "$W/mixed.h5";; *) echo "$W/paper.h5";; esac; }
 reward_of() { case $1 in *ownnb*) echo "own+neighbours-backlog";; *own*) echo "own-backlog";;
   *) echo "delay";; esac; }
@@ -73,10 +77,11 @@ collect)
   [ -f "$W/paper.h5" ] || { macdmp collect $SIZE --out "$W/paper.h5" --threads "$THREADS" \
       --quiet & pids+=($!); }
   # shellcheck disable=SC2086
-  [ -f "$W/mixed.h5" ] || { macdmp collect $SIZE --quality mixed --out "$W/mixed.h5" \
+  [ -f "$W/mixed.h5" ] || [ "${MIXED:-1}" = 0 ] || { macdmp collect $SIZE --quality mixed --out "$W/mixed.h5" \
       --threads "$THREADS" --quiet & pids+=($!); }
   for p in "${pids[@]}"; do wait "$p"; done
   for d in paper mixed; do
+    [ -f "$W/$d.h5" ] || continue
     macdmp dataset info "$W/$d.h5" > "$OUT/info-$d.txt"
     python3 experiments/reward_diagnostic.py "$W/$d.h5" --json "$OUT/diag-$d.json" \
         > "$OUT/diag-$d.txt"
