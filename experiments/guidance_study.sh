@@ -26,7 +26,7 @@ export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 W="${STUDY_WORK:-/root/study}"
 OUT="${OUT:-$W/out}"
 STEPS="${STEPS:-20000}"
-PAR="${PAR:-8}"  # evaluation processes at once
+PAR="${PAR:-3}"  # evaluation processes at once (one GPU time-slices processes)
 # smaller settings for a smoke test on a CPU (docs/guidance-study.md): PRESET=demo COMPILE=
 # SIZE="--preset demo --trajectories 24 --frames 300" FRAMES=20 STEPS=4 THREADS=1 PAR=2
 # EVAL_EVERY=0 PUSH_STATES=32

@@ -152,12 +152,26 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "MA-CDMP w/o MF (dpm2 2)" in text and "carried" in text
     data = json.loads((out / "results.json").read_text())
-    assert len(data["rows"]) == 2 * (2 + len(ecli.ALLOCATOR_SET)) and data["frames"] == 4
+    assert len(data["rows"]) == 2 * (3 + len(ecli.ALLOCATOR_SET)) and data["frames"] == 4
+    steer = json.loads((out / "runs-tiny/macdmp-steer/config.json").read_text())["config"]
+    assert steer["guidance"] == "cfg" and steer["warm"] == 0.15
+    assert "warm 0.15" in text  # the steer run plans with its warm-start default
     assert len(data["frame_delay_ms"]) == 8  # 4 scenarios x 2 RF conditions
-    for name in ("qos.png", "delay.png", "runs-tiny/macdmp/checkpoint.pt"):
+    for name in ("qos.png", "delay.png", "runs-tiny/macdmp/checkpoint.pt", "results.json"):
         assert (out / name).is_file()
     assert main(["demo", "--out", str(out), "--frames", "0"]) == 2
     assert "--frames: must be >= 1 (got 0)" in capsys.readouterr().err
+
+
+def test_demo_steer_run_is_the_paper_steer_preset():
+    """The demo's third model changes the demo size exactly as paper-steer changes paper."""
+    import macdmp.eval.cli as ecli
+    from macdmp.planner import make_config
+
+    sets = dict(kv.split("=") for kv in ecli.STEER_SETS)
+    steer, paper = make_config("paper-steer").to_dict(), make_config("paper").to_dict()
+    differ = {k: v for k, v in steer.items() if v != paper[k]}
+    assert differ == {k: type(paper[k])(v) for k, v in sets.items()}
 
 
 def test_progress_bar_writes_whole_lines_to_a_log(capsys):

@@ -29,6 +29,7 @@ def tiny_models(**kw) -> tuple[PlannerModels, SyntheticWindows]:
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"gamma": 0.0}, "gamma"),
         ({"n_diffusion_steps": 1}, "n_diffusion_steps"),
+        ({"warm": 1.5}, "warm"),
     ],
 )
 def test_config_errors_name_the_field(overrides: dict, field: str) -> None:
@@ -46,6 +47,24 @@ def test_presets_and_unknown_keys() -> None:
         PlannerConfig.from_dict({"width": 3})
     cfg = make_config("demo", dim_mults=[1, 2, 2, 4])
     assert PlannerConfig.from_dict(cfg.to_dict()) == cfg
+    # the guidance study's variant: the paper's models, another return, CFG, warm starts
+    steer = make_config("paper-steer")
+    assert steer.replace(reward="delay", guidance="classifier", warm=0.0) == paper
+    assert (steer.reward, steer.guidance, steer.warm) == ("own+neighbours-backlog", "cfg", 0.15)
+    # a run folder saved before the field existed loads with warm = 0 (no warm start)
+    old = {k: v for k, v in paper.to_dict().items() if k != "warm"}
+    assert PlannerConfig.from_dict(old).warm == 0.0
+
+
+def test_actor_takes_the_runs_warm_default() -> None:
+    """The config's ``warm`` is the actor's default; an option overrides it; DDPM has none."""
+    m, _ = tiny_models(warm=0.3)
+    assert m.make_actor().warm == 0.3
+    assert m.make_actor(warm=0.0).warm == 0.0
+    assert m.make_actor(solver="ddpm").warm == 0.0
+    with pytest.raises(ValueError, match="warm"):
+        m.make_actor(solver="ddpm", warm=0.3)
+    assert tiny_models()[0].make_actor().warm == 0.0
 
 
 @pytest.mark.parametrize("use_mf, channels", [(True, 8), (False, 4)])

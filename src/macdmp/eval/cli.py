@@ -49,6 +49,9 @@ DEMO = {
         "frames": 300,
     },
 }
+# The `paper-steer` preset's changes to the paper's method (macdmp.planner.models.PRESETS), as
+# `macdmp train --set` overrides of the demo's size: the third model `macdmp demo` trains.
+STEER_SETS = ("reward=own+neighbours-backlog", "guidance=cfg", "warm=0.15")
 TABLE_COLUMNS = (
     "policy",
     "rf",
@@ -253,7 +256,7 @@ def _demo(args: argparse.Namespace) -> int:
     def stage(text: str) -> None:
         print(f"\n== [{time.perf_counter() - t_start:5.0f} s] {text}", flush=True)
 
-    stage("1/4 collect the demo dataset with the behaviour policy")
+    stage("1/5 collect the demo dataset with the behaviour policy")
     if data.exists():
         rc = macdmp(["dataset", "validate", str(data)])
         if rc != 0:
@@ -262,21 +265,24 @@ def _demo(args: argparse.Namespace) -> int:
     elif macdmp(["collect", "--preset", "demo", "--out", str(data), *quiet]) != 0:
         return 1
     folder = out / size["runs"]
-    runs = {"MA-CDMP": folder / "macdmp", "MA-CDMP w/o MF": folder / "macdmp-nomf"}
+    # label -> (run folder, what differs from the `demo` preset besides the size's settings)
+    runs = {
+        "MA-CDMP": (folder / "macdmp", []),
+        "MA-CDMP w/o MF": (folder / "macdmp-nomf", ["--no-mf"]),
+        "MA-CDMP steer": (folder / "macdmp-steer", [f"--set={kv}" for kv in STEER_SETS]),
+    }
     sets = [f"--set={kv}" for kv in size["train_sets"]]
-    for k, (label, run) in enumerate(runs.items()):
-        stage(f"{2 + k}/4 train {label} ({size['describe']}; resumes if interrupted)")
-        cmd = ["train", "--data", str(data), "--out", str(run), "--preset", "demo", *sets]
-        if "w/o MF" in label:
-            cmd.append("--no-mf")
+    for k, (label, (run, extra)) in enumerate(runs.items()):
+        stage(f"{2 + k}/5 train {label} ({size['describe']}; resumes if interrupted)")
+        cmd = ["train", "--data", str(data), "--out", str(run), "--preset", "demo", *sets, *extra]
         if macdmp([*cmd, *train_quiet]) != 0:
             return 1
     stage(
-        f"4/4 evaluate on held-out networks: {len(PAPER_SCENARIOS)} scenarios x "
+        f"5/5 evaluate on held-out networks: {len(PAPER_SCENARIOS)} scenarios x "
         f"{args.seeds} seeds x {frames} frames, ideal and limited RF"
     )
     opts = size["planner"]
-    planners = [f"{run}{opts}" for run in runs.values()]
+    planners = [f"{run}{opts}" for run, _ in runs.values()]
     result = evaluate(
         [*planners, *ALLOCATOR_SET],
         PAPER_SCENARIOS,

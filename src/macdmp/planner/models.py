@@ -58,6 +58,10 @@ class PlannerConfig(TrainConfig):
     # The classifier is trained either way (candidate ranking, guidance=classifier).
     guidance: str = "classifier"
     cond_dropout: float = 0.25  # Decision Diffuser's reference; only read with guidance="cfg"
+    # acting default of the planner option `warm` (macdmp.planner.policy): 0 plans every frame
+    # from scratch (the paper's Algorithm 2); a run folder's actor uses this unless told
+    # otherwise (`--policy RUN,warm=F`). Not read in training.
+    warm: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
@@ -78,6 +82,7 @@ class PlannerConfig(TrainConfig):
             need(getattr(self, w) >= 0, w, ">= 0")
         need(self.guidance in GUIDANCE, "guidance", f"one of {GUIDANCE}")
         need(0.0 <= self.cond_dropout < 1.0, "cond_dropout", "in [0, 1)")
+        need(0.0 <= self.warm <= 1.0, "warm", "in [0, 1] (0: no warm start)")
 
     @property
     def channels(self) -> int:
@@ -93,6 +98,11 @@ class PlannerConfig(TrainConfig):
 PRESETS: dict[str, PlannerConfig] = {
     # Paper: K = 100, 100 epochs x 1,000 steps, Diffuser's reference widths.
     "paper": PlannerConfig(),
+    # Paper-steer: the guidance study's best variant at paper scale (docs/guidance-study.md,
+    # section 5): the paper's models and training, with the return built from the agent's own
+    # and its neighbours' mean backlog, classifier-free guidance on it (w = 1.2), and plans
+    # warm-started from the previous frame's (re-noised to ~0.15 K). `paper` stays the default.
+    "paper-steer": PlannerConfig(reward="own+neighbours-backlog", guidance="cfg", warm=0.15),
     # Fast: the paper preset with a narrower, shallower U-Net (widths 16, 32, 64 instead of 32 to
     # 256) so that one agent's plan fits a 5 ms frame on one CPU core (docs/realtime.md).
     "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),

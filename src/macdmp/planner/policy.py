@@ -19,8 +19,9 @@ All agents given to one call are planned in one batch. Options, as in
     candidates   plans sampled per agent, the one the classifier values most is kept (default 1)
     warm         warm start: from the second frame of an episode each agent starts from its
                  previous plan shifted by one frame, re-noised to the solver level nearest to
-                 warm x K, and denoises only from there (default 0: every frame from scratch,
-                 as the paper's Algorithm 2; 0.3 is CleanDiffuser's level)
+                 warm x K, and denoises only from there; 0: every frame from scratch, as the
+                 paper's Algorithm 2; 0.3 is CleanDiffuser's level (default: the run's config
+                 field ``warm``, 0 except in the ``paper-steer`` preset; 0 with solver=ddpm)
     guide_sigma  guide only at solver levels with sigma_k >= this (default 0: at every level)
     bf16         1: the backbones under bf16 autocast (default 0)
     compile      1: the backbones through torch.compile (default 0; inside the CUDA graph)
@@ -60,7 +61,7 @@ class PlannerActor(Actor):
         steps: int | None = None,
         guidance_scale: float | None = None,
         n_candidates: int = 1,
-        warm: float = 0.0,
+        warm: float | None = None,
         guide_sigma: float = 0.0,
         bf16: bool = False,
         compile: bool = False,
@@ -96,6 +97,8 @@ class PlannerActor(Actor):
             if steps is None:
                 steps = min(SOLVER_DEFAULT_STEPS[solver], dpm_max_steps(sch))
             dpm_levels(sch, steps)  # refuses more steps than the schedule has levels for
+        if warm is None:  # the run's default; DDPM has no warm start, so none there
+            warm = 0.0 if solver == "ddpm" else float(getattr(models.cfg, "warm", 0.0))
         if warm != 0.0:
             if solver == "ddpm":
                 raise ValueError("warm: warm starts need a DPM solver (dpm1 or dpm2)")
