@@ -1,7 +1,8 @@
 """Time to plan one frame for every agent (one batched diffusion run), MA-CDMP, per setting,
 beside the plans' quality in the loop at the same setting.
 
-    python benchmarks/plan_latency.py [--preset paper] [--device cuda] [--agents 1,9,100,1000]
+    python benchmarks/plan_latency.py [--preset paper] [--set KEY=VALUE] [--device cuda]
+        [--agents 1,9,100,1000]
         [--settings cold10,warm,...] [--run RUN_DIR --quality-frames 200 --quality-seeds 2]
         [--cpu1] [--out FILE.md]
 
@@ -16,7 +17,9 @@ Quality (``--run``): the paper's protocol (macdmp.eval.evaluate: the four scenar
 seeds, ideal and limited RF) with that run folder at each setting, ``--quality-seeds`` seeds x
 ``--quality-frames`` frames: mean delay (ms) and its std over seeds.
 
-Settings are parts joined by "+", on DPM-Solver++ 2M with guidance 0.1 and one candidate:
+Settings are parts joined by "+", on DPM-Solver++ 2M with the model's guidance at its default
+scale (classifier 0.1; classifier-free w = 1.2 for a cfg model such as --preset paper-steer) and
+one candidate:
     cold10, cold5  10 (the default, the planner's default today: the reference) or 5 steps
     warm[F]        warm start: previous plan shifted, re-noised to the level nearest F x K
                    (default 0.3), denoised with the 10-step grid's remaining steps
@@ -42,7 +45,7 @@ import torch
 
 from macdmp.methods import load_run, pick_device
 from macdmp.planner import PlannerModels, make_config
-from macdmp.planner.policy import PlannerActor
+from macdmp.planner.policy import DEFAULT_GUIDE, PlannerActor
 from macdmp.planner.synthetic import SyntheticWindows
 
 FRAME_MS = 5.0
@@ -53,7 +56,9 @@ PARTS = {"compile": dict(compile=True), "bf16": dict(bf16=True), "onnx": dict(ba
 
 def parse_setting(name: str) -> dict:
     """``warm+skip+bf16`` -> the actor options of that setting (see the module docstring)."""
-    opts: dict = dict(solver="dpm2", guidance_scale=0.1, steps=10)
+    # the guidance scale is the model's default (classifier 0.1, CFG w = 1.2); warm is set so
+    # that a cold setting stays cold on a run whose config has a warm default (paper-steer)
+    opts: dict = dict(solver="dpm2", steps=10, warm=0.0)
     for part in name.split("+"):
         m = re.fullmatch(r"(cold|warm|skip)([0-9.]*)", part)
         if part in PARTS:
@@ -67,6 +72,24 @@ def parse_setting(name: str) -> dict:
         else:
             raise SystemExit(f"--settings: unknown part {part!r} of {name!r}")
     return opts
+
+
+def overrides(preset: str, sets: list[str]) -> dict:
+    """``["guidance=cfg", "dim_mults=1,2"]`` -> config overrides typed like the preset's."""
+    base = make_config(preset).to_dict()
+    out: dict = {}
+    for kv in sets:
+        key, _, value = kv.partition("=")
+        if key not in base:
+            raise SystemExit(f"--set: {key!r} is not a field of the {preset} preset")
+        old = base[key]
+        if isinstance(old, list):
+            out[key] = [int(v) for v in value.split(",")]
+        elif isinstance(old, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        else:
+            out[key] = type(old)(value)
+    return out
 
 
 def policy_spec(run: str, opts: dict) -> str:
@@ -110,11 +133,12 @@ def bf16_error(models, opts: dict, agents: int = 100) -> str:
     obs = rng.normal(20, 5, (agents, 4)).astype(np.float32)
     mf = rng.normal(20, 5, (agents, 4)).astype(np.float32)
     dev = models.normalizer.obs_mean.device
+    scale = DEFAULT_GUIDE[models.cfg.guidance]
     out = []
     for bf16 in (False, True):
         gen = torch.Generator(device=dev).manual_seed(0)
         a, _ = plan_batch(
-            models, obs, mf, "dpm2", opts.get("steps", 10), opts["guidance_scale"], 1, gen,
+            models, obs, mf, "dpm2", opts.get("steps", 10), scale, 1, gen,
             guide_min_sigma=opts.get("guide_sigma", 0.0), speed=Speed(bf16=bf16),
         )  # fmt: skip
         out.append(a.double())
@@ -152,6 +176,13 @@ def machine(device: torch.device) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="paper")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field of the untrained model (e.g. guidance=cfg); repeatable",
+    )
     ap.add_argument("--device", default=None)
     ap.add_argument("--agents", default=None, help="default 1,9,100,1000 on a GPU, else 1,9")
     ap.add_argument("--settings", default="cold10,cold5,warm,skip,warm+skip", help="timed")
@@ -188,7 +219,7 @@ def main() -> None:
     def build(dev: torch.device):
         if a.run:
             return load_run(a.run, dev).eval().requires_grad_(False)
-        cfg = make_config(a.preset)
+        cfg = make_config(a.preset, **overrides(a.preset, a.set))
         data = SyntheticWindows(cfg.horizon, cfg.gamma)
         torch.manual_seed(0)
         return PlannerModels(cfg, data.stats, data.rbs).to(dev).eval().requires_grad_(False)
@@ -198,12 +229,17 @@ def main() -> None:
     default_agents = "1,9,100,1000" if device.type == "cuda" else "1,9"
     agents = [int(x) for x in (a.agents or default_agents).split(",") if x]
     settings = [s for s in a.settings.split(",") if s]
-    what = f"run {a.run}" if a.run else f"preset {a.preset}, untrained"
+    what = f"run {a.run}" if a.run else f"preset {a.preset} {' '.join(a.set)}, untrained"
     say(
         f"MA-CDMP plan latency: {what} (H={cfg.horizon}, K={cfg.n_diffusion_steps}, width "
         f"{cfg.dim} x {cfg.dim_mults}); median of {a.repeats} frames; {machine(device)}"
     )
-    say(f"guidance 0.1; warm = re-noise to ~{WARM} K; skip = guide where sigma_k >= {GUIDE_SIGMA}")
+    g = cfg.guidance
+    say(
+        f"guidance: {'classifier' if g == 'classifier' else 'classifier-free'} at "
+        f"{DEFAULT_GUIDE[g]}; warm = re-noise to ~{WARM} K; skip = guide where sigma_k >= "
+        f"{GUIDE_SIGMA}"
+    )
     if settings:
         say()
         say("| setting | " + " | ".join(f"{n} agents (ms)" for n in agents) + " | within 5 ms |")

@@ -162,5 +162,3 @@ def test_cfg_options_are_refused_where_they_cannot_work():
     m, _ = tiny(guidance="cfg")
     with pytest.raises(ValueError, match="^target: "):
         m.make_actor(target=float("nan"))
-    with pytest.raises(ValueError, match="^backend: 'onnx' exports"):
-        m.make_actor(backend="onnx")

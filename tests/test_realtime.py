@@ -64,6 +64,37 @@ def test_onnx_export_reproduces_the_eager_model(models) -> None:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("w", [1.2, 1.0])
+def test_onnx_export_of_a_cfg_model_reproduces_its_plans(w) -> None:
+    """Classifier-free guidance through ONNX Runtime: eps takes the condition and its keep
+    mask; w = 1.2 calls it with twice the rows, w = 1 with the batch's. Cold and warm plans."""
+    pytest.importorskip("onnxruntime")
+    cfg = make_config("demo", **SMALL, guidance="cfg")
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    torch.manual_seed(0)
+    m = PlannerModels(cfg, data.stats, data.rbs).eval().requires_grad_(False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        obs = _obs(3)
+        out = {}
+        for backend in ("torch", "onnx"):
+            speed = Speed(backend=backend)
+            gen = torch.Generator().manual_seed(0)
+            a1, z1 = plan_batch(m, obs, obs, "dpm2", 5, w, generator=gen, speed=speed)
+            a2, z2 = plan_batch(
+                m, obs, obs, "dpm2", 5, w, generator=gen, speed=speed, warm_from=z1, warm=0.3
+            )
+            out[backend] = (a1, a2, z2)
+        for r, o in zip(out["torch"], out["onnx"], strict=True):
+            torch.testing.assert_close(o, r, rtol=0, atol=1e-4)
+        actor = m.make_actor(backend="onnx", steps=5, warm=0.3)  # the actor takes it too
+        actor.reset(3)
+        assert actor.act(obs, obs).shape == (3,)
+    finally:
+        torch.set_num_threads(threads)
+
+
 BF16_ATOL_RBS = 0.5  # of 40 RBs: bf16 keeps ~3 significant digits
 
 

@@ -3,7 +3,9 @@
 In eager PyTorch one agent's plan on one CPU core is dominated by per-operator overhead (the
 U-Net is hundreds of small operators, and batch-1 convolutions take a slow path). ONNX Runtime
 runs the same graph with its own kernels and no Python between them. Two graphs are exported per
-batch shape: the noise model eps(x, k) and the classifier's input gradient d J(x, k) / d x, which
+batch shape, each when first called: the noise model eps(x, k) (eps(x, k, cond, keep) for a
+model trained for classifier-free guidance, whose conditional and unconditional halves come as
+one call of twice the rows) and the classifier's input gradient d J(x, k) / d x, which
 classifier guidance needs. The gradient is traced with ``make_fx`` into forward and backward
 ATen operators; the backward of a convolution (which ONNX lacks) is written as the transposed
 convolution it is. The sampler (``macdmp.diffusion.sample``) is the same; only its two model
@@ -58,7 +60,18 @@ class _Traced(torch.nn.Module):
         return self.gm(x, k)
 
 
-def _export(fn: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, path: Path) -> None:
+class _CondEps(torch.nn.Module):
+    """eps(x, k, cond, keep) with all four as inputs (the exporter needs a module)."""
+
+    def __init__(self, eps: torch.nn.Module) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x, k, cond, keep):  # type: ignore[no-untyped-def]
+        return self.eps(x, k, cond, keep)
+
+
+def _export(fn: torch.nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> None:
     # The exporter logs every stage and warns about optional packages (torchvision); keep the
     # caller's output clean.
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
@@ -69,7 +82,12 @@ def _export(fn: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, path: Path) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                fn, (x, k), str(path), input_names=["x", "k"], dynamo=True, verbose=False
+                fn,
+                tuple(inputs.values()),
+                str(path),
+                input_names=list(inputs),
+                dynamo=True,
+                verbose=False,
             )
     finally:
         for lg, lv in zip(quiet, levels, strict=True):
@@ -77,7 +95,11 @@ def _export(fn: torch.nn.Module, x: torch.Tensor, k: torch.Tensor, path: Path) -
 
 
 class OnnxBackbones:
-    """eps and grad J of one model for one batch shape, as ONNX Runtime sessions on the CPU."""
+    """eps and grad J of one model for one batch shape, as ONNX Runtime sessions on the CPU.
+
+    Each graph is exported the first time it is called for a number of rows (40-80 s for the
+    paper preset on a shared 2-core machine): classifier-free guidance calls eps with twice the
+    rows and never the gradient; classifier guidance calls both with the batch's rows."""
 
     def __init__(self, models: torch.nn.Module, shape: tuple[int, ...], threads: int = 1) -> None:
         try:
@@ -86,43 +108,75 @@ class OnnxBackbones:
             raise ValueError(
                 "backend: 'onnx' needs the onnxruntime package (pip install onnxruntime)"
             ) from exc
-        x = torch.zeros(shape)
-        k = torch.zeros(shape[0], dtype=torch.long)
-        eps, cls = models.eps, models.classifier
+        self._ort = ort
+        self._models = models
+        self._threads = threads
+        self._sessions: dict[tuple[str, int], object] = {}
+        self.cond_dim = int(getattr(models.cfg, "cond_dim", 0))
+        self.shape = tuple(shape)
 
-        def value_grad(xx: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
-            with torch.enable_grad():
-                xg = xx.detach().requires_grad_(True)
-                (g,) = torch.autograd.grad(cls(xg, kk).sum(), xg)
-            return g
+    def _session(self, kind: str, rows: int):  # type: ignore[no-untyped-def]
+        key = (kind, rows)
+        if key in self._sessions:
+            return self._sessions[key]
+        x = torch.zeros((rows, *self.shape[1:]))
+        k = torch.zeros(rows, dtype=torch.long)
+        inputs = {"x": x, "k": k}
+        if kind == "eps" and self.cond_dim:
+            inputs |= {"cond": torch.zeros(rows, self.cond_dim), "keep": torch.ones(rows)}
+            fn: torch.nn.Module = _CondEps(self._models.eps).eval()
+        elif kind == "eps":
+            fn = self._models.eps.eval()
+        else:
+            cls = self._models.classifier
 
-        table = dict(torch._decomp.core_aten_decompositions())
-        table[aten.convolution_backward.default] = _conv_input_grad
-        with torch.no_grad():
-            traced = make_fx(value_grad, tracing_mode="real", decomposition_table=table)(x, k)
+            def value_grad(xx: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
+                with torch.enable_grad():
+                    xg = xx.detach().requires_grad_(True)
+                    (g,) = torch.autograd.grad(cls(xg, kk).sum(), xg)
+                return g
+
+            table = dict(torch._decomp.core_aten_decompositions())
+            table[aten.convolution_backward.default] = _conv_input_grad
+            with torch.no_grad():
+                traced = make_fx(value_grad, tracing_mode="real", decomposition_table=table)(x, k)
+            fn = _Traced(traced).eval()
+        ort = self._ort
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = self._threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         with tempfile.TemporaryDirectory() as tmp:
-            _export(eps.eval(), x, k, Path(tmp) / "eps.onnx")
-            _export(_Traced(traced).eval(), x, k, Path(tmp) / "grad.onnx")
-            # Sessions read the files (and their external weights) when made.
-            self._eps = ort.InferenceSession(str(Path(tmp) / "eps.onnx"), opts)
-            self._grad = ort.InferenceSession(str(Path(tmp) / "grad.onnx"), opts)
-        self.shape = tuple(shape)
+            path = Path(tmp) / f"{kind}.onnx"
+            _export(fn, inputs, path)
+            # the session reads the file (and its external weights) when made
+            self._sessions[key] = ort.InferenceSession(str(path), opts)
+        return self._sessions[key]
 
-    def _run(self, sess, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _run(sess, **inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
         feed = {
-            "x": np.ascontiguousarray(x.detach().numpy(), dtype=np.float32),
-            "k": np.ascontiguousarray(k.numpy(), dtype=np.int64),
+            name: np.ascontiguousarray(
+                t.detach().numpy(), dtype=np.int64 if name == "k" else np.float32
+            )
+            for name, t in inputs.items()
         }
         return torch.from_numpy(sess.run(None, feed)[0])
 
-    def eps(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """The noise model's prediction, as ``models.eps(x, k)``."""
-        return self._run(self._eps, x, k)
+    def eps(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The noise model's prediction, as ``models.eps(x, k[, cond, keep])``."""
+        if self.cond_dim:
+            if cond is None or keep is None:
+                raise ValueError("eps: this model takes a return condition and its keep mask")
+            return self._run(self._session("eps", x.shape[0]), x=x, k=k, cond=cond, keep=keep)
+        return self._run(self._session("eps", x.shape[0]), x=x, k=k)
 
     def value_grad(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """d sum(J(x, k)) / d x, as the autograd gradient of ``models.classifier``."""
-        return self._run(self._grad, x, k)
+        return self._run(self._session("grad", x.shape[0]), x=x, k=k)

@@ -69,8 +69,6 @@ def _backbones(
     if speed.backend == "onnx":
         if device.type != "cpu":
             raise ValueError("backend: 'onnx' runs on the CPU; use device=cpu")
-        if models.cfg.cond_dim:
-            raise ValueError("backend: 'onnx' exports the classifier-guided models only; use torch")
         from macdmp.planner.export import OnnxBackbones
 
         key = (id(models), tuple(shape), torch.get_num_threads())

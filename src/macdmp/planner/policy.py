@@ -108,8 +108,6 @@ class PlannerActor(Actor):
         self.speed = Speed(compile=bool(compile), bf16=bool(bf16), backend=backend)
         if backend == "onnx" and models.normalizer.obs_mean.device.type != "cpu":
             raise ValueError("backend: 'onnx' runs on the CPU; add device=cpu")
-        if backend == "onnx" and models.cfg.guidance == "cfg":
-            raise ValueError("backend: 'onnx' exports the classifier-guided models only; use torch")
         self.guidance = guidance
         self.target = None if target is None else float(target)
         self.warm = float(warm)
