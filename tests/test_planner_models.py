@@ -51,6 +51,8 @@ def test_presets_and_unknown_keys() -> None:
     steer = make_config("paper-steer")
     assert steer.replace(reward="delay", guidance="classifier", warm=0.0) == paper
     assert (steer.reward, steer.guidance, steer.warm) == ("own+neighbours-backlog", "cfg", 0.15)
+    fast, fast_steer = make_config("fast"), make_config("fast-steer")
+    assert fast_steer == fast.replace(reward=steer.reward, guidance="cfg", warm=steer.warm)
     # a run folder saved before the field existed loads with warm = 0 (no warm start)
     old = {k: v for k, v in paper.to_dict().items() if k != "warm"}
     assert PlannerConfig.from_dict(old).warm == 0.0

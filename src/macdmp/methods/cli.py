@@ -151,8 +151,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="demo",
-        help="the method's preset: demo or paper (every method), also fast and paper-steer "
-        "(MA-CDMP); an unknown one is refused with the method's list",
+        help="the method's preset: demo or paper (every method), also paper-steer, fast and "
+        "fast-steer (MA-CDMP); an unknown one is refused with the method's list",
     )
     p.add_argument("--no-mf", action="store_true", help="MA-CDMP w/o MF: model x alone")
     p.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset)")

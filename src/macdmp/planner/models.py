@@ -106,6 +106,17 @@ PRESETS: dict[str, PlannerConfig] = {
     # Fast: the paper preset with a narrower, shallower U-Net (widths 16, 32, 64 instead of 32 to
     # 256) so that one agent's plan fits a 5 ms frame on one CPU core (docs/realtime.md).
     "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
+    # Fast-steer: paper-steer's changes on the fast architecture: one agent's warm-started CFG
+    # plan in ONNX Runtime takes about 4 ms of one CPU core (docs/realtime.md); its plans'
+    # quality at paper scale is not measured yet.
+    "fast-steer": PlannerConfig(
+        dim=16,
+        dim_mults=(1, 2, 4),
+        inv_hidden=128,
+        reward="own+neighbours-backlog",
+        guidance="cfg",
+        warm=0.15,
+    ),
     # Demo: small enough to train on a 2-core CPU in a few minutes.
     "demo": PlannerConfig(
         horizon=8,

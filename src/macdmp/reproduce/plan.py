@@ -70,7 +70,7 @@ class Series:
     keys: list[str] = field(default_factory=list)
     x: list[Any] = field(default_factory=list)  # x of each key (sweeps); empty otherwise
     missing: str = ""  # why the series has no units ("" when it has them)
-    group: str = "method"  # method | allocator | ablation
+    group: str = "method"  # method | allocator | ablation | variant (reported, not judged)
 
 
 @dataclass
@@ -168,6 +168,15 @@ def train_config(scale: Scale, method: str, seed: int, **extra: Any) -> dict[str
     return cfg.to_dict()
 
 
+def steer_overrides() -> dict[str, Any]:
+    """What the ``paper-steer`` preset changes in ``paper`` (docs/guidance-study.md, section 5),
+    applied on top of any scale's MA-CDMP configuration."""
+    from macdmp.planner.models import PRESETS
+
+    steer, paper = PRESETS["paper-steer"].to_dict(), PRESETS["paper"].to_dict()
+    return {k: v for k, v in steer.items() if v != paper[k]}
+
+
 class _Builder:
     def __init__(self, scale: Scale, registered: tuple[str, ...]) -> None:
         self.scale = scale
@@ -203,12 +212,22 @@ class _Builder:
     def base_horizon(self) -> int:
         return int(train_config(self.scale, "ma-cdmp", 0)["horizon"])
 
-    def train(self, method: str, seed: int, no_mf: bool = False, horizon: int | None = None):
+    def train(
+        self,
+        method: str,
+        seed: int,
+        no_mf: bool = False,
+        horizon: int | None = None,
+        steer: bool = False,
+    ):
         extra: dict[str, Any] = {}
         tag = ""
         if no_mf:
             extra["use_mf"] = False
             tag += "-nomf"
+        if steer:  # the guidance study's variant: paper-steer's changes at this scale
+            extra.update(steer_overrides())
+            tag += "-steer"
         if horizon is not None and horizon != self.base_horizon():
             extra["horizon"] = horizon
             tag += f"-h{horizon}"
@@ -216,6 +235,7 @@ class _Builder:
         cfg = train_config(self.scale, method, seed, **extra)
         label = {**METHODS, CTDE_METHOD[0]: CTDE_METHOD[1]}.get(method, method)
         label += " w/o MF" if no_mf else ""
+        label += " (paper-steer)" if steer else ""
         if horizon is not None:
             label += f" (H={cfg['horizon']})"
         params = {
@@ -322,6 +342,10 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             continue
         run = b.train(m, seed0)
         bars.append(Series(label, [b.evaluate(run, "paper", rf) for rf in RF_CONDITIONS]))
+    if not why_missing("ma-cdmp"):
+        run = b.train("ma-cdmp", seed0, steer=True)
+        keys = [b.evaluate(run, "paper", rf) for rf in RF_CONDITIONS]
+        bars.append(Series("MA-CDMP (paper-steer)", keys, group="variant"))
     for a in ALLOCATORS:
         keys = [b.evaluate(a, "paper", rf) for rf in RF_CONDITIONS]
         bars.append(Series(a, keys, group="allocator"))
@@ -340,7 +364,9 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             bars,
             notes=f"The run of training seed {seed0} of each method, evaluated with the paper's "
             f"protocol: the four dataset scenarios x {sc.eval_seeds} held-out seeds x "
-            f"{sc.eval_frames} frames.",
+            f"{sc.eval_frames} frames. MA-CDMP (paper-steer), this project's variant (the "
+            "backlog return, classifier-free guidance, warm starts; docs/guidance-study.md), is "
+            "shown beside the others and is not part of the verdict.",
         )
     )
 
