@@ -116,16 +116,17 @@ def run_train_group(
     from macdmp.methods.checkpoint import CheckpointMismatchError
     from macdmp.methods.trainer import Trainer, read_evals, read_losses, train_packed
 
-    datasets: dict[tuple[int, float], Any] = {}
+    datasets: dict[tuple[int, float, str], Any] = {}
     trainers = []
     t0 = time.perf_counter()
     for u in units:
         method = u.params["method"]
         cfg = get_method(method).config_class.from_dict(u.params["config"])
-        key = (cfg.horizon, cfg.gamma)
+        # the windows' returns are built from the run's reward choice (paper-steer's differs)
+        key = (cfg.horizon, cfg.gamma, cfg.reward)
         if key not in datasets:
             data = data_path(work, u.params["inputs"]["data"])
-            datasets[key] = open_windows(data, horizon=cfg.horizon, gamma=cfg.gamma)
+            datasets[key] = open_windows(data, horizon=key[0], gamma=key[1], reward=key[2])
         folder = run_dir(work, u.key, u.digest)
         try:
             tr = Trainer(method, cfg, datasets[key], folder, device, compile=compile)
