@@ -16,9 +16,9 @@
 #
 # Every stage ends by packing the small result files of $W/res into $OUT/session.tgz.
 # The runs (STEPS optimiser steps each, default 10,000, packed without compilation; the paper
-# trains 100,000): the guidance study's 9 MA-CDMP runs (guidance_study.sh's list; its `delay`
+# trains 100,000): the guidance study's 10 MA-CDMP runs (guidance_study.sh's list; its `delay`
 # run has the paper's settings and is the reference of issue 13's quality rows) and the `fast`
-# preset of issue 13. Latency does not depend on the weights, so it is measured on untrained
+# and `fast-steer` presets of issue 13. Latency does not depend on the weights, so it is measured on untrained
 # models of each preset (benchmarks/plan_latency.py without --run) before training starts.
 set -euo pipefail
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
@@ -53,8 +53,11 @@ latency() {
 train() {
   local secs=$1
   [ "$secs" -gt 30 ] || return 0
-  printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "fast"\nsteps = %s\n' \
-      "$W/runs/fast" "$W/paper.h5" "$STEPS" > "$W/extra.toml"
+  : > "$W/extra.toml"
+  for p in fast fast-steer; do
+    printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "%s"\nsteps = %s\n' \
+        "$W/runs/$p" "$W/paper.h5" "$p" "$STEPS" >> "$W/extra.toml"
+  done
   EXTRA_PLAN="$W/extra.toml" OUT="$W/res/study" experiments/guidance_study.sh train "$secs" \
       | tee "$W/res/train.log"
   mkdir -p "$W/res/losses"
@@ -86,6 +89,9 @@ evaluate() {
     done
     for s in cold10 warm+skip; do
       quality_row "$W/runs/fast" "$s" "$W/res/quality/fast-$s.md"
+    done
+    for s in warm0.15 cold10; do  # fast-steer: its default (warm 0.15), then from scratch
+      quality_row "$W/runs/fast-steer" "$s" "$W/res/quality/fast-steer-$s.md"
     done
   ) > "$W/res/quality.log" 2>&1 &
   local q=$!
