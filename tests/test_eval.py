@@ -163,17 +163,6 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     assert "--frames: must be >= 1 (got 0)" in capsys.readouterr().err
 
 
-def test_demo_steer_run_is_the_paper_steer_preset():
-    """The demo's third model changes the demo size exactly as paper-steer changes paper."""
-    import macdmp.eval.cli as ecli
-    from macdmp.planner import make_config
-
-    sets = dict(kv.split("=") for kv in ecli.STEER_SETS)
-    steer, paper = make_config("paper-steer").to_dict(), make_config("paper").to_dict()
-    differ = {k: v for k, v in steer.items() if v != paper[k]}
-    assert differ == {k: type(paper[k])(v) for k, v in sets.items()}
-
-
 def test_progress_bar_writes_whole_lines_to_a_log(capsys):
     from macdmp.progress import progress_bar
 

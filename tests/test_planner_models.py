@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from macdmp.planner import Normalizer, PlannerConfig, PlannerModels, make_config, plan
+from macdmp.planner.models import STEER_CHANGES
 from macdmp.planner.synthetic import SyntheticWindows
 
 TINY = {"horizon": 8, "dim": 8, "groups": 4, "n_diffusion_steps": 10, "inv_hidden": 32}
@@ -51,8 +52,8 @@ def test_presets_and_unknown_keys() -> None:
     steer = make_config("paper-steer")
     assert steer.replace(reward="delay", guidance="classifier", warm=0.0) == paper
     assert (steer.reward, steer.guidance, steer.warm) == ("own+neighbours-backlog", "cfg", 0.15)
-    fast, fast_steer = make_config("fast"), make_config("fast-steer")
-    assert fast_steer == fast.replace(reward=steer.reward, guidance="cfg", warm=steer.warm)
+    assert make_config("fast-steer") == make_config("fast", **STEER_CHANGES)
+    assert steer == make_config("paper", **STEER_CHANGES)
     # a run folder saved before the field existed loads with warm = 0 (no warm start)
     old = {k: v for k, v in paper.to_dict().items() if k != "warm"}
     assert PlannerConfig.from_dict(old).warm == 0.0

@@ -49,9 +49,6 @@ DEMO = {
         "frames": 300,
     },
 }
-# The `paper-steer` preset's changes to the paper's method (macdmp.planner.models.PRESETS), as
-# `macdmp train --set` overrides of the demo's size: the third model `macdmp demo` trains.
-STEER_SETS = ("reward=own+neighbours-backlog", "guidance=cfg", "warm=0.15")
 TABLE_COLUMNS = (
     "policy",
     "rf",
@@ -233,6 +230,7 @@ def _demo(args: argparse.Namespace) -> int:
     import torch
 
     from macdmp.cli import main as macdmp
+    from macdmp.planner.models import STEER_CHANGES
 
     from .episodes import format_table
     from .evaluate import evaluate
@@ -269,7 +267,11 @@ def _demo(args: argparse.Namespace) -> int:
     runs = {
         "MA-CDMP": (folder / "macdmp", []),
         "MA-CDMP w/o MF": (folder / "macdmp-nomf", ["--no-mf"]),
-        "MA-CDMP steer": (folder / "macdmp-steer", [f"--set={kv}" for kv in STEER_SETS]),
+        # the `paper-steer` preset's changes at the demo's size
+        "MA-CDMP steer": (
+            folder / "macdmp-steer",
+            [f"--set={k}={v}" for k, v in STEER_CHANGES.items()],
+        ),
     }
     sets = [f"--set={kv}" for kv in size["train_sets"]]
     for k, (label, (run, extra)) in enumerate(runs.items()):

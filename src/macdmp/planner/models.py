@@ -95,28 +95,30 @@ class PlannerConfig(TrainConfig):
         return 1 if self.guidance == "cfg" else 0
 
 
+# The guidance study's changes to the paper's method (docs/guidance-study.md, section 5): the
+# return built from the agent's own and its neighbours' mean backlog, classifier-free guidance
+# on it (w = 1.2), and plans warm-started from the previous frame's (re-noised to ~0.15 K).
+# The `*-steer` presets, `macdmp demo`'s third model and `macdmp reproduce`'s Fig. 4 variant
+# all take them from here.
+STEER_CHANGES: dict[str, Any] = {
+    "reward": "own+neighbours-backlog",
+    "guidance": "cfg",
+    "warm": 0.15,
+}
+
 PRESETS: dict[str, PlannerConfig] = {
     # Paper: K = 100, 100 epochs x 1,000 steps, Diffuser's reference widths.
     "paper": PlannerConfig(),
-    # Paper-steer: the guidance study's best variant at paper scale (docs/guidance-study.md,
-    # section 5): the paper's models and training, with the return built from the agent's own
-    # and its neighbours' mean backlog, classifier-free guidance on it (w = 1.2), and plans
-    # warm-started from the previous frame's (re-noised to ~0.15 K). `paper` stays the default.
-    "paper-steer": PlannerConfig(reward="own+neighbours-backlog", guidance="cfg", warm=0.15),
+    # Paper-steer: the paper's models and training with STEER_CHANGES, the guidance study's
+    # best variant at paper scale. `paper` stays the default.
+    "paper-steer": PlannerConfig(**STEER_CHANGES),
     # Fast: the paper preset with a narrower, shallower U-Net (widths 16, 32, 64 instead of 32 to
     # 256) so that one agent's plan fits a 5 ms frame on one CPU core (docs/realtime.md).
     "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
-    # Fast-steer: paper-steer's changes on the fast architecture: one agent's warm-started CFG
-    # plan in ONNX Runtime takes about 4 ms of one CPU core (docs/realtime.md); its plans'
-    # quality at paper scale is not measured yet.
-    "fast-steer": PlannerConfig(
-        dim=16,
-        dim_mults=(1, 2, 4),
-        inv_hidden=128,
-        reward="own+neighbours-backlog",
-        guidance="cfg",
-        warm=0.15,
-    ),
+    # Fast-steer: STEER_CHANGES on the fast architecture: one agent's warm-started CFG plan in
+    # ONNX Runtime takes about 4 ms of one CPU core (docs/realtime.md); its plans' quality at
+    # paper scale is not measured yet.
+    "fast-steer": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128, **STEER_CHANGES),
     # Demo: small enough to train on a 2-core CPU in a few minutes.
     "demo": PlannerConfig(
         horizon=8,

@@ -168,15 +168,6 @@ def train_config(scale: Scale, method: str, seed: int, **extra: Any) -> dict[str
     return cfg.to_dict()
 
 
-def steer_overrides() -> dict[str, Any]:
-    """What the ``paper-steer`` preset changes in ``paper`` (docs/guidance-study.md, section 5),
-    applied on top of any scale's MA-CDMP configuration."""
-    from macdmp.planner.models import PRESETS
-
-    steer, paper = PRESETS["paper-steer"].to_dict(), PRESETS["paper"].to_dict()
-    return {k: v for k, v in steer.items() if v != paper[k]}
-
-
 class _Builder:
     def __init__(self, scale: Scale, registered: tuple[str, ...]) -> None:
         self.scale = scale
@@ -226,7 +217,9 @@ class _Builder:
             extra["use_mf"] = False
             tag += "-nomf"
         if steer:  # the guidance study's variant: paper-steer's changes at this scale
-            extra.update(steer_overrides())
+            from macdmp.planner.models import STEER_CHANGES
+
+            extra.update(STEER_CHANGES)
             tag += "-steer"
         if horizon is not None and horizon != self.base_horizon():
             extra["horizon"] = horizon
