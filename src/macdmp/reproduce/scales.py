@@ -84,7 +84,7 @@ SCALES: dict[str, Scale] = {
     "demo": Scale(
         name="demo",
         describe="the methods' demo presets shortened to 600 steps (2-level U-Net, K = 50), the "
-        "demo dataset, 3 held-out seeds x 100 frames: about 55 minutes on a CPU",
+        "demo dataset, 3 held-out seeds x 100 frames: about 40 minutes on a 2-core CPU",
         trajectories=64,
         frames=2000,
         preset="demo",
