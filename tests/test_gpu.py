@@ -17,6 +17,14 @@ pytestmark = [
 ]
 
 
+def _cuda_models(preset: str = "demo", **overrides) -> PlannerModels:
+    """An untrained model of a preset on the GPU (nothing checked here depends on training)."""
+    cfg = make_config(preset, **overrides)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    torch.manual_seed(0)
+    return PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+
+
 @pytest.mark.parametrize(
     "solver, steps, warm, min_sigma",
     [("ddpm", None, None, 0.0), ("dpm2", 10, None, 0.0), ("dpm1", 5, None, 0.0),
@@ -24,10 +32,8 @@ pytestmark = [
 )  # fmt: skip
 def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
     """``warm`` is a fraction of the schedule; the level is the solver grid's nearest."""
-    cfg = make_config("demo")
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    torch.manual_seed(0)
-    models = PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+    models = _cuda_models("demo")
+    cfg = models.cfg
     sch = models.schedule()
     shape = (12, cfg.horizon, cfg.channels)
     nets = _backbones(models, Speed(), shape, sch.device)
@@ -70,10 +76,8 @@ def test_cuda_graph_replays_the_eager_cfg_sampler(solver, steps, cfg_weight, sca
     """MA-CDMP trained for classifier-free guidance: the captured loop with its condition
     buffer replays the eager sampler (w = 0 with a scale: classifier guidance on the
     unconditional noise model)."""
-    cfg = make_config("demo", guidance="cfg")
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    torch.manual_seed(0)
-    models = PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+    models = _cuda_models("demo", guidance="cfg")
+    cfg = models.cfg
     sch = models.schedule()
     shape = (12, cfg.horizon, cfg.channels)
     nets = _backbones(models, Speed(), shape, sch.device)
@@ -98,16 +102,14 @@ def test_cuda_graph_replays_the_eager_cfg_sampler(solver, steps, cfg_weight, sca
 
 def test_the_cfg_actor_plans_through_graphs_in_range():
     """The cfg actor on a GPU (captured, then replayed; a second target reuses the graph)."""
-    cfg = make_config("demo", guidance="cfg")
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    models = PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+    models = _cuda_models("demo", guidance="cfg")
     obs = np.random.default_rng(0).uniform(0, 20, (9, 4)).astype(np.float32)
     out = []
     for target in (None, models.default_target - 20.0):
         actor = models.make_actor(seed=0, target=target, guidance_scale=1.5)
         actor.reset(9)
         out.append(np.stack([actor.act(obs, obs) for _ in range(2)]))
-        assert np.all((out[-1] >= 0) & (out[-1] <= data.rbs))
+        assert np.all((out[-1] >= 0) & (out[-1] <= models.rbs))
     assert not np.allclose(out[0], out[1])
 
 
@@ -115,10 +117,7 @@ def test_the_cfg_actor_plans_through_graphs_in_range():
 def test_compiled_and_bf16_graphs_stay_close_to_float32(speed):
     """Compiled backbones and bf16 inside the captured graph, cold and warm-started: actions
     within 0.5 RB (compiled: 0.01 RB) of the float32 graph's plan with the same draws."""
-    cfg = make_config("paper")
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    torch.manual_seed(0)
-    models = PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+    models = _cuda_models("paper")
     obs = np.random.default_rng(0).normal(20, 5, (9, 4)).astype(np.float32)
     tol = 0.5 if speed.bf16 else 0.01
     prev = None
@@ -135,13 +134,11 @@ def test_compiled_and_bf16_graphs_stay_close_to_float32(speed):
 
 
 def test_plan_on_gpu_defaults_to_graphs_and_stays_in_range():
-    cfg = make_config("demo")
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
-    models = PlannerModels(cfg, data.stats, data.rbs).cuda().eval().requires_grad_(False)
+    models = _cuda_models("demo")
     obs = np.random.default_rng(0).uniform(0, 20, (9, 4)).astype(np.float32)
     gen = torch.Generator(device="cuda").manual_seed(0)
     actions, plans = plan(models, obs, obs, "dpm2", 10, 0.1, 1, gen)
-    assert actions.shape == (9,) and np.all((actions >= 0) & (actions <= data.rbs))
+    assert actions.shape == (9,) and np.all((actions >= 0) & (actions <= models.rbs))
     assert np.allclose(plans[:, 0, :4], obs, atol=1e-3)
 
 
