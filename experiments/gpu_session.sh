@@ -16,15 +16,25 @@
 #
 # Every stage ends by packing the small result files of $W/res into $OUT/session.tgz.
 # The runs (STEPS optimiser steps each, default 10,000, packed without compilation; the paper
-# trains 100,000): the guidance study's 10 MA-CDMP runs (guidance_study.sh's list; its `delay`
-# run has the paper's settings and is the reference of issue 13's quality rows) and the `fast`
-# and `fast-steer` presets of issue 13. Latency does not depend on the weights, so it is measured on untrained
-# models of each preset (benchmarks/plan_latency.py without --run) before training starts.
+# trains 100,000): the guidance study's runs named by STUDY_RUNS (guidance_study.sh's names;
+# its `delay` run has the paper's settings and is the reference of issue 13's quality rows)
+# and the `fast` and `fast-steer` presets of issue 13. The default list is the third block's
+# (docs/results/gpu-2026-11-30/): what the first two left unmeasured -- `delay` and `ownnb`
+# for the quality rows and the classifier-guided QoS sweep, the two mixed-data runs, and the
+# steer variant (cfg-ownnb) with and without the mean field over three training seeds, which
+# `confirm` evaluates on held-out seeds that chose nothing. Latency does not depend on the
+# weights, so it is measured on untrained models of each preset (benchmarks/plan_latency.py
+# without --run) before training starts. Order of the evaluations: confirmation, quality rows,
+# mixed-data units, then the sweep (SWEEP), so a stage that runs out of time loses the last.
 set -euo pipefail
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 W="${SESSION_WORK:-/root/w}"
 DEV_OUT="${OUT:-$W/out}"
-export STEPS="${STEPS:-10000}" STUDY_WORK="$W" COMPILE=""
+export STEPS="${STEPS:-10000}" STUDY_WORK="$W" COMPILE="" EVAL_EVERY="${EVAL_EVERY:-0}"
+CFG_RUNS="cfg-ownnb cfg-ownnb-nomf cfg-ownnb-s1 cfg-ownnb-nomf-s1 cfg-ownnb-s2 cfg-ownnb-nomf-s2"
+export RUNS_ONLY="${STUDY_RUNS:-delay ownnb mixed-delay mixed-ownnb $CFG_RUNS}"
+export EVAL_ONLY="${EVAL_ONLY:-mixed-delay mixed-ownnb}" CONFIRM="${CONFIRM:-$CFG_RUNS}"
+export SWEEP="${SWEEP:-ownnb:1 ownnb:3 ownnb:10 ownnb:30 delay:10 mixed-ownnb:10}"
 mkdir -p "$W/res/study" "$W/res/realtime" "$W/res/quality" "$DEV_OUT"
 T0=$(date +%s)
 left() { echo $(( ${LIMIT:-570} - ($(date +%s) - T0) )); }
@@ -35,19 +45,19 @@ pack() {
   tar czf "$DEV_OUT/session.tgz" -C "$W/res" . && ls -la "$DEV_OUT"
 }
 
-# GPU latency, 1/9/100/1000 agents, paper then fast preset (untrained: same architecture)
-P_DEFAULT="cold10,cold5,warm,skip,warm+skip,cold10+bf16,warm+skip+bf16,cold10+compile"
-P_DEFAULT+=",warm+skip+compile,warm+skip+compile+bf16,cold5+compile+bf16"
-P_SETTINGS="${P_SETTINGS:-$P_DEFAULT}"
-F_SETTINGS="${F_SETTINGS:-cold10,warm+skip,warm+skip+bf16,warm+skip+compile+bf16}"
+# GPU latency, 1/9/100/1000 agents, per preset (untrained: same architecture); the paper
+# preset's reference settings again on this machine, then the steer presets (CFG, warm 0.15)
+LAT_PLAN="${LAT_PLAN:-paper:cold10,warm+skip+compile \
+paper-steer:cold10,warm0.15,warm0.15+skip,warm0.15+skip+compile,warm0.15+skip+compile+bf16 \
+fast-steer:cold10,warm0.15+skip,warm0.15+skip+compile,warm0.15+skip+compile+bf16}"
 latency() {
-  timeout -s TERM 300 python3 benchmarks/plan_latency.py --preset paper \
-      --settings "$P_SETTINGS" --quality-settings "" \
-      --out "$W/res/realtime/latency_paper.md" > "$W/res/latency.log" 2>&1 || true
-  timeout -s TERM 100 python3 benchmarks/plan_latency.py --preset fast \
-      --settings "$F_SETTINGS" --quality-settings "" \
-      --out "$W/res/realtime/latency_fast.md" >> "$W/res/latency.log" 2>&1 || true
-  tail -n 20 "$W/res/realtime"/latency_*.md
+  local item
+  for item in $LAT_PLAN; do
+    timeout -s TERM 150 python3 benchmarks/plan_latency.py --preset "${item%%:*}" \
+        --settings "${item#*:}" --quality-settings "" \
+        --out "$W/res/realtime/latency_${item%%:*}.md" >> "$W/res/latency.log" 2>&1 || true
+  done
+  tail -n 12 "$W/res/realtime"/latency_*.md
 }
 
 train() {
@@ -78,27 +88,28 @@ quality_row() {  # RUN SETTING FILE
 evaluate() {
   trained || { echo "training not finished: no evaluations"; return 0; }
   [ "$(left)" -gt 60 ] || return 0
-  # the study's QoS units (3 at a time: one GPU is time-sliced between processes, so more
-  # only adds switching), then issue 13's quality rows beside the sweep
-  OUT="$W/res/study" PAR=3 STAGE_S=$(( $(left) - 5 )) experiments/guidance_study.sh eval \
-      > "$W/res/study-eval.log" 2>&1 || true
-  tail -n 3 "$W/res/study-eval.log"
-  (
-    for s in warm skip warm+skip warm+skip+bf16 cold10 cold5 warm+skip0.5; do
+  # one GPU time-slices processes, so 3 at a time: more only adds switching
+  OUT="$W/res/study" PAR=3 STAGE_S=$(( $(left) - 5 )) experiments/guidance_study.sh confirm \
+      > "$W/res/study-confirm.log" 2>&1 || true
+  tail -n 3 "$W/res/study-confirm.log"
+  (  # issue 13's quality rows beside the study's other units
+    for s in cold10 warm warm+skip skip; do
       quality_row "$W/runs/delay" "$s" "$W/res/quality/paper-$s.md"
-    done
-    for s in cold10 warm+skip; do
-      quality_row "$W/runs/fast" "$s" "$W/res/quality/fast-$s.md"
     done
     for s in warm0.15 cold10; do  # fast-steer: its default (warm 0.15), then from scratch
       quality_row "$W/runs/fast-steer" "$s" "$W/res/quality/fast-steer-$s.md"
     done
+    for s in cold10 warm+skip; do
+      quality_row "$W/runs/fast" "$s" "$W/res/quality/fast-$s.md"
+    done
   ) > "$W/res/quality.log" 2>&1 &
   local q=$!
+  OUT="$W/res/study" PAR=2 STAGE_S=$(( $(left) - 5 )) experiments/guidance_study.sh eval \
+      > "$W/res/study-eval.log" 2>&1 || true
   OUT="$W/res/study" PAR=2 STAGE_S=$(( $(left) - 5 )) PUSH_STATES=0 \
       experiments/guidance_study.sh sweep > "$W/res/study-sweep.log" 2>&1 || true
   wait $q || true
-  tail -n 3 "$W/res/study-sweep.log" "$W/res/quality.log"
+  tail -n 3 "$W/res/study-eval.log" "$W/res/study-sweep.log" "$W/res/quality.log"
   cat "$W"/res/quality/*.md 2>/dev/null | grep '^| [a-z]' | grep -v '^| setting' || true
   OUT="$W/res/study" experiments/guidance_study.sh results > /dev/null 2>&1 || true
 }

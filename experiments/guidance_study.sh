@@ -7,6 +7,7 @@
 #   experiments/guidance_study.sh train SECONDS    # 8 runs packed on the GPU, resumable (~7 min total)
 #   experiments/guidance_study.sh eval             # the paper's protocol, every run + allocators
 #   experiments/guidance_study.sh sweep            # guidance scale sweep: displacement + QoS
+#   experiments/guidance_study.sh confirm          # CONFIRM runs at CONFIRM_SET, other seeds
 #   experiments/guidance_study.sh results          # report.md, losses, a tarball into $OUT
 #
 # The runs (STEPS optimiser steps each, default 20,000 -- the paper trains 100,000; the `delay`
@@ -16,9 +17,12 @@
 #   mixed data (--quality mixed):      reward in {delay, own+neighbours-backlog}, MA-CDMP  2 runs
 #   paper data, classifier-free guidance on the own+neighbours-backlog return (item 4),
 #   MA-CDMP and w/o MF                                                                  2 runs
+# A run name may end in -sN: the same run with training seed N (cfg-ownnb-s1).
 # Evaluation: 4 paper scenarios x 3 held-out seeds x 1,000 frames, ideal and limited RF; the
 # sweep: guidance scales 0.01 .. 1000 for plan/action displacement, 11 (run, scale) units of
-# QoS (SWEEP= picks others).
+# QoS (SWEEP= picks others); `confirm`: the CONFIRM runs at the acting options CONFIRM_SET
+# (default warm=0.15, the steer variant's) on the next 3 held-out seeds (--seed-offset 3),
+# which chose nothing (the warm level was picked on the first 3), plus the allocators there.
 #
 # Works from the repository root without installing the package (PYTHONPATH=src).
 set -euo pipefail
@@ -43,15 +47,20 @@ macdmp() { python3 -m macdmp.cli "$@"; }
 # run folder name -> dataset, reward, w/o MF
 RUNS=(delay own ownnb delay-nomf own-nomf ownnb-nomf mixed-delay mixed-ownnb cfg-ownnb
       cfg-ownnb-nomf)
-# RUNS_ONLY="a b": train and evaluate only these (MIXED=0: no mixed-quality dataset)
+# RUNS_ONLY="a b": train and evaluate only these (MIXED=0: no mixed-quality dataset);
+# EVAL_ONLY="a b": `eval` evaluates only these of them
 [ -z "${RUNS_ONLY:-}" ] || read -r -a RUNS <<< "$RUNS_ONLY"
+EVAL_RUNS=("${RUNS[@]}")
+[ -z "${EVAL_ONLY:-}" ] || read -r -a EVAL_RUNS <<< "$EVAL_ONLY"
+seed_of() { case $1 in *-s[0-9]*) echo "${1##*-s}";; *) echo 0;; esac; }
 data_of() { case $1 in mixed-*) echo "$W/mixed.h5";; *) echo "$W/paper.h5";; esac; }
 reward_of() { case $1 in *ownnb*) echo "own+neighbours-backlog";; *own*) echo "own-backlog";;
   *) echo "delay";; esac; }
 guidance_of() { case $1 in cfg-*) echo cfg;; *) echo classifier;; esac; }
-label_of() { local l="MA-CDMP"; case $1 in *-nomf) l="$l w/o MF";; esac
+label_of() { local l="MA-CDMP"; case ${1%-s[0-9]*} in *-nomf) l="$l w/o MF";; esac
   case $1 in cfg-*) l="$l CFG";; esac
-  case $1 in mixed-*) l="$l mixed-data";; esac; echo "$l $(reward_of "$1")"; }
+  case $1 in mixed-*) l="$l mixed-data";; esac
+  [ "$(seed_of "$1")" = 0 ] || l="$l seed $(seed_of "$1")"; echo "$l $(reward_of "$1")"; }
 COMMON=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames "$FRAMES"
         --rf ideal,limited)
 
@@ -91,9 +100,9 @@ collect)
 train)
   {
     for r in "${RUNS[@]}"; do
-      printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "%s"\nsteps = %s\n' \
-          "$W/runs/$r" "$(data_of "$r")" "$PRESET" "$STEPS"
-      case $r in *-nomf) echo "no_mf = true";; esac
+      printf '[[run]]\nout = "%s"\ndata = "%s"\npreset = "%s"\nsteps = %s\nseed = %s\n' \
+          "$W/runs/$r" "$(data_of "$r")" "$PRESET" "$STEPS" "$(seed_of "$r")"
+      case ${r%-s[0-9]*} in *-nomf) echo "no_mf = true";; esac
       printf 'set = { reward = "%s", guidance = "%s", eval_every = %s }\n' "$(reward_of "$r")" \
           "$(guidance_of "$r")" "$EVAL_EVERY"
     done
@@ -113,7 +122,7 @@ eval)
   # planning per unit alone on an H100), plus the allocators on the CPU
   unit allocators python3 -m macdmp.cli evaluate "${COMMON[@]}" --policy behaviour \
       --policy carried --policy maxweight --policy proportional --policy backpressure
-  for r in "${RUNS[@]}"; do
+  for r in "${EVAL_RUNS[@]}"; do
     unit "$r" python3 -m macdmp.cli evaluate "${COMMON[@]}" \
         --policy "$W/runs/$r,label=$(label_of "$r")"
   done
@@ -142,6 +151,18 @@ sweep)
   cat "$OUT"/push-*.txt 2>/dev/null || true
   echo "$(ls "$W/eval"/sweep-*.json | wc -l) sweep files"
   ;;
+confirm)
+  # the steer variant over training seeds, on held-out seeds that picked none of its settings
+  CONFIRM_SET="${CONFIRM_SET:-warm=0.15}" set_txt="${CONFIRM_SET//[=,]/ }"
+  unit confirm-allocators python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
+      --policy behaviour --policy carried --policy maxweight --policy proportional
+  for r in ${CONFIRM:-cfg-ownnb cfg-ownnb-nomf}; do
+    unit "confirm-$r" python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
+        --policy "$W/runs/$r,$CONFIRM_SET,label=$(label_of "$r") $set_txt"
+  done
+  wait
+  echo "$(ls "$W/eval"/confirm-*.json | wc -l) confirmation files"
+  ;;
 results)
   macdmp report --json "$W"/eval/*.json --losses "$W"/runs/*/losses.jsonl \
       --out "$OUT/report" --title "Guidance study (issue 11), $STEPS steps"
@@ -153,6 +174,6 @@ results)
   ls -la "$OUT"
   ;;
 *)
-  echo "usage: $0 collect|train SECONDS|eval|sweep|results" >&2
+  echo "usage: $0 collect|train SECONDS|eval|sweep|confirm|results" >&2
   exit 2 ;;
 esac
