@@ -157,7 +157,7 @@ confirm)
   unit confirm-allocators python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
       --policy behaviour --policy carried --policy maxweight --policy proportional
   for r in ${CONFIRM:-cfg-ownnb cfg-ownnb-nomf}; do
-    unit "confirm-$r" python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
+    unit "confirm-$r${CONFIRM_TAG:+-$CONFIRM_TAG}" python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
         --policy "$W/runs/$r,$CONFIRM_SET,label=$(label_of "$r") $set_txt"
   done
   wait

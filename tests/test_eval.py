@@ -174,3 +174,32 @@ def test_progress_bar_writes_whole_lines_to_a_log(capsys):
     with progress_bar(5, "off", disable=True) as bar:
         bar.update(5)
     assert capsys.readouterr().err == ""
+
+
+def test_report_aggregates_training_seeds():
+    from macdmp.eval.episodes import METRICS
+    from macdmp.eval.report import training_seed_table
+
+    def row(policy, rf, delay):
+        r = {"policy": policy, "rf": rf, "frames": 10}
+        for m in METRICS:
+            r[m], r[m + "_std"] = (delay, 0.5) if m == "mean_delay_ms" else (-delay, 0.1)
+        return r
+
+    rows = [
+        row("A warm 0.15", "ideal", 5.0),  # no tag: seed 0
+        row("A seed 1 warm 0.15", "ideal", 6.0),
+        row("A seed 2 warm 0.15", "ideal", 7.0),
+        row("A warm 0.15", "limited", 8.0),
+        row("A seed 1 warm 0.15", "limited", 8.0),
+        row("B", "ideal", 1.0),  # one seed: no row
+    ]
+    lines = [ln for ln in training_seed_table(rows).splitlines() if ln.startswith("| A")]
+    # the std is over the training seeds (ddof 1), not the rows' own std over network seeds
+    assert lines == [
+        "| A warm 0.15 | ideal | 0, 1, 2 | -6.00 ± 1.00 | -6.00 ± 1.00 | 6.00 ± 1.00 "
+        "| -6.0000 ± 1.0000 |",
+        "| A warm 0.15 | limited | 0, 1 | -8.00 ± 0.00 | -8.00 ± 0.00 | 8.00 ± 0.00 "
+        "| -8.0000 ± 0.0000 |",
+    ]
+    assert training_seed_table(rows[-1:]) == ""

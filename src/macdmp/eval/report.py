@@ -3,12 +3,16 @@
     macdmp report --json a.json b.json ... --losses RUN/losses.jsonl ... --out DIR
 
 Writes DIR/report.md (one QoS table per RF condition, rows sorted by average reward) and
-DIR/qos.png, plus DIR/training.png when loss logs are given.
+DIR/qos.png, plus DIR/training.png when loss logs are given. Runs of one method that differ
+only by their training seed (policy labels equal but for " seed N"; a label without it is seed
+0) also get a table across training seeds: the mean and standard deviation, over the seeds, of
+each run's mean over the held-out network seeds.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +74,44 @@ def markdown_tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+SEED_TAG = re.compile(r" seed (\d+)\b")
+
+
+def training_seed_table(rows: list[dict]) -> str:
+    """Markdown: each method with two or more training seeds (see the module docstring), per RF
+    condition, mean +- std over its seeds of every metric; "" when there is none."""
+    groups: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in rows:
+        m = SEED_TAG.search(r["policy"])
+        method = SEED_TAG.sub("", r["policy"])
+        groups.setdefault((method, r["rf"]), {})[int(m.group(1)) if m else 0] = r
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return ""
+    out = [
+        "#### across training seeds",
+        "",
+        "Mean ± standard deviation over the training seeds of each run's mean over the held-out "
+        "network seeds.",
+        "",
+        "| method | RF | training seeds | " + " | ".join(HEADERS[m] for m in METRICS) + " |",
+        "| --- | --- | --- |" + " --- |" * len(METRICS),
+    ]
+    order = sorted(
+        groups, key=lambda k: (k[1], -np.mean([r["avg_reward"] for r in groups[k].values()]))
+    )
+    for method, rf in order:
+        runs = groups[(method, rf)]
+        cells = []
+        for m in METRICS:
+            v = np.array([runs[s][m] for s in sorted(runs)])
+            d = 4 if m == "loss_rate" else 2
+            cells.append(f"{v.mean():.{d}f} ± {v.std(ddof=1):.{d}f}")
+        seeds = ", ".join(str(s) for s in sorted(runs))
+        out.append(f"| {method} | {rf} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(out + [""])
+
+
 def plot_training(loss_files: list[str | Path], path: Path) -> None:
     import matplotlib
 
@@ -102,6 +144,9 @@ def write_report(json_files, loss_files, out_dir: str | Path, title: str = "Resu
     out.mkdir(parents=True, exist_ok=True)
     rows = load_results(json_files)
     text = [f"### {title}", "", markdown_tables(rows)]
+    seeds = training_seed_table(rows)
+    if seeds:
+        text += [seeds]
     plot_qos_bars(
         rows,
         out / "qos.png",
