@@ -23,7 +23,8 @@ one candidate:
     cold10, cold5  10 (the default, the planner's default today: the reference) or 5 steps
     warm[F]        warm start: previous plan shifted, re-noised to the level nearest F x K
                    (default 0.3), denoised with the 10-step grid's remaining steps
-    skip[S]        guidance only at levels with sigma_k >= S (default 0.3)
+    skip[S]        guidance only at levels with sigma_k >= S (default 0.3); classifier
+                   guidance only: a CFG model runs both halves at every level regardless
     compile, bf16  the backbones compiled, under bf16 autocast (on a GPU inside the CUDA graph)
     onnx           the backbones in ONNX Runtime (CPU)
 e.g. warm+skip+compile+bf16, or warm0.2+skip0.5.
