@@ -23,6 +23,7 @@
 # QoS (SWEEP= picks others); `confirm`: the CONFIRM runs at the acting options CONFIRM_SET
 # (default warm=0.15, the steer variant's) on the next 3 held-out seeds (--seed-offset 3),
 # which chose nothing (the warm level was picked on the first 3), plus the allocators there.
+# CONFIRM_TAG=g3 suffixes the unit names, so another CONFIRM_SET does not find the first's files.
 #
 # Works from the repository root without installing the package (PYTHONPATH=src).
 set -euo pipefail
@@ -157,8 +158,8 @@ confirm)
   unit confirm-allocators python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
       --policy behaviour --policy carried --policy maxweight --policy proportional
   for r in ${CONFIRM:-cfg-ownnb cfg-ownnb-nomf}; do
-    unit "confirm-$r${CONFIRM_TAG:+-$CONFIRM_TAG}" python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
-        --policy "$W/runs/$r,$CONFIRM_SET,label=$(label_of "$r") $set_txt"
+    unit "confirm-$r${CONFIRM_TAG:+-$CONFIRM_TAG}" python3 -m macdmp.cli evaluate \
+        "${COMMON[@]}" --seed-offset 3 --policy "$W/runs/$r,$CONFIRM_SET,label=$(label_of "$r") $set_txt"
   done
   wait
   echo "$(ls "$W/eval"/confirm-*.json | wc -l) confirmation files"
