@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -304,10 +305,21 @@ def test_smoke_reproduce_end_to_end_then_no_work(tmp_path, capsys):
     assert json.loads((again / "verdicts.json").read_text())["verdicts"] == verdicts
 
 
-def test_time_limit_stops_a_unit_without_a_result(tmp_path, capsys):
+def test_time_limit_stops_a_unit_without_a_result(tmp_path, capsys, monkeypatch):
     """--time-limit stops as SIGTERM does: the unit under way (the dataset collection or the
     training run) leaves no result, the exit status says to run again, the report is still
     written, and the same command then finishes the work."""
+    import torch._dynamo  # noqa: F401
+
+    from macdmp.methods.trainer import Trainer
+
+    # Each of the 40 training steps takes at least 50 ms, so the limit falls inside the work on
+    # any machine (on a fast one the collection and the training both finished within 0.5 s).
+    # torch._dynamo is imported first: the optimiser imports it on first use (about a second,
+    # sympy with it), and a SIGTERM inside that import leaves sympy half-imported for the rest
+    # of this process, which the second call below would trip on (a CLI process just exits).
+    step = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self: (step(self), time.sleep(0.05))[0])
     out = tmp_path / "out"
     args = ["reproduce", "--scale", "smoke", "--out", str(out), "--only", "fig3", "--quiet"]
     args += ["--units", "train-ma-dt-s0"]
