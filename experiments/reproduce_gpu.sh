@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# `macdmp reproduce --scale paper` on the one-GPU device machine, in blocks that each fit one
-# lease of the machine (held 30 minutes at most, commands of under 10 minutes). Each command
-# runs the work list for at most SECONDS (default 540) and stops as on SIGTERM: a training run
-# saves its checkpoint, an unfinished evaluation leaves no result. Run the same command again
-# (on the same warm machine) to go on; "block finished" says when the block is done.
+# `macdmp reproduce --scale paper` on the device machine, in blocks that fit one lease of it
+# (held 30 minutes at most, commands of under 10 minutes, checkpoints do not come back).
 #
-#   experiments/reproduce_gpu.sh BLOCK [SECONDS]
+#   experiments/reproduce_gpu.sh BLOCK [SECONDS]     one block in the foreground
+#   experiments/reproduce_gpu.sh detach CHAIN... [-- SECONDS]
+#   experiments/reproduce_gpu.sh wait [SECONDS]
 #
-# Blocks (docs/reproduction.md gives their estimated times; each is one lease):
+# BLOCK: runs the block's units for at most SECONDS (default 540), then stops as on SIGTERM: a
+# training run saves its checkpoint, an unfinished evaluation leaves no result. Run the same
+# command again (on the same warm machine) to go on; "block finished" says when it is done. A
+# resumed compiled run compiles again (about 1.5 minutes), so on a machine that stays warm
+# between calls `detach` is cheaper:
+#
+# detach: collects the dataset, then starts each CHAIN (BLOCK[+BLOCK...], run one after the
+# other) on its own GPU (CUDA_VISIBLE_DEVICES; chains beyond the GPU count share them) in its
+# own process session, which outlives the command (the machine keeps it until it is given back),
+# with no time limit; then waits as `wait` does for at most SECONDS (default 540). `wait` waits
+# for the detached chains (at most SECONDS), prints their progress and brings the results back.
+# Call `wait` again within the machine's 30 s warm window to keep the chains running.
+#
+# Blocks (docs/reproduction.md gives their estimated times):
 #   baselines   allocators, MA-CQL, MA-TD3+BC and MA-DT x 3 seeds, packed, and their evaluations
-#   cdmp-s0     MA-CDMP seed 0 (compiled) and its evaluations (Figs. 4, 6, 8; Fig. 7 at H = 16)
+#   cdmp-s0     MA-CDMP seed 0 (compiled) and its evaluations of Figs. 4 and 6 (Fig. 7: H = 16)
+#   guide-s0    the guidance-scale sweep of Fig. 8 on MA-CDMP seed 0 (waits for a chain that
+#               trains seed 0; trains it itself when no chain does)
 #   cdmp-s1     MA-CDMP seed 1 (compiled) and its evaluations (Fig. 9)
 #   nomf-s2     MA-CDMP w/o MF and MA-CDMP seed 2, packed, and w/o MF's evaluations (Fig. 6)
 #   h8-h32      MA-CDMP with H = 8 and H = 32, packed, and their evaluations (Fig. 7)
@@ -17,8 +31,11 @@
 #   new-s0      MA-Diffuser, MA-DD and MADiff seed 0, packed, and the evaluations of Fig. 4
 #   new-s12     MA-Diffuser, MA-DD and MADiff seeds 1 and 2, packed (learning curves only)
 #   all         whatever is left
+#   =GLOBS      the units matching GLOB[,GLOB...] (`macdmp reproduce --list` shows the keys)
 #   smoke-gpu   the smoke scale on the GPU (a check of the GPU path: capture, packing, planning
 #               on CUDA; a few minutes), brought back as $OUT/smoke-gpu.tgz
+# For example, on a 2-GPU machine: `detach cdmp-s0 baselines+guide-s0 -- 560`, then `wait 570`
+# twice.
 #
 # The results live in docs/reproduction/paper/results (small JSON files): they travel to the
 # machine with the working tree, so a block skips what earlier blocks did, and come back as
@@ -30,58 +47,179 @@
 # a pending evaluation needs.
 #
 # Works from the repository root without installing the package (PYTHONPATH=src): the GPU
-# machine has torch, numba, h5py and matplotlib but no package index (and Ray's wheel is larger
-# than what may be carried there, so the fan-out there is packing, not Ray).
+# machine has torch, numba, h5py and matplotlib but no package index, and Ray's wheel (79 MB)
+# is larger than what may be carried there (64 MiB), so the fan-out there is packing runs on a
+# GPU and one detached chain per GPU, not Ray. SCALE and RES (defaults: paper and
+# docs/reproduction/paper) let the mechanics be tried on the CPU at the smoke scale.
 set -euo pipefail
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
-RES=docs/reproduction/paper
+SCALE="${SCALE:-paper}"
+RES="${RES:-docs/reproduction/$SCALE}"
 W="${REPRO_WORK:-/root/repro}"
 OUT="${OUT:-$W/out}"
-LIMIT="${2:-540}"
-mkdir -p "$W" "$OUT" "$RES"
+CHAINS="$W/chains"
+THREADS="$(nproc)"
+mkdir -p "$W" "$OUT" "$RES" "$CHAINS"
 
-PACK=1
-COMPILE=(--compile)
+reproduce() {
+  python3 -m macdmp.cli reproduce --scale "$SCALE" --out "$RES" --work "$W" "$@"
+}
+
+# block_units BLOCK: sets UNITS, PACK, COMPILE and AFTER (a unit another chain may be making)
+block_units() {
+  PACK=1; COMPILE=(--compile); AFTER=""
+  case "$1" in
+  baselines)
+    UNITS='eval-behaviour-*,eval-carried-*,eval-equal-*,eval-proportional-*,eval-maxweight-*'
+    UNITS+=',eval-backpressure-*,train-ma-cql-*,train-ma-td3bc-*,train-ma-dt-*'
+    UNITS+=',eval-ma-cql-*,eval-ma-td3bc-*,eval-ma-dt-*'
+    PACK=9; COMPILE=() ;;
+  cdmp-s0) UNITS='train-ma-cdmp-s0,eval-ma-cdmp-s0-paper-*,eval-ma-cdmp-s0-n*' ;;
+  guide-s0) UNITS='eval-ma-cdmp-s0-guide*'; AFTER=train-ma-cdmp-s0 ;;
+  cdmp-s1) UNITS='train-ma-cdmp-s1,eval-ma-cdmp-s1-*' ;;
+  nomf-s2) UNITS='train-ma-cdmp-nomf-s0,eval-ma-cdmp-nomf-s0-*,train-ma-cdmp-s2'; PACK=2 ;;
+  h8-h32) UNITS='train-ma-cdmp-h8-s0,train-ma-cdmp-h32-s0,eval-ma-cdmp-h8-*,eval-ma-cdmp-h32-*'
+    PACK=2 ;;
+  h64) UNITS='train-ma-cdmp-h64-s0,eval-ma-cdmp-h64-*' ;;
+  new-s0)
+    UNITS='train-ma-diffuser-s0,eval-ma-diffuser-*,train-ma-dd-s0,eval-ma-dd-*,train-madiff-s0'
+    PACK=3; COMPILE=() ;;
+  new-s12)
+    UNITS='train-ma-diffuser-s[12],train-ma-dd-s[12],train-madiff-s[12]'
+    PACK=6; COMPILE=() ;;
+  all) UNITS='*'; PACK=2 ;;
+  =*) UNITS="${1#=}"; PACK=2; COMPILE=() ;;
+  *)
+    echo "unknown block '$1': one of baselines, cdmp-s0, guide-s0, cdmp-s1, nomf-s2, h8-h32," \
+      "h64, new-s0, new-s12, all, =GLOB[,GLOB...]" >&2
+    return 2 ;;
+  esac
+}
+
+chain_alive() {  # chain_alive NAME: its detached process is still running
+  local f="$CHAINS/$1.pid"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+others_alive() {  # a detached chain other than $1 still runs
+  local f n
+  for f in "$CHAINS"/*.pid; do
+    [ -e "$f" ] || continue
+    n="$(basename "$f" .pid)"
+    [ "$n" != "$1" ] && chain_alive "$n" && return 0
+  done
+  return 1
+}
+
+# run_block BLOCK [SECONDS] [CHAIN]: the block's units (for at most SECONDS); exits as reproduce
+run_block() {
+  block_units "$1" || return 2
+  if [ -n "$AFTER" ]; then
+    while [ ! -f "$RES/results/$AFTER.json" ] && others_alive "${3:-}"; do sleep 10; done
+  fi
+  local limit=()
+  [ -n "${2:-}" ] && limit=(--time-limit "$2")
+  reproduce --units "$UNITS" --pack "$PACK" "${COMPILE[@]}" --collect-threads "$THREADS" \
+    "${limit[@]}"
+}
+
+bring_back() {
+  tar czf "$OUT/results.tgz" -C "$RES" results $([ -d "$RES/failed" ] && echo failed)
+}
+
+summary() {
+  reproduce --list | awk '{print $1, $2}' | sort | uniq -c
+}
+
+# wait_chains SECONDS: until every detached chain has ended or SECONDS have passed
+wait_chains() {
+  local t0=$SECONDS f n alive
+  while :; do
+    alive=""
+    for f in "$CHAINS"/*.pid; do
+      [ -e "$f" ] || continue
+      n="$(basename "$f" .pid)"
+      chain_alive "$n" && alive+=" $n"
+    done
+    [ -z "$alive" ] && break
+    [ $((SECONDS - t0)) -ge "$1" ] && break
+    sleep 15
+  done
+  for f in "$CHAINS"/*.log; do
+    [ -e "$f" ] || continue
+    n="$(basename "$f" .log)"
+    echo "== chain $n: $(chain_alive "$n" && echo running || cat "$CHAINS/$n.rc" 2>/dev/null)"
+    # progress bars rewrite their line with \r: show the last lines as the terminal would
+    tr '\r' '\n' <"$f" | grep -v '^\s*$' | grep -v '^train\|^evaluate\|it/s\]$' | tail -n 8
+    chain_alive "$n" && tr '\r' '\n' <"$f" | grep -v '^\s*$' | tail -n 1
+  done
+  summary
+  bring_back
+  if [ -n "$alive" ]; then
+    echo "chains still running:$alive (call wait again within the warm window)"
+  else
+    echo "all chains ended"
+  fi
+}
+
 case "${1:-}" in
 smoke-gpu)
   nvidia-smi -L
   rc=0
   python3 -m macdmp.cli reproduce --scale smoke --out "$W/smoke" --device cuda --pack 4 \
-      --time-limit "$LIMIT" || rc=$?
+      --time-limit "${2:-540}" || rc=$?
   python3 -m pytest -q tests/test_reproduce.py -m gpu || rc=$?
   tar czf "$OUT/smoke-gpu.tgz" -C "$W/smoke" --exclude work .
   exit $rc ;;
-baselines)
-  UNITS='eval-behaviour-*,eval-carried-*,eval-equal-*,eval-proportional-*,eval-maxweight-*'
-  UNITS+=',eval-backpressure-*,train-ma-cql-*,train-ma-td3bc-*,train-ma-dt-*'
-  UNITS+=',eval-ma-cql-*,eval-ma-td3bc-*,eval-ma-dt-*'
-  PACK=9; COMPILE=() ;;
-cdmp-s0) UNITS='train-ma-cdmp-s0,eval-ma-cdmp-s0-*' ;;
-cdmp-s1) UNITS='train-ma-cdmp-s1,eval-ma-cdmp-s1-*' ;;
-nomf-s2) UNITS='train-ma-cdmp-nomf-s0,eval-ma-cdmp-nomf-s0-*,train-ma-cdmp-s2'; PACK=2 ;;
-h8-h32) UNITS='train-ma-cdmp-h8-s0,train-ma-cdmp-h32-s0,eval-ma-cdmp-h8-*,eval-ma-cdmp-h32-*'
-  PACK=2 ;;
-h64) UNITS='train-ma-cdmp-h64-s0,eval-ma-cdmp-h64-*' ;;
-new-s0)
-  UNITS='train-ma-diffuser-s0,eval-ma-diffuser-*,train-ma-dd-s0,eval-ma-dd-*,train-madiff-s0'
-  PACK=3; COMPILE=() ;;
-new-s12)
-  UNITS='train-ma-diffuser-s[12],train-ma-dd-s[12],train-madiff-s[12]'
-  PACK=6; COMPILE=() ;;
-all) UNITS='*'; PACK=2 ;;
-*)
-  echo "usage: $0 baselines|cdmp-s0|cdmp-s1|nomf-s2|h8-h32|h64|new-s0|new-s12|all|smoke-gpu" \
-    "[SECONDS]" >&2
+chain)  # (internal) chain NAME BLOCK[+BLOCK...]: what `detach` runs in each process session
+  rc=0
+  for b in ${3//+/ }; do
+    echo "-- block $b ($(date -u +%T))"
+    run_block "$b" "" "$2" || { rc=$?; echo "block $b exited $rc"; }
+  done
+  echo "$rc" >"$CHAINS/$2.rc"
+  echo "-- chain ended ($(date -u +%T)), exit $rc"
+  exit $rc ;;
+detach)
+  shift
+  chains=(); limit=540
+  while [ $# -gt 0 ]; do
+    if [ "$1" = "--" ]; then limit="${2:-540}"; break; fi
+    for b in ${1//+/ }; do block_units "$b" || exit 2; done
+    chains+=("$1"); shift
+  done
+  [ ${#chains[@]} -gt 0 ] || { echo "detach: name at least one chain" >&2; exit 2; }
+  t0=$SECONDS
+  ngpu="$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)"
+  nvidia-smi -L || true
+  reproduce --units data --collect-threads "$THREADS"  # once, before the chains share it
+  rm -f "$CHAINS"/*
+  i=0
+  for c in "${chains[@]}"; do
+    name="c$i-${c//[^A-Za-z0-9-]/_}"
+    gpu=$(( ngpu > 0 ? i % ngpu : 0 ))
+    CUDA_VISIBLE_DEVICES="$gpu" setsid nohup bash "$0" chain "$name" "$c" \
+      >"$CHAINS/$name.log" 2>&1 </dev/null &
+    echo $! >"$CHAINS/$name.pid"
+    echo "chain $name on GPU $gpu: pid $!"
+    i=$((i + 1))
+  done
+  wait_chains $(( limit - (SECONDS - t0) > 30 ? limit - (SECONDS - t0) : 30 ))
+  exit 0 ;;
+wait)
+  wait_chains "${2:-540}"
+  exit 0 ;;
+"") echo "usage: $0 BLOCK [SECONDS] | detach CHAIN... [-- SECONDS] | wait [SECONDS]" >&2
   exit 2 ;;
 esac
 
-nvidia-smi -L
+# one block in the foreground
+block_units "$1" || exit 2
+nvidia-smi -L || true
 rc=0
-python3 -m macdmp.cli reproduce --scale paper --out "$RES" --work "$W" --units "$UNITS" \
-    --time-limit "$LIMIT" --pack "$PACK" "${COMPILE[@]}" --collect-threads 12 || rc=$?
-python3 -m macdmp.cli reproduce --scale paper --out "$RES" --work "$W" --units "$UNITS" --list \
-  | awk '{print $1, $2}' | sort | uniq -c
-tar czf "$OUT/results.tgz" -C "$RES" results $([ -d "$RES/failed" ] && echo failed)
+run_block "$1" "${2:-540}" || rc=$?
+summary
+bring_back
 ls -la "$OUT"
 case $rc in
   0) echo "block finished" ;;

@@ -51,6 +51,11 @@ def test_plan_every_figure_its_units_and_what_is_missing(monkeypatch):
     assert order.index("data") == 0 and set(order) == set(plan.units)
     for k in order:  # dependencies first
         assert all(order.index(d) < order.index(k) for d in plan.units[k].needs)
+    # --units globs pick units and what they need; a glob may name a dependency alone
+    assert plan.needed(units=["data"]) == ["data"]
+    picked = plan.needed(units=["eval-ma-cql-s0-*"])
+    assert picked == ["data", "train-ma-cql-s0", *sorted(k for k in order
+                      if k.startswith("eval-ma-cql-s0-"))]  # fmt: skip
     fig3 = plan.figure("fig3")
     missing = {s.label for s in fig3.series if s.missing}
     assert missing == {"MA-Diffuser", "MA-DD"}

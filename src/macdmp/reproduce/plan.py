@@ -98,12 +98,14 @@ class Plan:
         raise KeyError(name)
 
     def needed(self, figures: list[str] | None = None, units: list[str] | None = None) -> list[str]:
-        """Keys of every unit the figures use (those matching a glob of ``units`` if given),
-        with what they need, dependencies first."""
+        """Keys of every unit the figures use (with ``units``: those of them, or of what they
+        need, that match a glob; ``data`` alone is the dataset), with what they need,
+        dependencies first."""
         chosen = [f for f in self.figures if figures is None or f.name in figures]
         roots = [k for f in chosen for s in f.series for k in s.keys]
         if units is not None:
-            roots = [k for k in roots if any(fnmatch.fnmatchcase(k, u) for u in units)]
+            every = self.needed(figures)
+            roots = [k for k in every if any(fnmatch.fnmatchcase(k, u) for u in units)]
         order: list[str] = []
         seen: set[str] = set()
 
