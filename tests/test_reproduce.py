@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from macdmp.cli import main
-from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS
+from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS, ahead
 from macdmp.reproduce.plan import FIGURE_NAMES, build_plan, node_scenarios
 from macdmp.reproduce.report import write_report
 from macdmp.reproduce.units import product_path
@@ -356,3 +356,18 @@ def test_training_units_pack_on_the_gpu(tmp_path):
         res = store.read(k)
         assert res["device"].startswith("cuda") and res["packed_with"] == 2 and res["evals"]
     assert store.read(evals[0])["rows"][0]["avg_reward"] < 0
+
+
+def test_ahead_is_paired_over_the_held_out_seeds_and_needs_a_margin():
+    # Fig. 8's scales 1 and 0 at paper scale: 0.01 apart on the means, level on the seeds
+    a = {"r": -9.39, "r_seeds": [-9.48, -9.89, -8.80]}
+    b = {"r": -9.40, "r_seeds": [-9.42, -9.80, -8.99]}
+    assert not ahead(a, b, "r") and not ahead(b, a, "r")
+    c = {"r": -9.0, "r_seeds": [-9.10, -9.50, -8.40]}  # better on every seed by 0.3-0.6
+    assert ahead(c, b, "r") and not ahead(b, c, "r")
+    assert ahead(b, c, "r", sign=-1)  # lower is better
+    zero = {"r": 0.0, "r_seeds": [0.0, 0.0, 0.0]}
+    assert not ahead(zero, zero, "r")  # equal is level
+    # result files without per-seed values: ahead by more than the larger std over the seeds
+    assert ahead({"r": 2.0, "r_std": 0.5}, {"r": 1.0, "r_std": 0.2}, "r")
+    assert not ahead({"r": 1.4, "r_std": 0.5}, {"r": 1.0, "r_std": 0.2}, "r")

@@ -190,6 +190,23 @@ def _row(get: Get, key: str) -> dict[str, Any] | None:
     return r["rows"][0] if r is not None and r.get("rows") else None
 
 
+def ahead(a: dict[str, Any], b: dict[str, Any], key: str, sign: int = 1) -> bool:
+    """Is row ``a`` ahead of row ``b`` on ``key`` (``sign`` +1: higher is better, -1: lower)?
+
+    Both are evaluations on the same held-out networks, so the comparison is paired: ``a`` is
+    ahead when the per-seed differences have a mean larger than their (sample) standard
+    deviation. A difference within the seeds' noise is level, not a win. Rows without per-seed
+    values (older result files) fall back to: the means differ by more than the larger of the
+    two standard deviations over the seeds.
+    """
+    xa, xb = a.get(key + "_seeds"), b.get(key + "_seeds")
+    if xa is not None and xb is not None and len(xa) == len(xb) >= 2:
+        d = sign * (np.asarray(xa, dtype=float) - np.asarray(xb, dtype=float))
+        return bool(d.mean() > d.std(ddof=1))
+    margin = max(a.get(key + "_std", 0.0), b.get(key + "_std", 0.0))
+    return bool(sign * (a[key] - b[key]) > margin)
+
+
 def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
     rows = []
     for s in fig.series:
@@ -236,12 +253,12 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
             continue
         for key, name, sign in FIG4_METRICS:
             n_cond += 1
-            best = max(others, key=lambda r: sign * r[key])
-            if sign * me[key] > sign * best[key]:
+            not_behind = [r["policy"] for r in others if not ahead(me, r, key, sign)]
+            if not not_behind:
                 wins += 1
             else:
-                lost.append(f"{name} {rf} RF (best: {best['policy']})")
-            if al and all(sign * me[key] > sign * r[key] for r in al):
+                lost.append(f"{name} {rf} RF (level or ahead: {', '.join(not_behind)})")
+            if al and all(ahead(me, r, key, sign) for r in al):
                 against_alloc += 1
     if n_cond == 0:
         out.why = "MA-CDMP or every learned method to compare it with has no evaluation yet."
@@ -250,8 +267,9 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
     out.why = (
         f"MA-CDMP wins {wins} of {n_cond} conditions against "
         f"{', '.join(m for m in learned if any((m, rf) in by for rf in ('ideal', 'limited')))}"
-        + (f"; loses {', '.join(lost)}" if lost else "")
-        + f". Against the allocators too: it beats all of them in {against_alloc} of {n_cond}."
+        + (f"; does not win {'; '.join(lost)}" if lost else "")
+        + f". Against the allocators too: it is ahead of all of them in {against_alloc} of "
+        f"{n_cond}."
     )
     return out
 
@@ -357,15 +375,17 @@ def fig6(fig: Figure, get: Get, png: Path | None) -> Outcome:
     if not both:
         out.why = "needs MA-CDMP and w/o MF evaluated at the same node count."
         return out
-    won = [n for n in both if a[n]["avg_reward"] > b[n]["avg_reward"]]
-    lost = [n for n in both if n not in won]
+    won = [n for n in both if ahead(a[n], b[n], "avg_reward")]
+    behind = [n for n in both if ahead(b[n], a[n], "avg_reward")]
+    level = [n for n in both if n not in won and n not in behind]
     total = len(fig.series[0].x)
     out.verdict = HOLDS if len(won) == total else PARTLY if len(won) > total / 2 else NOT
     unseen = [n for n in won if n not in TRAINED_NODE_COUNTS]
     out.why = (
         f"MA-CDMP is ahead at {len(won)} of {total} node counts ({won or 'none'}"
         f"; unseen among them: {unseen or 'none'})"
-        + (f", behind at {lost}" if lost else "")
+        + (f", level at {level}" if level else "")
+        + (f", behind at {behind}" if behind else "")
         + (f"; {total - len(both)} count(s) not evaluated yet" if len(both) < total else "")
         + "."
     )
@@ -412,14 +432,14 @@ def fig8(fig: Figure, get: Get, png: Path | None) -> Outcome:
         out.why = f"needs at least two guidance scales evaluated (has {zs})."
         return out
     means = np.array([pts[z]["avg_reward"] for z in zs])
-    helps = means[-1] > means[0]
+    helps = ahead(pts[zs[-1]], pts[zs[0]], "avg_reward")
     spread = float(means.max() - means.min())
     scale = float(np.mean(np.abs(means)))
     robust = spread <= 0.1 * scale
     out.verdict = HOLDS if helps and robust else PARTLY if helps or robust else NOT
     out.why = (
         f"mean reward {_fmt(means[0])} at zeta = {zs[0]:g} and {_fmt(means[-1])} at zeta = "
-        f"{zs[-1]:g} ({'helps' if helps else 'does not help'}); spread over the scales "
+        f"{zs[-1]:g} ({'helps' if helps else 'does not help: not ahead'}); spread over the scales "
         f"{_fmt(spread)}, {100 * spread / scale:.1f}% of the mean magnitude "
         f"({'robust' if robust else 'not robust'}: the rule allows 10%)."
     )

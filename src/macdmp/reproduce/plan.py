@@ -47,6 +47,11 @@ NODE_SCENARIOS = {
     16: ((16, 4), (16, 8)),
 }
 TRAINED_NODE_COUNTS = (8, 9)
+# How the verdicts compare two evaluations on the same held-out networks (figures.ahead)
+AHEAD = (
+    "(ahead: on the same held-out networks, the per-seed difference has a mean larger than "
+    "its standard deviation; a smaller difference is level)"
+)
 
 
 @dataclass(frozen=True)
@@ -351,10 +356,10 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "MA-CDMP has the best throughput, delay and packet loss of the compared methods "
             "under both ideal and limited RF.",
             "Six conditions: throughput (higher is better), delay and loss rate (lower is "
-            "better), each under ideal and limited RF. MA-CDMP wins a condition when its mean "
-            "over the held-out seeds is better than that of every other learned method "
-            "present. Holds if it wins all six; holds partly if it wins at least three; does "
-            "not hold otherwise. Its standing against the allocators is reported beside it.",
+            "better), each under ideal and limited RF. MA-CDMP wins a condition when it is "
+            f"ahead of every other learned method present {AHEAD}. Holds if it wins all six; "
+            "holds partly if it wins at least three; does not hold otherwise. Its standing "
+            "against the allocators is reported beside it.",
             "bars",
             bars,
             notes=f"The run of training seed {seed0} of each method, evaluated with the paper's "
@@ -398,8 +403,8 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "Average reward against the number of nodes: MA-CDMP and w/o MF",
             "MA-CDMP beats MA-CDMP w/o MF at every node count, including network sizes never "
             "seen in training.",
-            "At each node count, MA-CDMP wins when its mean average reward over the held-out "
-            "seeds is higher than w/o MF's. Holds if it wins at every node count; holds partly "
+            f"At each node count, MA-CDMP wins when its average reward is ahead of w/o MF's "
+            f"{AHEAD}. Holds if it wins at every node count; holds partly "
             "if it wins at more than half of them; does not hold otherwise.",
             "nodes",
             node_series,
@@ -434,7 +439,8 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "fig8",
             "Average reward against the guidance scale zeta",
             "A larger guidance scale helps modestly, and the results are robust to it.",
-            "Helps: the mean reward at the largest scale is above that at the smallest. Robust: "
+            f"Helps: the average reward at the largest scale is ahead of that at the smallest "
+            f"{AHEAD}. Robust: "
             "the spread (max - min) of the means over the scales is at most 10% of their mean "
             "magnitude. Holds if both; holds partly if one; does not hold if neither.",
             "sweep",
