@@ -37,9 +37,10 @@
 # For example, on a 2-GPU machine: `detach cdmp-s0 baselines+guide-s0 -- 560`, then `wait 570`
 # twice.
 #
-# The results live in docs/reproduction/paper/results (small JSON files): they travel to the
-# machine with the working tree, so a block skips what earlier blocks did, and come back as
-# $OUT/results.tgz. Unpack them here and rebuild the report:
+# The results of earlier leases live in docs/reproduction/paper/results (small JSON files):
+# they travel to the machine with the working tree, so a block skips what earlier blocks did.
+# On the machine the work list writes to $REPRO_WORK/res-paper; its results come back as
+# $OUT/results.tgz at the end of every call. Unpack them here and rebuild the report:
 #   tar xzf results.tgz -C docs/reproduction/paper
 #   macdmp reproduce --scale paper --out docs/reproduction/paper --report-only
 # The dataset and the run folders stay on the machine ($REPRO_WORK, default /root/repro) while
@@ -54,12 +55,17 @@
 set -euo pipefail
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 SCALE="${SCALE:-paper}"
-RES="${RES:-docs/reproduction/$SCALE}"
+TREE_RES="${RES:-docs/reproduction/$SCALE}"
 W="${REPRO_WORK:-/root/repro}"
 OUT="${OUT:-$W/out}"
 CHAINS="$W/chains"
 THREADS="$(nproc)"
-mkdir -p "$W" "$OUT" "$RES" "$CHAINS"
+# The device machine puts the working tree back as it was sent at the start of every call,
+# which deletes result files written into it by an earlier call of the same lease. So the work
+# list's results live outside the tree, in $W, seeded from the tree's (never overwriting).
+RES="$W/res-$SCALE"
+mkdir -p "$W" "$OUT" "$RES/results" "$CHAINS"
+cp -n "$TREE_RES"/results/*.json "$RES/results/" 2>/dev/null || true
 
 reproduce() {
   python3 -m macdmp.cli reproduce --scale "$SCALE" --out "$RES" --work "$W" "$@"
