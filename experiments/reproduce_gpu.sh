@@ -19,23 +19,24 @@
 # for the detached chains (at most SECONDS), prints their progress and brings the results back.
 # Call `wait` again within the machine's 30 s warm window to keep the chains running.
 #
-# Blocks (docs/reproduction.md gives their estimated times):
+# Blocks (docs/reproduction.md gives their measured and estimated times, and which were run):
 #   baselines   allocators, MA-CQL, MA-TD3+BC and MA-DT x 3 seeds, packed, and their evaluations
 #   cdmp-s0     MA-CDMP seed 0 (compiled) and its evaluations of Figs. 4 and 6 (Fig. 7: H = 16)
 #   guide-s0    the guidance-scale sweep of Fig. 8 on MA-CDMP seed 0 (waits for a chain that
 #               trains seed 0; trains it itself when no chain does)
 #   cdmp-s1     MA-CDMP seed 1 (compiled) and its evaluations (Fig. 9)
-#   nomf-s2     MA-CDMP w/o MF and MA-CDMP seed 2, packed, and w/o MF's evaluations (Fig. 6)
-#   h8-h32      MA-CDMP with H = 8 and H = 32, packed, and their evaluations (Fig. 7)
-#   h64         MA-CDMP with H = 64 and its evaluation (Fig. 7)
-#   new-s0      MA-Diffuser, MA-DD and MADiff seed 0, packed, and the evaluations of Fig. 4
-#   new-s12     MA-Diffuser, MA-DD and MADiff seeds 1 and 2, packed (learning curves only)
+#   cdmp-s2     MA-CDMP seed 2 (compiled; learning curves only)
+#   nomf        MA-CDMP w/o MF (compiled) and its evaluations (Fig. 6)
+#   steer       MA-CDMP paper-steer (compiled) and its evaluations (Fig. 4, a variant)
+#   h8, h32, h64  MA-CDMP with that horizon H (compiled) and its evaluation (Fig. 7)
+#   dd          MA-DD x 3 seeds, packed, and the evaluations of seed 0 (Figs. 3, 4)
+#   diffuser-sN MA-Diffuser seed N (compiled); seed 0 with its evaluations (Figs. 3, 4)
+#   madiff-sN   MADiff seed N (compiled; learning curves, Fig. 5)
 #   all         whatever is left
 #   =GLOBS      the units matching GLOB[,GLOB...] (`macdmp reproduce --list` shows the keys)
 #   smoke-gpu   the smoke scale on the GPU (a check of the GPU path: capture, packing, planning
 #               on CUDA; a few minutes), brought back as $OUT/smoke-gpu.tgz
-# For example, on a 2-GPU machine: `detach cdmp-s0 baselines+guide-s0 -- 560`, then `wait 570`
-# twice.
+# For example, on a 2-GPU machine: `detach cdmp-s1 nomf -- 570`, then `wait 580` twice.
 #
 # The results of earlier leases live in docs/reproduction/paper/results (small JSON files):
 # they travel to the machine with the working tree, so a block skips what earlier blocks did.
@@ -83,21 +84,18 @@ block_units() {
   cdmp-s0) UNITS='train-ma-cdmp-s0,eval-ma-cdmp-s0-paper-*,eval-ma-cdmp-s0-n*' ;;
   guide-s0) UNITS='eval-ma-cdmp-s0-guide*'; AFTER=train-ma-cdmp-s0 ;;
   cdmp-s1) UNITS='train-ma-cdmp-s1,eval-ma-cdmp-s1-*' ;;
-  nomf-s2) UNITS='train-ma-cdmp-nomf-s0,eval-ma-cdmp-nomf-s0-*,train-ma-cdmp-s2'; PACK=2 ;;
-  h8-h32) UNITS='train-ma-cdmp-h8-s0,train-ma-cdmp-h32-s0,eval-ma-cdmp-h8-*,eval-ma-cdmp-h32-*'
-    PACK=2 ;;
-  h64) UNITS='train-ma-cdmp-h64-s0,eval-ma-cdmp-h64-*' ;;
-  new-s0)
-    UNITS='train-ma-diffuser-s0,eval-ma-diffuser-*,train-ma-dd-s0,eval-ma-dd-*,train-madiff-s0'
-    PACK=3; COMPILE=() ;;
-  new-s12)
-    UNITS='train-ma-diffuser-s[12],train-ma-dd-s[12],train-madiff-s[12]'
-    PACK=6; COMPILE=() ;;
+  cdmp-s2) UNITS='train-ma-cdmp-s2' ;;
+  nomf) UNITS='train-ma-cdmp-nomf-s0,eval-ma-cdmp-nomf-s0-*' ;;
+  steer) UNITS='train-ma-cdmp-steer-s0,eval-ma-cdmp-steer-s0-*' ;;
+  h8 | h32 | h64) UNITS="train-ma-cdmp-$1-s0,eval-ma-cdmp-$1-s0-*" ;;
+  dd) UNITS='train-ma-dd-*,eval-ma-dd-*'; PACK=3; COMPILE=() ;;
+  diffuser-s[0-9]) UNITS="train-ma-diffuser-${1#diffuser-},eval-ma-diffuser-${1#diffuser-}-*" ;;
+  madiff-s[0-9]) UNITS="train-madiff-${1#madiff-}" ;;
   all) UNITS='*'; PACK=2 ;;
   =*) UNITS="${1#=}"; PACK=2; COMPILE=() ;;
   *)
-    echo "unknown block '$1': one of baselines, cdmp-s0, guide-s0, cdmp-s1, nomf-s2, h8-h32," \
-      "h64, new-s0, new-s12, all, =GLOB[,GLOB...]" >&2
+    echo "unknown block '$1': one of baselines, cdmp-s0, guide-s0, cdmp-s1, cdmp-s2, nomf," \
+      "steer, h8, h32, h64, dd, diffuser-sN, madiff-sN, all, =GLOB[,GLOB...]" >&2
     return 2 ;;
   esac
 }
