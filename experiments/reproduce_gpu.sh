@@ -50,9 +50,11 @@
 #
 # Works from the repository root without installing the package (PYTHONPATH=src): the GPU
 # machine has torch, numba, h5py and matplotlib but no package index, and Ray's wheel (79 MB)
-# is larger than what may be carried there (64 MiB), so the fan-out there is packing runs on a
-# GPU and one detached chain per GPU, not Ray. SCALE and RES (defaults: paper and
-# docs/reproduction/paper) let the mechanics be tried on the CPU at the smoke scale.
+# is larger than what may be carried there (64 MiB; a slimmed copy would fit, docs/reproduction.md,
+# not tried yet), so the fan-out there is packing runs on a GPU and one detached chain per GPU.
+# SCALE, RES (defaults: paper and docs/reproduction/paper) and POLL (seconds between looks at the
+# chains, default 15) let the mechanics be tried on the CPU at the smoke scale
+# (tests/test_reproduce.py does).
 set -euo pipefail
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 SCALE="${SCALE:-paper}"
@@ -61,6 +63,7 @@ W="${REPRO_WORK:-/root/repro}"
 OUT="${OUT:-$W/out}"
 CHAINS="$W/chains"
 THREADS="$(nproc)"
+POLL="${POLL:-15}"  # seconds between looks at the detached chains
 # The device machine puts the working tree back as it was sent at the start of every call,
 # which deletes result files written into it by an earlier call of the same lease. So the work
 # list's results live outside the tree, in $W, seeded from the tree's (never overwriting).
@@ -119,7 +122,7 @@ others_alive() {  # a detached chain other than $1 still runs
 run_block() {
   block_units "$1" || return 2
   if [ -n "$AFTER" ]; then
-    while [ ! -f "$RES/results/$AFTER.json" ] && others_alive "${3:-}"; do sleep 10; done
+    while [ ! -f "$RES/results/$AFTER.json" ] && others_alive "${3:-}"; do sleep "$POLL"; done
   fi
   local limit=()
   [ -n "${2:-}" ] && limit=(--time-limit "$2")
@@ -147,7 +150,7 @@ wait_chains() {
     done
     [ -z "$alive" ] && break
     [ $((SECONDS - t0)) -ge "$1" ] && break
-    sleep 15
+    sleep "$POLL"
   done
   for f in "$CHAINS"/*.log; do
     [ -e "$f" ] || continue

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -371,3 +375,37 @@ def test_ahead_is_paired_over_the_held_out_seeds_and_needs_a_margin():
     # result files without per-seed values: ahead by more than the larger std over the seeds
     assert ahead({"r": 2.0, "r_std": 0.5}, {"r": 1.0, "r_std": 0.2}, "r")
     assert not ahead({"r": 1.4, "r_std": 0.5}, {"r": 1.0, "r_std": 0.2}, "r")
+
+
+def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):
+    """experiments/reproduce_gpu.sh's detached chains, at the smoke scale on the CPU: the
+    second chain's block needs the run the first chain trains, waits for it instead of training
+    it, and the results come back whole while the tree's results are left as they were."""
+    root = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"  # stands for the committed results (none)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SCALE": "smoke",
+        "RES": str(tree),
+        "REPRO_WORK": str(tmp_path / "w"),
+        "OUT": str(tmp_path / "out"),
+        "POLL": "1",
+    }
+    script = root / "experiments" / "reproduce_gpu.sh"
+    cmd = ["bash", str(script), "detach", "=train-ma-cdmp-s0", "guide-s0", "--", "300"]
+    run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "all chains ended" in run.stdout
+    chains = tmp_path / "w" / "chains"
+    second = next(chains.glob("c1-*.log")).read_text()
+    assert "guide" in second and "train-ma-cdmp-s0: done" not in second  # it waited
+    assert {p.read_text().strip() for p in chains.glob("*.rc")} == {"0"}
+    with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    guides = {f"eval-ma-cdmp-s0-guide{g:g}-steps3-paper-ideal.json" for g in (0, 0.05, 0.2, 0.5, 1)}
+    assert {"data.json", "train-ma-cdmp-s0.json"} | guides <= names
+    assert not (tree / "results").exists() or not any((tree / "results").iterdir())
+    bad = subprocess.run(["bash", str(script), "detach", "no-such-block"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "unknown block 'no-such-block'" in bad.stderr
