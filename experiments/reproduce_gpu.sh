@@ -36,6 +36,8 @@
 #   =GLOBS      the units matching GLOB[,GLOB...] (`macdmp reproduce --list` shows the keys)
 #   smoke-gpu   the smoke scale on the GPU (a check of the GPU path: capture, packing, planning
 #               on CUDA; a few minutes), brought back as $OUT/smoke-gpu.tgz
+#   ray-check   `reproduce --ray auto` on the GPU with fractional GPUs (training 0.5, evaluations
+#               0.25), the smoke units of Fig. 8; needs .raybundle carried (experiments/ray_bundle.sh)
 # For example, on a 2-GPU machine: `detach cdmp-s1 nomf -- 570`, then `wait 580` twice.
 #
 # The results of earlier leases live in docs/reproduction/paper/results (small JSON files):
@@ -50,8 +52,9 @@
 #
 # Works from the repository root without installing the package (PYTHONPATH=src): the GPU
 # machine has torch, numba, h5py and matplotlib but no package index, and Ray's wheel (79 MB)
-# is larger than what may be carried there (64 MiB; a slimmed copy would fit, docs/reproduction.md,
-# not tried yet), so the fan-out there is packing runs on a GPU and one detached chain per GPU.
+# is larger than what may be carried there (64 MiB; a slimmed copy fits and `ray-check` runs
+# it, but Ray trains each run alone), so the fan-out there is packing runs on a GPU and one
+# detached chain per GPU.
 # SCALE, RES (defaults: paper and docs/reproduction/paper) and POLL (seconds between looks at the
 # chains, default 15) let the mechanics be tried on the CPU at the smoke scale
 # (tests/test_reproduce.py does).
@@ -178,6 +181,16 @@ smoke-gpu)
   python3 -m pytest -q tests/test_reproduce.py -m gpu || rc=$?
   tar czf "$OUT/smoke-gpu.tgz" -C "$W/smoke" --exclude work .
   exit $rc ;;
+ray-check)
+  [ -f .raybundle/ray.tar.xz ] || { echo "ray-check: carry .raybundle (experiments/ray_bundle.sh)" >&2; exit 2; }
+  mkdir -p /tmp/site
+  tar xJf .raybundle/ray.tar.xz -C /tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .raybundle/*.whl
+  export PYTHONPATH="/tmp/site:$PYTHONPATH"
+  python3 -c "import ray, torch; print('ray', ray.__version__, 'GPUs', torch.cuda.device_count())"
+  python3 -m macdmp.cli reproduce --scale smoke --out "$W/ray-smoke" --ray auto --device cuda \
+    --units 'eval-ma-cdmp-s0-guide*' --train-gpus 0.5 --eval-gpus 0.25 --no-plots
+  exit ;;
 chain)  # (internal) chain NAME BLOCK[+BLOCK...]: what `detach` runs in each process session
   rc=0
   for b in ${3//+/ }; do
