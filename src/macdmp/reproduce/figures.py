@@ -67,7 +67,7 @@ def _plot_curves(fig: Figure, data: dict[str, tuple], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    f, ax = plt.subplots(figsize=(7.5, 4.2))
+    f, ax = plt.subplots(figsize=(9.0, 4.2))
     for k, s in enumerate(fig.series):
         if s.label not in data:
             ax.plot([], [], color=f"C{k}", ls=":", label=f"{s.label} (no results)")
@@ -80,7 +80,7 @@ def _plot_curves(fig: Figure, data: dict[str, tuple], path: Path) -> None:
     ax.set_xlabel(fig.xlabel)
     ax.set_ylabel("average reward (−delay, ms; higher is better)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside: no curve hidden
     ax.set_title(f"{fig.name.replace('fig', 'Fig. ')}: {fig.title}", fontsize=9)
     f.tight_layout()
     f.savefig(path, dpi=110)
