@@ -182,7 +182,10 @@ smoke-gpu)
   tar czf "$OUT/smoke-gpu.tgz" -C "$W/smoke" --exclude work .
   exit $rc ;;
 ray-check)
-  [ -f .raybundle/ray.tar.xz ] || { echo "ray-check: carry .raybundle (experiments/ray_bundle.sh)" >&2; exit 2; }
+  if [ ! -f .raybundle/ray.tar.xz ]; then
+    echo "ray-check: carry .raybundle (made by experiments/ray_bundle.sh)" >&2
+    exit 2
+  fi
   mkdir -p /tmp/site
   tar xJf .raybundle/ray.tar.xz -C /tmp/site
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .raybundle/*.whl
@@ -229,7 +232,8 @@ detach)
 wait)
   wait_chains "${2:-540}"
   exit 0 ;;
-"") echo "usage: $0 BLOCK [SECONDS] | detach CHAIN... [-- SECONDS] | wait [SECONDS]" >&2
+"") echo "usage: $0 BLOCK [SECONDS] | detach CHAIN... [-- SECONDS] | wait [SECONDS]" \
+      "| smoke-gpu [SECONDS] | ray-check" >&2
   exit 2 ;;
 esac
 
