@@ -74,6 +74,10 @@ RES="$W/res-$SCALE"
 mkdir -p "$W" "$OUT" "$RES/results" "$CHAINS"
 cp -n "$TREE_RES"/results/*.json "$RES/results/" 2>/dev/null || true
 
+seconds() {  # seconds NAME VALUE: VALUE must be a whole number of seconds
+  [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1: SECONDS must be a whole number (got '$2')" >&2; exit 2; }
+}
+
 reproduce() {
   python3 -m macdmp.cli reproduce --scale "$SCALE" --out "$RES" --work "$W" "$@"
 }
@@ -207,7 +211,7 @@ detach)
   shift
   chains=(); limit=540
   while [ $# -gt 0 ]; do
-    if [ "$1" = "--" ]; then limit="${2:-540}"; break; fi
+    if [ "$1" = "--" ]; then limit="${2:-540}"; seconds detach "$limit"; break; fi
     for b in ${1//+/ }; do block_units "$b" || exit 2; done
     chains+=("$1"); shift
   done
@@ -230,6 +234,7 @@ detach)
   wait_chains $(( limit - (SECONDS - t0) > 30 ? limit - (SECONDS - t0) : 30 ))
   exit 0 ;;
 wait)
+  seconds wait "${2:-540}"
   wait_chains "${2:-540}"
   exit 0 ;;
 "") echo "usage: $0 BLOCK [SECONDS] | detach CHAIN... [-- SECONDS] | wait [SECONDS]" \
@@ -239,6 +244,7 @@ esac
 
 # one block in the foreground
 block_units "$1" || exit 2
+seconds "$1" "${2:-540}"
 nvidia-smi -L || true
 rc=0
 run_block "$1" "${2:-540}" || rc=$?

@@ -409,3 +409,6 @@ def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):
     bad = subprocess.run(["bash", str(script), "detach", "no-such-block"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "unknown block 'no-such-block'" in bad.stderr
+    bad = subprocess.run(["bash", str(script), "wait", "5m"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "SECONDS must be a whole number (got '5m')" in bad.stderr

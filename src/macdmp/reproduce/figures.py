@@ -253,11 +253,11 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
             continue
         for key, name, sign in FIG4_METRICS:
             n_cond += 1
-            not_behind = [r["policy"] for r in others if not ahead(me, r, key, sign)]
-            if not not_behind:
+            level_or_ahead = [r["policy"] for r in others if not ahead(me, r, key, sign)]
+            if not level_or_ahead:
                 wins += 1
             else:
-                lost.append(f"{name} {rf} RF (level or ahead: {', '.join(not_behind)})")
+                lost.append(f"{name} {rf} RF (level or ahead: {', '.join(level_or_ahead)})")
             if al and all(ahead(me, r, key, sign) for r in al):
                 against_alloc += 1
     if n_cond == 0:
