@@ -73,6 +73,10 @@ POLL="${POLL:-15}"  # seconds between looks at the detached chains
 RES="$W/res-$SCALE"
 mkdir -p "$W" "$OUT" "$RES/results" "$CHAINS"
 cp -n "$TREE_RES"/results/*.json "$RES/results/" 2>/dev/null || true
+# An earlier lease's dataset record without its file (a fresh machine) would let `detach` skip
+# the collection and leave every chain to collect it again, side by side into one file (it
+# did, on 2026-11-30: twice 222 s instead of 41 s once). Without a dataset here, it is pending.
+compgen -G "$W/data-*.h5" >/dev/null || rm -f "$RES/results/data.json"
 
 seconds() {  # seconds NAME VALUE: VALUE must be a whole number of seconds
   [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1: SECONDS must be a whole number (got '$2')" >&2; exit 2; }

@@ -406,6 +406,18 @@ def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):
     guides = {f"eval-ma-cdmp-s0-guide{g:g}-steps3-paper-ideal.json" for g in (0, 0.05, 0.2, 0.5, 1)}
     assert {"data.json", "train-ma-cdmp-s0.json"} | guides <= names
     assert not (tree / "results").exists() or not any((tree / "results").iterdir())
+    # A later lease on a fresh machine: the tree holds the first lease's results (the dataset's
+    # record among them) but the machine has no dataset. `detach` collects it once; the chain
+    # that needs it does not collect it again.
+    with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
+        tar.extractall(tree, filter="data")
+    env2 = {**env, "REPRO_WORK": str(tmp_path / "w2"), "OUT": str(tmp_path / "out2")}
+    cmd = ["bash", str(script), "detach", "=train-ma-cql-s0", "--", "300"]
+    run = subprocess.run(cmd, cwd=root, env=env2, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "data: done" in run.stdout + run.stderr
+    chain = next((tmp_path / "w2" / "chains").glob("c0-*.log")).read_text()
+    assert "train-ma-cql-s0: done" in chain and "data: done" not in chain
     bad = subprocess.run(["bash", str(script), "detach", "no-such-block"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "unknown block 'no-such-block'" in bad.stderr
