@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from macdmp.cli import main
-from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS, ahead
+from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS, ahead, ahead_of_seeds
 from macdmp.reproduce.plan import FIGURE_NAMES, build_plan, node_scenarios
 from macdmp.reproduce.report import write_report
 from macdmp.reproduce.units import product_path
@@ -375,6 +375,15 @@ def test_ahead_is_paired_over_the_held_out_seeds_and_needs_a_margin():
     # result files without per-seed values: ahead by more than the larger std over the seeds
     assert ahead({"r": 2.0, "r_std": 0.5}, {"r": 1.0, "r_std": 0.2}, "r")
     assert not ahead({"r": 1.4, "r_std": 0.5}, {"r": 1.0, "r_std": 0.2}, "r")
+
+
+def test_ahead_of_seeds_needs_a_margin_over_the_training_seeds():
+    # Fig. 3 at paper scale: MA-CDMP's two seeds and MA-TD3+BC's three, final in-loop rewards
+    cdmp, td3bc = [-11.13, -10.49], [-11.23, -10.40, -11.49]
+    assert not ahead_of_seeds(cdmp, td3bc) and not ahead_of_seeds(td3bc, cdmp)  # level
+    assert ahead_of_seeds([-9.0, -9.2], td3bc) and not ahead_of_seeds(td3bc, [-9.0, -9.2])
+    assert ahead_of_seeds([-9.0], td3bc) and not ahead_of_seeds([-10.8], td3bc)  # one seed
+    assert ahead_of_seeds([2.0], [1.0]) and not ahead_of_seeds([1.0], [1.0])  # no spread at all
 
 
 def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):

@@ -108,6 +108,17 @@ def curves_table(data: dict[str, tuple]) -> list[str]:
     return lines
 
 
+def ahead_of_seeds(a: np.ndarray, b: np.ndarray) -> bool:
+    """Is method ``a`` ahead of method ``b`` (higher is better), given one value per training
+    seed of each? Training seeds are not paired across methods, so ``a`` is ahead when the means
+    differ by more than the larger of the two sample standard deviations over the seeds (a
+    method with one seed contributes none; with one seed each, the means decide). A difference
+    within the seeds' spread is level, not a win."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    margin = max((x.std(ddof=1) if len(x) > 1 else 0.0) for x in (a, b))
+    return bool(a.mean() - b.mean() > margin)
+
+
 def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
     data = {s.label: c for s in fig.series if (c := _curves(s, get)) is not None}
     if png is not None:
@@ -120,7 +131,8 @@ def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
     final = {m: float(data[m][1][:, -1].mean()) for m in data}
     rough = {m: _roughness(data[m][1]) for m in data}
     best = max(others, key=lambda m: final[m])
-    highest = final["MA-CDMP"] > final[best]
+    level = [m for m in others if not ahead_of_seeds(data["MA-CDMP"][1][:, -1], data[m][1][:, -1])]
+    highest = not level
     smooth_cmp = [m for m in others if math.isfinite(rough[m])]
     smoothest = math.isfinite(rough["MA-CDMP"]) and all(
         rough["MA-CDMP"] < rough[m] for m in smooth_cmp
@@ -128,7 +140,9 @@ def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
     smoothest_other = min(smooth_cmp, key=lambda m: rough[m]) if smooth_cmp else None
     parts = [
         f"final reward {_fmt(final['MA-CDMP'])} against the best other, {best}, "
-        f"{_fmt(final[best])} ({'highest' if highest else 'not the highest'})",
+        f"{_fmt(final[best])} ("
+        + ("highest: ahead of every other" if highest else f"not ahead of {', '.join(level)}")
+        + ")",
         f"roughness {_fmt(rough['MA-CDMP'], 3)} against the smoothest other"
         + (f", {smoothest_other}, {_fmt(rough[smoothest_other], 3)}" if smoothest_other else "")
         + f" ({'smoothest' if smoothest else 'not the smoothest'})",
@@ -151,17 +165,17 @@ def fig5(fig: Figure, get: Get, png: Path | None) -> Outcome:
         return out
     a, b = data["MA-CDMP"][1], data[other][1]
     parts, held = [], []
-    hi = a[:, -1].mean() > b[:, -1].mean()
+    hi = ahead_of_seeds(a[:, -1], b[:, -1])
     held.append(hi)
     parts.append(
         f"final reward {_fmt(a[:, -1].mean())} against {_fmt(b[:, -1].mean())} "
-        f"({'higher' if hi else 'not higher'})"
+        f"({'higher' if hi else 'not ahead'})"
     )
-    fast = a.mean() > b.mean()
+    fast = ahead_of_seeds(a.mean(axis=1), b.mean(axis=1))
     held.append(fast)
     parts.append(
         f"mean over the curve {_fmt(a.mean())} against {_fmt(b.mean())} "
-        f"({'faster' if fast else 'not faster'})"
+        f"({'faster' if fast else 'not ahead'})"
     )
     if len(a) > 1 and len(b) > 1:
         va, vb = a.std(axis=0).mean(), b.std(axis=0).mean()

@@ -52,6 +52,11 @@ AHEAD = (
     "(ahead: on the same held-out networks, the per-seed difference has a mean larger than "
     "its standard deviation; a smaller difference is level)"
 )
+# How the learning-curve verdicts compare two methods' training seeds (figures.ahead_of_seeds)
+AHEAD_SEEDS = (
+    "(ahead: the means over training seeds differ by more than the larger of the two "
+    "methods' standard deviations over their seeds; a smaller difference is level)"
+)
 
 
 @dataclass(frozen=True)
@@ -323,9 +328,10 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "MA-CQL, MA-TD3+BC, MA-Diffuser, MA-DT and MA-DD.",
             "Final reward: the mean over seeds of the last in-loop evaluation. Roughness: the "
             "mean absolute change of the average reward between consecutive evaluations, "
-            "averaged over seeds. Holds if MA-CDMP has the highest final reward and the lowest "
-            "roughness of the methods present; holds partly if one of the two; does not hold "
-            "if neither.",
+            "averaged over seeds. Highest: MA-CDMP's final reward is ahead of every other "
+            f"method's {AHEAD_SEEDS}. Holds if MA-CDMP has the highest final reward and the "
+            "lowest roughness of the methods present; holds partly if one of the two; does not "
+            "hold if neither.",
             "curves",
             curves(METHODS),
             xlabel="training step",
@@ -377,11 +383,12 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "Average reward during training: MA-CDMP (DTDE) against MADiff (CTDE)",
             "MA-CDMP beats the CTDE MADiff: a higher average reward, reached faster, with less "
             "variance.",
-            "Three parts: a higher final reward (mean over seeds of the last evaluation); "
+            "Three parts: a higher final reward (the last evaluation, ahead over the seeds); "
             "faster: a higher mean reward over the whole curve (area under the learning "
-            "curve); less variance: a smaller standard deviation over seeds, averaged over the "
-            "evaluations (needs two seeds or more). Holds if every part that can be computed "
-            "holds; holds partly if some do; does not hold if none does.",
+            "curve, per seed, ahead over the seeds); less variance: a smaller standard "
+            "deviation over seeds, averaged over the evaluations (needs two seeds or more). "
+            f"Holds if every part that can be computed holds; holds partly if some do; does "
+            f"not hold if none does {AHEAD_SEEDS}.",
             "curves",
             curves({"ma-cdmp": "MA-CDMP", name: label}),
             xlabel="training step",
