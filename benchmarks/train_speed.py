@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py [--preset paper|demo] [--method ma-cdmp] [--device DEV]
                                      [--modes eager,captured,compiled,packed2,packed4,procs4]
-                                     [--batch B] [--quick]
+                                     [--batch B] [--set KEY=VALUE] [--quick]
 
 Each mode trains fresh runs of the preset on synthetic windows with the real shapes (the step's
 cost does not depend on content) and prints, per mode, the median steps/s over repeated timing
@@ -30,17 +30,25 @@ import time
 import torch
 
 from macdmp.methods import Trainer, get_method, make_config, pick_device
+from macdmp.methods.cli import parse_sets
 from macdmp.planner.synthetic import SyntheticWindows
 
 TARGET_STEPS = 100_000
 BAR_S, GOAL_S = 12 * 60, 3 * 60
 
 
+def overrides(a) -> dict:
+    """The configuration fields that --batch and --set change."""
+    over = parse_sets(a.method, a.set)
+    if a.batch:
+        over["batch_size"] = a.batch
+    return over
+
+
 def measure(
     method: str, preset: str, device: str, runs: int, capture: bool, compile: bool, a
 ) -> dict:
-    over = {"batch_size": a.batch} if a.batch else {}
-    cfg = make_config(method, preset, max_steps=10**9, **over)
+    cfg = make_config(method, preset, max_steps=10**9, **overrides(a))
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
     with tempfile.TemporaryDirectory() as root:
         trs = [
@@ -98,6 +106,8 @@ def measure_procs(a, runs: int) -> dict:
         cmd += ["--device", a.device]
     if a.batch:
         cmd += ["--batch", str(a.batch)]
+    for item in a.set:
+        cmd += ["--set", item]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(runs)]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     return {
@@ -116,6 +126,13 @@ def main() -> None:
     ap.add_argument("--modes", default=None, help="comma list (default: all that apply)")
     ap.add_argument("--quick", action="store_true", help="few steps (a smoke run)")
     ap.add_argument("--batch", type=int, default=0, help="override the preset's batch size")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the method's configuration (e.g. horizon=64); repeatable",
+    )
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--window", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
@@ -132,9 +149,13 @@ def main() -> None:
         print(json.dumps({"rate": r["rate"], "prepare_s": r["prepare_s"]}))
         return
     get_method(a.method)
+    try:
+        over = overrides(a)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     default = "eager,captured,compiled,packed2,packed4,packed8,procs4" if cuda else "eager"
     modes = (a.modes or default).split(",")
-    cfg = make_config(a.method, a.preset, **({"batch_size": a.batch} if a.batch else {}))
+    cfg = make_config(a.method, a.preset, **over)
     name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(
         f"{a.method} {a.preset} preset, batch {cfg.batch_size}, H {cfg.horizon}; {name}; "
