@@ -483,8 +483,14 @@ def fig9(fig: Figure, get: Get, png: Path | None) -> Outcome:
     out.why = (
         f"{ddpm_x}: {_fmt(d)}; cost of each DPM-Solver setting (drop below DDPM, relative): "
         + ", ".join(f"{x} {100 * c:+.1f}%" for x, c in cost.items())
-        + " (the rule allows 10%)."
+        + " (the rule allows 10%; a negative cost is a gain)"
     )
+    better = [str(x) for x in dpm if ahead(pts[x], pts[ddpm_x], "avg_reward")]
+    if better:
+        out.why += (
+            f"; ahead of {ddpm_x} on the same held-out networks (paired): {', '.join(better)}"
+        )
+    out.why += "."
     return out
 
 
