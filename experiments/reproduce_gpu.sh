@@ -43,7 +43,8 @@
 # The results of earlier leases live in docs/reproduction/paper/results (small JSON files):
 # they travel to the machine with the working tree, so a block skips what earlier blocks did.
 # On the machine the work list writes to $REPRO_WORK/res-paper; its results come back as
-# $OUT/results.tgz at the end of every call. Unpack them here and rebuild the report:
+# $OUT/results.tgz, renewed while a call waits whenever a unit finishes (a call stopped early
+# still brings back what was done) and at its end. Unpack them here and rebuild the report:
 #   tar xzf results.tgz -C docs/reproduction/paper
 #   macdmp reproduce --scale paper --out docs/reproduction/paper --report-only
 # The dataset and the run folders stay on the machine ($REPRO_WORK, default /root/repro) while
@@ -141,8 +142,10 @@ run_block() {
     "${limit[@]}"
 }
 
+# bring_back: $OUT/results.tgz, replaced whole (a call killed while it writes keeps the last one)
 bring_back() {
-  tar czf "$OUT/results.tgz" -C "$RES" results $([ -d "$RES/failed" ] && echo failed)
+  tar czf "$OUT/.results.tgz.tmp" -C "$RES" results $([ -d "$RES/failed" ] && echo failed)
+  mv -f "$OUT/.results.tgz.tmp" "$OUT/results.tgz"
 }
 
 summary() {
@@ -150,9 +153,13 @@ summary() {
 }
 
 # wait_chains SECONDS: until every detached chain has ended or SECONDS have passed
+# The results come back after each unit that finishes, not only at the end, so that a call the
+# device machine stops early (its device time spent) still brings back what was done.
 wait_chains() {
-  local t0=$SECONDS f n alive
+  local t0=$SECONDS f n alive seen="" now
   while :; do
+    now="$( (ls -l --time-style=+%s "$RES/results" "$RES/failed" 2>/dev/null || true) | md5sum)"
+    [ "$now" != "$seen" ] && { bring_back; seen="$now"; }
     alive=""
     for f in "$CHAINS"/*.pid; do
       [ -e "$f" ] || continue

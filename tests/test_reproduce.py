@@ -417,16 +417,41 @@ def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):
     assert not (tree / "results").exists() or not any((tree / "results").iterdir())
     # A later lease on a fresh machine: the tree holds the first lease's results (the dataset's
     # record among them) but the machine has no dataset. `detach` collects it once; the chain
-    # that needs it does not collect it again.
+    # that needs it does not collect it again. The call is stopped (as the device machine stops
+    # one whose time is spent) once the chain's first block is done: the results of that block
+    # have come back already.
     with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
         tar.extractall(tree, filter="data")
-    env2 = {**env, "REPRO_WORK": str(tmp_path / "w2"), "OUT": str(tmp_path / "out2")}
-    cmd = ["bash", str(script), "detach", "=train-ma-cql-s0", "--", "300"]
-    run = subprocess.run(cmd, cwd=root, env=env2, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "data: done" in run.stdout + run.stderr
-    chain = next((tmp_path / "w2" / "chains").glob("c0-*.log")).read_text()
-    assert "train-ma-cql-s0: done" in chain and "data: done" not in chain
+    w2, out2 = tmp_path / "w2", tmp_path / "out2"
+    env2 = {**env, "REPRO_WORK": str(w2), "OUT": str(out2)}
+    cmd = ["bash", str(script), "detach", "=train-ma-cql-s0+=train-ma-td3bc-s0", "--", "300"]
+    call = subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=env2,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    t0 = time.monotonic()
+
+    def chain_log() -> str:
+        return "".join(p.read_text() for p in (w2 / "chains").glob("c0-*.log"))
+
+    while "train-ma-cql-s0: done" not in chain_log():
+        assert call.poll() is None and time.monotonic() - t0 < 300, chain_log()[-3000:]
+        time.sleep(0.5)
+    time.sleep(5)  # the waiting call looks every POLL = 1 s
+    os.killpg(call.pid, 9)
+    said = call.communicate()[0]
+    with tarfile.open(out2 / "results.tgz") as tar:
+        assert "train-ma-cql-s0.json" in {Path(n).name for n in tar.getnames()}
+    while not (w2 / "chains" / "c0-_train-ma-cql-s0__train-ma-td3bc-s0.rc").exists():
+        assert time.monotonic() - t0 < 300, chain_log()[-3000:]  # the chain goes on alone
+        time.sleep(0.5)
+    assert "data: done" in said
+    assert "train-ma-td3bc-s0: done" in chain_log() and "data: done" not in chain_log()
     bad = subprocess.run(["bash", str(script), "detach", "no-such-block"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "unknown block 'no-such-block'" in bad.stderr
