@@ -383,12 +383,12 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "Average reward during training: MA-CDMP (DTDE) against MADiff (CTDE)",
             "MA-CDMP beats the CTDE MADiff: a higher average reward, reached faster, with less "
             "variance.",
-            "Three parts: a higher final reward (the last evaluation, ahead over the seeds); "
-            "faster: a higher mean reward over the whole curve (area under the learning "
-            "curve, per seed, ahead over the seeds); less variance: a smaller standard "
-            "deviation over seeds, averaged over the evaluations (needs two seeds or more). "
-            f"Holds if every part that can be computed holds; holds partly if some do; does "
-            f"not hold if none does {AHEAD_SEEDS}.",
+            "Three parts: a higher final reward (the last evaluation); faster: a higher mean "
+            "reward over the whole curve (area under the learning curve, per seed); less "
+            "variance: a smaller standard deviation over seeds, averaged over the evaluations "
+            "(needs two seeds or more). The first two count when MA-CDMP is ahead "
+            f"{AHEAD_SEEDS}. Holds if every part that can be computed holds; holds partly if "
+            "some do; does not hold if none does.",
             "curves",
             curves({"ma-cdmp": "MA-CDMP", name: label}),
             xlabel="training step",
