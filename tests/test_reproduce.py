@@ -20,7 +20,7 @@ from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS, ahe
 from macdmp.reproduce.plan import FIGURE_NAMES, build_plan, node_scenarios
 from macdmp.reproduce.report import write_report
 from macdmp.reproduce.units import product_path
-from macdmp.reproduce.worklist import Store, run_local, to_run
+from macdmp.reproduce.worklist import Store, UnitLocks, run_local, to_run
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reproduction"
 REGISTERED = ("ma-cdmp", "bc", "ma-cql", "ma-td3bc", "ma-dt")
@@ -360,6 +360,46 @@ def test_training_units_pack_on_the_gpu(tmp_path):
         res = store.read(k)
         assert res["device"].startswith("cuda") and res["packed_with"] == 2 and res["evals"]
     assert store.read(evals[0])["rows"][0]["avg_reward"] < 0
+
+
+def test_processes_sharing_a_work_folder_make_each_unit_once(tmp_path):
+    """A second process (one per GPU, say) that needs what the first is making waits for it
+    instead of making it again, and does the rest meanwhile; a lock dies with its process."""
+    plan = build_plan("smoke", registered=REGISTERED)
+    out_dir, work = tmp_path / "out", tmp_path / "work"
+    store = Store(out_dir)
+    keys = to_run(plan, store, work, units=["train-ma-cql-s0", "eval-ma-cql-s0-*"])
+    assert keys[:2] == ["data", "train-ma-cql-s0"] and len(keys) == 4
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    other = subprocess.Popen(
+        [sys.executable, "-m", "macdmp.cli", "reproduce", "--scale", "smoke", "--out",
+         str(out_dir), "--work", str(work), "--units", "train-ma-cql-s0", "--no-plots"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    probe = UnitLocks(work)
+    t0 = time.monotonic()
+    while probe.take("train-ma-cql-s0"):  # until the other process trains it
+        probe.release("train-ma-cql-s0")
+        assert other.poll() is None and time.monotonic() - t0 < 120, other.stdout.read()
+        time.sleep(0.05)
+    out = run_local(plan, store, work, keys, quiet=True)
+    said = other.communicate(timeout=300)[0]
+    assert other.returncode == 0, said[-3000:]
+    assert out.by_others == ["data", "train-ma-cql-s0"], out
+    assert out.ran == keys[2:] and not out.failed and not out.skipped
+    assert "train-ma-cql-s0: done" in said and all(
+        store.status(plan.units[k]) == "done" for k in keys
+    )
+    # a lock held by a process that is killed is free again
+    code = "import time; from macdmp.reproduce.worklist import UnitLocks; "
+    code += f"L = UnitLocks({str(work)!r}); L.take('x'); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    assert not probe.take("x")
+    holder.kill()
+    holder.wait()
+    assert probe.take("x")
 
 
 def test_ahead_is_paired_over_the_held_out_seeds_and_needs_a_margin():

@@ -215,6 +215,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     print(
         f"ran {len(outcome.ran)} units in {time.perf_counter() - t0:.0f} s; "
         f"{len(outcome.failed)} failed, {len(outcome.skipped)} skipped"
+        + (f", {len(outcome.by_others)} made by another process" if outcome.by_others else "")
     )
     for k, why in {**outcome.failed, **outcome.skipped}.items():
         print(f"  {k}: {why}")

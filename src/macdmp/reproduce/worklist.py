@@ -10,7 +10,10 @@ the work folder, even if that unit's result exists (a fresh machine without the 
 retrains what a pending evaluation needs). A second invocation therefore does no work.
 
 Executors: :func:`run_local` runs the units in this process in dependency order (evaluations as
-soon as their run exists, training runs packed ``pack`` at a time on a GPU); :func:`run_ray`
+soon as their run exists, training runs packed ``pack`` at a time on a GPU). Several of them may
+share one output and work folder (one per GPU, say): a unit is made under a lock
+(``WORK/.locks/KEY.lock``, released when its process ends, however it ends), so a unit another
+process is making is waited for, not made twice, and the others are done meanwhile. :func:`run_ray`
 submits them as Ray tasks, each depending on the tasks of the units it needs, training units
 asking for a fraction of a GPU.
 """
@@ -126,6 +129,42 @@ class Outcome:
     ran: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    by_others: list[str] = field(default_factory=list)  # made meanwhile by another process
+
+
+class UnitLocks:
+    """One exclusive lock per unit key among the processes sharing a work folder (``flock``:
+    the system drops a lock whose process has ended, even killed). Without ``fcntl`` (Windows)
+    nothing is locked, and processes must not share a work folder there."""
+
+    def __init__(self, work: Path) -> None:
+        self.dir = Path(work) / ".locks"
+        self.held: dict[str, Any] = {}
+        try:
+            import fcntl
+        except ModuleNotFoundError:
+            self.fcntl = None
+        else:
+            self.fcntl = fcntl
+
+    def take(self, key: str, block: bool = False) -> bool:
+        """Lock ``key`` for this process; False if another process holds it (and not ``block``)."""
+        if self.fcntl is None or key in self.held:
+            return True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.dir / f"{key}.lock", "a")  # noqa: SIM115 (held until release)
+        try:
+            self.fcntl.flock(f, self.fcntl.LOCK_EX | (0 if block else self.fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.close()
+            return False
+        self.held[key] = f
+        return True
+
+    def release(self, key: str) -> None:
+        f = self.held.pop(key, None)
+        if f is not None:
+            f.close()  # closing the file drops its lock
 
 
 def _say(text: str, quiet: bool) -> None:
@@ -165,6 +204,7 @@ def run_local(
     torch_threads = torch.get_num_threads()
     t_start = time.perf_counter()
     total = len(keys)
+    locks = UnitLocks(work)
 
     def ready(k: str) -> bool:
         return all(d not in left for d in plan.units[k].needs)
@@ -175,14 +215,23 @@ def run_local(
         result["cpu_s"] = round((time.process_time() - c0) / share, 2)
         store.write(u, result)
         out.ran.append(u.key)
-        _say(
-            f"[{len(out.ran) + len(out.failed) + len(out.skipped)}/{total}, "
-            f"{time.perf_counter() - t_start:.0f} s] {u.key}: done in "
-            f"{time.perf_counter() - t0:.1f} s",
-            quiet,
-        )
+        _say(f"{count()} {u.key}: done in {time.perf_counter() - t0:.1f} s", quiet)
         if on_result:
             on_result(u.key)
+
+    def count() -> str:
+        n = len(out.ran) + len(out.failed) + len(out.skipped) + len(out.by_others)
+        return f"[{n}/{total}, {time.perf_counter() - t_start:.0f} s]"
+
+    def made_elsewhere(k: str) -> bool:
+        """Whether another process has made unit ``k`` since the work list was drawn up."""
+        u = plan.units[k]
+        if store.status(u) != "done" or not product_exists(u, work):
+            return False
+        left.remove(k)
+        out.by_others.append(k)
+        _say(f"{count()} {k}: made by another process", quiet)
+        return True
 
     while left:
         for k in list(left):  # units whose needs failed
@@ -194,11 +243,27 @@ def run_local(
         if not left:
             break
         now = [k for k in left if ready(k)]
-        first = next((k for k in now if plan.units[k].kind != "train"), None)
+        # a unit is made under its lock; one that another process holds is left for later
+        first = next((k for k in now if plan.units[k].kind != "train" and locks.take(k)), None)
         if first is not None:
             group = [first]
         else:
-            group = [k for k in now if plan.units[k].kind == "train"][: max(1, pack)]
+            group = []
+            for k in now:
+                if plan.units[k].kind == "train" and len(group) < max(1, pack) and locks.take(k):
+                    group.append(k)
+        if not group:  # all that is ready is being made elsewhere: wait for the first of it
+            _say(f"-- waiting for {now[0]}, which another process is making", quiet)
+            locks.take(now[0], block=True)
+            if made_elsewhere(now[0]):
+                locks.release(now[0])
+            continue  # else it is ours to make (the other process failed or was stopped)
+        for k in list(group):
+            if made_elsewhere(k):
+                locks.release(k)
+                group.remove(k)
+        if not group:
+            continue
         units = [plan.units[k] for k in group]
         torch.set_num_threads(torch_threads)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -223,6 +288,9 @@ def run_local(
             _say(f"{', '.join(group)}: FAILED: {text}", quiet)
             if not quiet:
                 traceback.print_exc()
+        finally:
+            for k in group:
+                locks.release(k)
         for k in group:
             left.remove(k)
     return out
