@@ -95,15 +95,16 @@ def _roughness(y: np.ndarray) -> float:
 
 def curves_table(data: dict[str, tuple]) -> list[str]:
     lines = [
-        "| method | seeds | evaluations | final reward (mean ± std over seeds) | mean over the "
-        "curve | roughness | seed std, mean over evaluations |",
+        "| method | seeds | evaluations | final reward (mean ± sample std over seeds) | mean "
+        "over the curve | roughness | seed std, mean over evaluations |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, (steps, y) in data.items():
         lines.append(
             f"| {label} | {len(y)} | {len(steps)} (last at step {steps[-1]}) | "
-            f"{_fmt(y[:, -1].mean())} ± {_fmt(y[:, -1].std())} | {_fmt(y.mean())} | "
-            f"{_fmt(_roughness(y), 3)} | {_fmt(y.std(axis=0).mean()) if len(y) > 1 else 'n/a'} |"
+            f"{_fmt(y[:, -1].mean())} ± {_fmt(y[:, -1].std(ddof=1)) if len(y) > 1 else 'n/a'} | "
+            f"{_fmt(y.mean())} | {_fmt(_roughness(y), 3)} | "
+            f"{_fmt(y.std(axis=0, ddof=1).mean()) if len(y) > 1 else 'n/a'} |"
         )
     return lines
 
@@ -178,7 +179,7 @@ def fig5(fig: Figure, get: Get, png: Path | None) -> Outcome:
         f"({'faster' if fast else 'not ahead'})"
     )
     if len(a) > 1 and len(b) > 1:
-        va, vb = a.std(axis=0).mean(), b.std(axis=0).mean()
+        va, vb = a.std(axis=0, ddof=1).mean(), b.std(axis=0, ddof=1).mean()
         less = va < vb
         held.append(less)
         parts.append(
