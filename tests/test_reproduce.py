@@ -417,6 +417,21 @@ def test_ahead_is_paired_over_the_held_out_seeds_and_needs_a_margin():
     assert not ahead({"r": 1.4, "r_std": 0.5}, {"r": 1.0, "r_std": 0.2}, "r")
 
 
+def test_curves_zoom_on_the_methods_near_the_best():
+    import numpy as np
+
+    from macdmp.reproduce.figures import _near_the_best
+
+    steps = np.array([1, 2])
+    data = {
+        "MA-CDMP": (steps, np.array([[-10.0, -10.8]])),
+        "MA-TD3+BC": (steps, np.array([[-12.0, -11.0], [-11.0, -11.2]])),
+        "MA-CQL": (steps, np.array([[-30.0, -41.0]])),
+    }
+    assert _near_the_best(data) == {"MA-CDMP", "MA-TD3+BC"}  # within 25% of -10.8
+    assert _near_the_best({"a": (steps, np.array([[1.0, 2.0]]))}) == {"a"}
+
+
 def test_ahead_of_seeds_needs_a_margin_over_the_training_seeds():
     # Fig. 3 at paper scale: MA-CDMP's two seeds and MA-TD3+BC's three, final in-loop rewards
     cdmp, td3bc = [-11.13, -10.49], [-11.23, -10.40, -11.49]

@@ -67,24 +67,53 @@ def _plot_curves(fig: Figure, data: dict[str, tuple], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    f, ax = plt.subplots(figsize=(9.0, 4.2))
-    for k, s in enumerate(fig.series):
-        if s.label not in data:
-            ax.plot([], [], color=f"C{k}", ls=":", label=f"{s.label} (no results)")
-            continue
-        steps, y = data[s.label]
-        lw = 2.2 if s.label == "MA-CDMP" else 1.2
-        ax.plot(steps, y.mean(axis=0), color=f"C{k}", lw=lw, marker="o", ms=3, label=s.label)
-        if len(y) > 1:
-            ax.fill_between(steps, y.min(axis=0), y.max(axis=0), color=f"C{k}", alpha=0.15, lw=0)
-    ax.set_xlabel(fig.xlabel)
-    ax.set_ylabel("average reward (−delay, ms; higher is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside: no curve hidden
-    ax.set_title(f"{fig.name.replace('fig', 'Fig. ')}: {fig.title}", fontsize=9)
+    near = _near_the_best(data)
+
+    def span(ms: set[str]) -> float:
+        return float(np.ptp(np.concatenate([data[m][1].ravel() for m in ms]))) if ms else 0.0
+
+    # a second panel when far-off methods squash two or more close ones into a line
+    zoom = len(near) >= 2 and span(set(data)) > 3 * span(near)
+    f, axes = plt.subplots(1, 2 if zoom else 1, figsize=(13.0 if zoom else 9.0, 4.2))
+    axes = list(axes) if zoom else [axes]
+    for ax, shown in zip(axes, [set(data), near], strict=False):
+        for k, s in enumerate(fig.series):
+            if s.label not in data:
+                ax.plot([], [], color=f"C{k}", ls=":", label=f"{s.label} (no results)")
+                continue
+            if s.label not in shown:
+                continue
+            steps, y = data[s.label]
+            lw = 2.2 if s.label == "MA-CDMP" else 1.2
+            ax.plot(steps, y.mean(axis=0), color=f"C{k}", lw=lw, marker="o", ms=3, label=s.label)
+            if len(y) > 1:
+                ax.fill_between(
+                    steps, y.min(axis=0), y.max(axis=0), color=f"C{k}", alpha=0.15, lw=0
+                )
+        ax.set_xlabel(fig.xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("average reward (−delay, ms; higher is better)")
+    handles, labels = axes[0].get_legend_handles_labels()  # every method is in the first panel
+    axes[-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    title = f"{fig.name.replace('fig', 'Fig. ')}: {fig.title}"
+    if zoom:
+        axes[1].set_title("zoomed: the methods ending within 25% of the best", fontsize=9)
+        f.suptitle(title, fontsize=9)
+    else:
+        axes[0].set_title(title, fontsize=9)
     f.tight_layout()
     f.savefig(path, dpi=110)
     plt.close(f)
+
+
+def _near_the_best(data: dict[str, tuple], within: float = 0.25) -> set[str]:
+    """The methods whose final reward (mean over seeds) is within ``within`` of the best one's
+    magnitude: the ones a plot scaled to every method would squash together."""
+    final = {m: float(y[:, -1].mean()) for m, (_, y) in data.items()}
+    if not final:
+        return set()
+    best = max(final.values())
+    return {m for m, v in final.items() if best - v <= within * max(abs(best), 1e-9)}
 
 
 def _roughness(y: np.ndarray) -> float:
