@@ -380,7 +380,7 @@ def test_processes_sharing_a_work_folder_make_each_unit_once(tmp_path):
     t0 = time.monotonic()
     while probe.take("train-ma-cql-s0"):  # until the other process trains it
         probe.release("train-ma-cql-s0")
-        assert other.poll() is None and time.monotonic() - t0 < 120, other.stdout.read()
+        assert other.poll() is None and time.monotonic() - t0 < 120, "the other process ended early"
         time.sleep(0.05)
     out = run_local(plan, store, work, keys, quiet=True)
     said = other.communicate(timeout=300)[0]
