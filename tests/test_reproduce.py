@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from macdmp.cli import main
-from macdmp.reproduce.figures import HOLDS, NOT, PARTLY, UNTESTED, VERDICTS, ahead, ahead_of_seeds
+from macdmp.reproduce.figures import (
+    HOLDS,
+    NOT,
+    PARTLY,
+    UNTESTED,
+    VERDICTS,
+    ahead,
+    ahead_of_seeds,
+    standing,
+)
 from macdmp.reproduce.plan import FIGURE_NAMES, build_plan, node_scenarios
 from macdmp.reproduce.report import write_report
 from macdmp.reproduce.units import product_path
@@ -180,8 +189,8 @@ def test_failed_and_interrupted_units_leave_no_result(tmp_path, monkeypatch):
     assert "disk" in out.failed["data"] and "train-ma-cql-s0" in out.skipped
 
 
-def _report_with(tmp_path, results: dict[str, dict], figures: list[str]) -> dict:
-    plan = build_plan("smoke", registered=REGISTERED)
+def _report_with(tmp_path, results: dict[str, dict], figures: list[str], more=()) -> dict:
+    plan = build_plan("smoke", registered=REGISTERED + tuple(more))
     store = Store(tmp_path)
     for k, r in results.items():
         store.write(plan.units[k], r)
@@ -236,6 +245,13 @@ def test_verdict_rules(tmp_path):
     assert fig3([-9, -5, -7], [-12, -8, -9]) == PARTLY  # higher, rougher
     assert fig3([-12, -11, -10], [-9, -5, -9]) == PARTLY  # smoother, lower
     assert fig3([-12, -8, -10], [-9, -8, -9]) == NOT
+    res = {f"train-ma-cdmp-s{s}": _evals([-12, -8, -10]) for s in (0, 1)}
+    res |= {f"train-ma-cql-s{s}": _evals([-9, -8, -9]) for s in (0, 1)}
+    assert "(behind MA-CQL)" in _report_with(tmp_path / "f3-behind", res, ["fig3"])["fig3"]["why"]
+    res = {"train-ma-cdmp-s0": _evals([-9, -8, -9.5])} | {"train-madiff-s0": _evals([-9, -8, -8])}
+    why5 = _report_with(tmp_path / "f5-behind", res, ["fig5"], ["madiff"])["fig5"]
+    assert why5["verdict"] == NOT
+    assert "(behind)" in why5["why"] and "(level)" not in why5["why"]
     assert _report_with(tmp_path / "f5", {}, ["fig5"])["fig5"]["verdict"] == UNTESTED
 
     def fig4(me: dict, other: dict) -> str:
@@ -439,6 +455,8 @@ def test_ahead_of_seeds_needs_a_margin_over_the_training_seeds():
     assert ahead_of_seeds([-9.0, -9.2], td3bc) and not ahead_of_seeds(td3bc, [-9.0, -9.2])
     assert ahead_of_seeds([-9.0], td3bc) and not ahead_of_seeds([-10.8], td3bc)  # one seed
     assert ahead_of_seeds([2.0], [1.0]) and not ahead_of_seeds([1.0], [1.0])  # no spread at all
+    assert standing(cdmp, td3bc) == "level" and standing([-9.0], td3bc) == "ahead"
+    assert standing(td3bc, [-9.0, -9.2]) == "behind"
 
 
 def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):

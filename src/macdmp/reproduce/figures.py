@@ -149,6 +149,11 @@ def ahead_of_seeds(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(a.mean() - b.mean() > margin)
 
 
+def standing(a: np.ndarray, b: np.ndarray) -> str:
+    """``a`` against ``b`` by ``ahead_of_seeds``, in one word: ahead, level or behind."""
+    return "ahead" if ahead_of_seeds(a, b) else "behind" if ahead_of_seeds(b, a) else "level"
+
+
 def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
     data = {s.label: c for s in fig.series if (c := _curves(s, get)) is not None}
     if png is not None:
@@ -161,8 +166,10 @@ def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
     final = {m: float(data[m][1][:, -1].mean()) for m in data}
     rough = {m: _roughness(data[m][1]) for m in data}
     best = max(others, key=lambda m: final[m])
-    level = [m for m in others if not ahead_of_seeds(data["MA-CDMP"][1][:, -1], data[m][1][:, -1])]
-    highest = not level
+    side = {m: standing(data["MA-CDMP"][1][:, -1], data[m][1][:, -1]) for m in others}
+    level = [m for m in others if side[m] == "level"]
+    behind = [m for m in others if side[m] == "behind"]
+    highest = not level and not behind
     smooth_cmp = [m for m in others if math.isfinite(rough[m])]
     smoothest = math.isfinite(rough["MA-CDMP"]) and all(
         rough["MA-CDMP"] < rough[m] for m in smooth_cmp
@@ -171,7 +178,15 @@ def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
     parts = [
         f"final reward {_fmt(final['MA-CDMP'])} against the best other, {best}, "
         f"{_fmt(final[best])} ("
-        + ("highest: ahead of every other" if highest else f"not ahead of {', '.join(level)}")
+        + (
+            "highest: ahead of every other"
+            if highest
+            else "; ".join(
+                f"{word} {', '.join(ms)}"
+                for word, ms in (("level with", level), ("behind", behind))
+                if ms
+            )
+        )
         + ")",
         f"roughness {_fmt(rough['MA-CDMP'], 3)} against the smoothest other"
         + (f", {smoothest_other}, {_fmt(rough[smoothest_other], 3)}" if smoothest_other else "")
@@ -195,17 +210,17 @@ def fig5(fig: Figure, get: Get, png: Path | None) -> Outcome:
         return out
     a, b = data["MA-CDMP"][1], data[other][1]
     parts, held = [], []
-    hi = ahead_of_seeds(a[:, -1], b[:, -1])
-    held.append(hi)
+    final_side = standing(a[:, -1], b[:, -1])
+    held.append(final_side == "ahead")
     parts.append(
         f"final reward {_fmt(a[:, -1].mean())} against {_fmt(b[:, -1].mean())} "
-        f"({'higher' if hi else 'not ahead'})"
+        f"({'higher' if final_side == 'ahead' else final_side})"
     )
-    fast = ahead_of_seeds(a.mean(axis=1), b.mean(axis=1))
-    held.append(fast)
+    curve_side = standing(a.mean(axis=1), b.mean(axis=1))
+    held.append(curve_side == "ahead")
     parts.append(
         f"mean over the curve {_fmt(a.mean())} against {_fmt(b.mean())} "
-        f"({'faster' if fast else 'not ahead'})"
+        f"({'faster' if curve_side == 'ahead' else curve_side})"
     )
     if len(a) > 1 and len(b) > 1:
         va, vb = a.std(axis=0, ddof=1).mean(), b.std(axis=0, ddof=1).mean()
