@@ -13,7 +13,7 @@ import torch
 from macdmp.cli import main
 from macdmp.eval.evaluate import evaluate
 from macdmp.methods import load_run, read_evals, read_losses, train
-from macdmp.methods.checkpoint import CHECKPOINT_NAME
+from macdmp.methods.checkpoint import CHECKPOINT_NAME, pick_device
 from macdmp.methods.policy import RunPolicy
 from macdmp.planner import make_config
 from macdmp.planner.synthetic import SyntheticWindows
@@ -163,3 +163,14 @@ def test_older_checkpoints_are_read_on_purpose(tmp_path):
     # ... and a run in that format resumes under the new trainer
     train(cfg.replace(n_epochs=2), data, tmp_path, progress=False)
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["format"] == "macdmp-run-v1"
+
+
+def test_pick_device_tunes_cudnn_only_for_cuda(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert pick_device("cpu").type == "cpu" and torch.backends.cudnn.benchmark is False
+    if torch.cuda.is_available():
+        assert pick_device("cuda").type == "cuda" and torch.backends.cudnn.benchmark is True
+    else:
+        with pytest.raises(ValueError, match="no CUDA device"):
+            pick_device("cuda")
+        assert torch.backends.cudnn.benchmark is False

@@ -30,13 +30,23 @@ class CheckpointMismatchError(ValueError):
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else the GPU when there is one, else the CPU."""
+    """``device`` if given, else the GPU when there is one, else the CPU.
+
+    On CUDA it also turns on cuDNN's autotuner (``torch.backends.cudnn.benchmark``), process-wide:
+    without it cuDNN's heuristic picks FFT convolutions for the U-Net's longer sequences, and one
+    training step at horizon 64 took 2.6 times as long on an H200 (45.7 against 120.1 steps/s,
+    captured; ``docs/results/gpu-2026-11-30d``). The tuning runs once per input shape; the
+    algorithms it picks may differ between processes, so GPU results are not bit-identical
+    across runs (they were not before either: CUDA's backward passes use atomics)."""
     if device is not None:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device: {device!r} asked for, but no CUDA device is available")
-        return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dev
 
 
 def save_atomic(obj: Any, path: Path) -> None:
