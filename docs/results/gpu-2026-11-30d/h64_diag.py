@@ -1,10 +1,11 @@
 # What ran for h64_diag.txt and bench_only.txt on the H200 (2026-11-30, code of commit 0f31a88,
 # before pick_device turned cuDNN's autotuner on), from the repository root, PYTHONPATH=src:
-#   python3 h64_diag.py fast      # H = 64, captured, cudnn.benchmark + TF32 matmuls
-#   python3 h64_diag.py prof      # H = 64, eager, defaults, the CUDA kernels by time
-#   python3 h64_diag.py bench H   # H, captured, cudnn.benchmark only (bench_only.txt)
+#   python3 docs/results/gpu-2026-11-30d/h64_diag.py fast      # H = 64, captured, cudnn.benchmark + TF32 matmuls
+#   python3 docs/results/gpu-2026-11-30d/h64_diag.py prof      # H = 64, eager, defaults, the CUDA kernels by time
+#   python3 docs/results/gpu-2026-11-30d/h64_diag.py bench H   # H, captured, cudnn.benchmark only (bench_only.txt)
 # Since then `python3 benchmarks/train_speed.py --modes captured --set horizon=64 ...` runs
 # with the autotuner on by itself (macdmp.methods.checkpoint.pick_device).
+# So `prof` shows cuDNN's default (FFT) choice only on the code of commit 0f31a88 or before.
 import runpy
 import sys
 
