@@ -33,7 +33,10 @@
 #   diffuser-sN MA-Diffuser seed N (compiled); seed 0 with its evaluations (Figs. 3, 4)
 #   madiff-sN   MADiff seed N (compiled; learning curves, Fig. 5)
 #   all         whatever is left
-#   =GLOBS      the units matching GLOB[,GLOB...] (`macdmp reproduce --list` shows the keys)
+#   =GLOBS      the units matching GLOB[,GLOB...] (`macdmp reproduce --list` shows the keys),
+#               training runs packed two at a time on the GPU, captured, not compiled (two
+#               MA-CDMP runs take 1.25 times as long as one captured run alone, not twice;
+#               quote the globs)
 #   smoke-gpu   the smoke scale on the GPU (a check of the GPU path: capture, packing, planning
 #               on CUDA; a few minutes), brought back as $OUT/smoke-gpu.tgz
 #   ray-check   `reproduce --ray auto` on the GPU with fractional GPUs (training 0.5, evaluations
