@@ -49,7 +49,7 @@ def measure(
     method: str, preset: str, device: str, runs: int, capture: bool, compile: bool, a
 ) -> dict:
     cfg = make_config(method, preset, max_steps=10**9, **overrides(a))
-    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma, reward=cfg.reward)
     with tempfile.TemporaryDirectory() as root:
         trs = [
             Trainer(

@@ -137,6 +137,17 @@ def test_checkpoint_from_other_config_or_dataset_is_refused(tmp_path: Path) -> N
     )
 
 
+def test_windows_of_another_reward_are_refused_by_name(tmp_path: Path) -> None:
+    """A backlog-reward config (paper-steer's) needs windows of that reward, synthetic ones too."""
+    cfg = tiny_cfg(n_epochs=1, reward="own+neighbours-backlog")
+    with pytest.raises(ValueError, match="reward: dataset windows use 'delay', config 'own\\+"):
+        Trainer("ma-cdmp", cfg, SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path / "a")
+    data = SyntheticWindows(cfg.horizon, cfg.gamma, reward=cfg.reward)
+    assert Trainer("ma-cdmp", cfg, data, tmp_path / "b").step == 0
+    with pytest.raises(ValueError, match="reward: 'latency' is not one of delay"):
+        SyntheticWindows(cfg.horizon, cfg.gamma, reward="latency")
+
+
 def test_checkpoint_reloads_to_identical_outputs(tmp_path: Path) -> None:
     cfg = tiny_cfg(n_epochs=1)
     data = SyntheticWindows(cfg.horizon, cfg.gamma)

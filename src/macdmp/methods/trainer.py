@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from macdmp.data.rewards import DEFAULT_REWARD
 from macdmp.methods.base import Method, TrainConfig, get_method, lr_factor, lr_factor_tensor
 from macdmp.methods.checkpoint import (
     CHECKPOINT_NAME,
@@ -54,8 +55,9 @@ def _check_dataset(cfg: TrainConfig, data: Any) -> None:
         raise ValueError(f"horizon: dataset windows have H={data.horizon}, config {cfg.horizon}")
     if abs(float(data.gamma) - cfg.gamma) > 1e-9:
         raise ValueError(f"gamma: dataset returns use {data.gamma}, config {cfg.gamma}")
-    if getattr(data, "reward", "delay") != cfg.reward:
-        raise ValueError(f"reward: dataset windows use {data.reward!r}, config {cfg.reward!r}")
+    reward = getattr(data, "reward", DEFAULT_REWARD)
+    if reward != cfg.reward:
+        raise ValueError(f"reward: dataset windows use {reward!r}, config {cfg.reward!r}")
 
 
 class Trainer:

@@ -13,6 +13,8 @@ import hashlib
 import numpy as np
 import torch
 
+from macdmp.data.rewards import DEFAULT_REWARD, check_reward
+
 
 class SyntheticWindows:
     """Mixture-of-Gaussians windows: ``sample(B, rng)`` -> dict of x, xbar, act, y (float32)."""
@@ -27,9 +29,13 @@ class SyntheticWindows:
         noise: float = 0.3,
         rbs: int = 40,
         seed: int = 0,
+        reward: str = DEFAULT_REWARD,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon: must be >= 1 (got {horizon})")
+        # The windows' content is the same whatever the reward; its name is what a training
+        # config is checked against (a paper-steer config needs a backlog reward's windows).
+        self.reward = check_reward(reward)
         self.horizon = horizon
         self.gamma = gamma
         self.rbs = rbs
