@@ -201,14 +201,17 @@ def test_verdict_rules(tmp_path):
     h = {8: "train-ma-cdmp-s0", 16: "train-ma-cdmp-h16-s0", 32: "train-ma-cdmp-h32-s0",
          64: "train-ma-cdmp-h64-s0"}  # fmt: skip
 
-    def fig7(rewards: dict[int, float], std: float = 0.1) -> str:
+    def fig7(rewards: dict[int, float], std: float = 0.1, why: str = "") -> str:
         res = {f"eval-{h[k].removeprefix('train-')}-steps3-paper-ideal": _row(v, std=std)
                for k, v in rewards.items()}  # fmt: skip
-        return _report_with(tmp_path / f"f7-{std}-{len(rewards)}", res, ["fig7"])["fig7"]["verdict"]
+        out = _report_with(tmp_path / f"f7-{std}-{rewards}", res, ["fig7"])["fig7"]
+        assert why in out["why"], out["why"]
+        return out["verdict"]
 
     assert fig7({8: -10, 16: -8, 32: -9, 64: -11}) == HOLDS
     assert fig7({8: -10, 16: -8, 32: -9, 64: -11}, std=2.5) == PARTLY
-    assert fig7({8: -10, 16: -9, 32: -8, 64: -7}) == NOT
+    assert fig7({8: -10, 16: -9, 32: -8, 64: -7}, why="more than the largest") == NOT
+    assert fig7({8: -9.35, 16: -9.39, 32: -9.35, 64: -9.3}, 0.5, "horizons are level") == NOT
     assert fig7({8: -10, 16: -9}) == UNTESTED
 
     def fig6(cdmp: list[float], nomf: list[float]) -> str:

@@ -466,7 +466,14 @@ def fig7(fig: Figure, get: Get, png: Path | None) -> Outcome:
     ends = (hs[0], hs[-1])
     if best in ends:
         out.verdict = NOT
-        out.why = f"the best mean reward ({_fmt(m[best])}) is at an end, H = {best}."
+        spread = m[best] - min(m.values())
+        level = spread <= max(sd.values())
+        out.why = (
+            f"the best mean reward ({_fmt(m[best])}) is at an end, H = {best}; the means span "
+            f"{spread:.2f}, {'within' if level else 'more than'} the largest standard deviation "
+            f"over the held-out seeds ({max(sd.values()):.2f})"
+            + (", so the horizons are level." if level else ".")
+        )
         return out
     margin = min(m[best] - m[e] - max(sd[best], sd[e]) for e in ends)
     out.verdict = HOLDS if margin > 0 else PARTLY
