@@ -204,7 +204,8 @@ def test_verdict_rules(tmp_path):
     def fig7(rewards: dict[int, float], std: float = 0.1, why: str = "") -> str:
         res = {f"eval-{h[k].removeprefix('train-')}-steps3-paper-ideal": _row(v, std=std)
                for k, v in rewards.items()}  # fmt: skip
-        out = _report_with(tmp_path / f"f7-{std}-{rewards}", res, ["fig7"])["fig7"]
+        name = f"f7-{std}-" + "_".join(map(str, rewards.values()))
+        out = _report_with(tmp_path / name, res, ["fig7"])["fig7"]
         assert why in out["why"], out["why"]
         return out["verdict"]
 
