@@ -535,3 +535,27 @@ def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):
     bad = subprocess.run(["bash", str(script), "wait", "5m"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "SECONDS must be a whole number (got '5m')" in bad.stderr
+
+
+def test_paper_results_script_reads_the_committed_results(capsys):
+    """experiments/paper_results.py, on the committed paper-scale results: paper-steer's standing
+    as committed in docs/results (made on the results of then), and a curve line per run."""
+    import importlib.util
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "paper_results", root / "experiments" / "paper_results.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    old = ["ma-cdmp-s0", "ma-cql-s0", "ma-td3bc-s0", "ma-dt-s0", "carried"]
+    mod.standing("ma-cdmp-steer-s0", old)
+    committed = root / "docs" / "results" / "gpu-2026-11-30f" / "steer_standing.txt"
+    assert capsys.readouterr().out == committed.read_text()
+    mod.curves(["train-ma-cdmp-s*"])
+    lines = capsys.readouterr().out.splitlines()
+    runs = sorted(mod.RESULTS.glob("train-ma-cdmp-s*.json"))
+    assert [ln.split(":")[0] for ln in lines] == [f.stem for f in runs]
+    assert all(" peak " in ln and " last " in ln for ln in lines)
+    with pytest.raises(SystemExit, match="policy 'nobody'"):
+        mod.standing("nobody", None)
