@@ -4,6 +4,8 @@
       POLICY's Fig. 4 evaluations (training seed 0, or an allocator) against each other policy's,
       metric by metric under both RF, by the report's paired rule (reproduce.figures.ahead):
       ahead, level or behind. Default --against: every other policy with both evaluations.
+      POLICY may also be an evaluation result file made elsewhere with Fig. 4's protocol (as
+      experiments/early_checkpoints.py writes them): compared under its own RF.
   curves [GLOB ...]
       Each training run's in-loop learning curve (evals of train-*.json): its peak and the step,
       its last evaluation and its mean. Default GLOB: train-*.
@@ -43,14 +45,20 @@ def _word(a: dict, b: dict, key: str, sign: int) -> str:
 
 def standing(policy: str, against: list[str] | None) -> None:
     known = _fig4_policies()
-    for p in [policy, *(against or [])]:
+    mine = {}
+    if policy.endswith(".json"):  # a result file made elsewhere: its one RF
+        for row in json.loads(Path(policy).read_text())["rows"]:
+            mine[row["rf"]] = row
+    for p in [*([] if mine else [policy]), *(against or [])]:
         if p not in known:
             raise SystemExit(
                 f"policy {p!r}: no Fig. 4 evaluations under {RESULTS}; have: {', '.join(known)}"
             )
     others = against or [p for p in known if p != policy]
     for rf in RFS:
-        me = _row(policy, rf)
+        if mine and rf not in mine:
+            continue
+        me = mine[rf] if mine else _row(policy, rf)
         for o in others:
             r = _row(o, rf)
             words = [f"{n}: {_word(me, r, k, s)}" for k, n, s in FIG4_METRICS]
