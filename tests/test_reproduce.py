@@ -559,3 +559,51 @@ def test_paper_results_script_reads_the_committed_results(capsys):
     assert all(" peak " in ln and " last " in ln for ln in lines)
     with pytest.raises(SystemExit, match="policy 'nobody'"):
         mod.standing("nobody", None)
+    # a result file made elsewhere (experiments/early_checkpoints.py) stands in for a policy
+    early = root / "docs" / "results" / "gpu-2026-11-30h" / "early"
+    cdmp10k, dd10k = (early / f"{r}-step10000-ideal.json" for r in ("ma-cdmp-s0", "ma-dd-s0"))
+    mod.standing(str(cdmp10k), [str(dd10k), "ma-cdmp-s0"])
+    out = capsys.readouterr().out.splitlines()
+    assert out == (early / "standing-cdmp-step10000.txt").read_text().splitlines()[1:3]
+    mod.rows([str(cdmp10k), "ma-cdmp-s0"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(" | ")[:2] for ln in lines] == [
+        ["ideal  ", "ma-cdmp-s0-step10000-ideal"],
+        ["ideal  ", "ma-cdmp-s0                "],
+        ["limited", "ma-cdmp-s0                "],
+    ]
+    assert "delay   8.95 +- 0.27 ms" in lines[0] and "delay   9.76 +- 0.44 ms" in lines[1]
+
+
+def test_early_checkpoints_are_the_run_stopped_early(tmp_path):
+    """experiments/early_checkpoints.py at the smoke scale: the run kept at its last step, after
+    stopping at an earlier one, is the work list's run (the same in-loop curve) and evaluates as
+    its Fig. 4 unit does (the same per-seed rewards)."""
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    script = root / "experiments" / "early_checkpoints.py"
+    early = tmp_path / "early"
+    args = ["train-ma-cdmp-s0", "--scale", "smoke", "--steps", "20,40", "--rf", "ideal"]
+    args += ["--device", "cpu", "--no-compile", "--work", str(tmp_path / "w"), "--out", str(early)]
+    subprocess.run([sys.executable, str(script), *args], env=env, check=True, cwd=tmp_path)
+    fig4 = "eval-ma-cdmp-s0-steps3-paper-ideal"
+    out = tmp_path / "repro"
+    argv = ["reproduce", "--scale", "smoke", "--out", str(out), "--units", fig4, "--quiet"]
+    assert main(argv) == 0
+    ref = json.loads((out / "results" / f"{fig4}.json").read_text())["rows"][0]
+    mine = json.loads((early / "ma-cdmp-s0-step40-ideal.json").read_text())["rows"][0]
+    assert mine["avg_reward_seeds"] == ref["avg_reward_seeds"]
+    half = json.loads((early / "ma-cdmp-s0-step20-ideal.json").read_text())
+    assert half["step"] == 20 and half["like"] == fig4
+    train = json.loads((early / "ma-cdmp-s0-train.json").read_text())
+    ref_train = json.loads((out / "results" / "train-ma-cdmp-s0.json").read_text())
+    curve = [e["avg_reward"] for e in train["evals"]]
+    assert train["stopped_at"] == 40 and curve == [e["avg_reward"] for e in ref_train["evals"]]
+    bad = subprocess.run(
+        [sys.executable, str(script), "train-ma-cdmp-s0", "--scale", "smoke", "--steps", "50"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode != 0 and "--steps: increasing, from 1 to the run's 40" in bad.stderr
