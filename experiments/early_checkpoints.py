@@ -6,17 +6,22 @@ protocol is short (2 held-out seeds x 200 frames, ideal RF); this asks whether t
 also plans better by Fig. 4's protocol (4 scenarios x 3 held-out seeds x 1,000 frames).
 
   python experiments/early_checkpoints.py KEY --steps 5000,10000 [--rf ideal,limited]
-      [--scale paper] [--work DIR] [--out DIR] [--device cuda] [--no-compile]
+      [--swap PART] [--scale paper] [--work DIR] [--out DIR] [--device D] [--no-compile]
 
-Collects the scale's dataset into WORK as the work list's data unit does (and refuses to go on
-if its fingerprint differs from the committed one), trains the run of the work list's training
-unit KEY with that unit's settings (refused if they differ from the committed result's), and
-keeps a copy of the run folder at each of --steps. It is the same run stopped early, not a
-shorter one: the learning-rate schedule is the full run's. Training stops after the last of
---steps. Then each copy is evaluated as Fig. 4's unit of KEY under that RF evaluates the
-finished run (``eval-<run>-paper-<rf>`` at the paper scale), and OUT/<run>-step<S>-<rf>.json is
-written as soon as it is done (the fields of an evaluation result file, with the step);
-OUT/<run>-train.json keeps the in-loop evaluations.
+On the GPU machine, `experiments/reproduce_gpu.sh` runs it as the block ``early-RUN`` (beside
+the work list's chains, sharing their dataset). Collects the scale's dataset into WORK as the
+work list's data unit does (and refuses to go on if its fingerprint differs from the committed
+one), trains the run of the work list's training unit KEY with that unit's settings (refused if
+they differ from the committed result's), and keeps a copy of the run folder at each of --steps.
+It is the same run stopped early, not a shorter one: the learning-rate schedule is the full
+run's. Training stops after the last of --steps. Then each copy is evaluated as Fig. 4's unit of
+KEY under that RF evaluates the finished run (``eval-<run>-paper-<rf>`` at the paper scale), and
+OUT/<run>-step<S>-<rf>.json is written as soon as it is done (the fields of an evaluation result
+file, with the step); OUT/<run>-train.json keeps the in-loop evaluations. With --swap PART (a
+part of the method's model: ``invdyn``, MA-CDMP's and MA-DD's inverse dynamics), each pair of
+kept steps A != B also makes and evaluates a hybrid: the model of step A with PART's weights
+from step B (OUT/<run>-stepA-PARTB-<rf>.json), to tell which part makes one step plan better
+than another.
 Compare them with the committed evaluations by the report's rule:
 
   PYTHONPATH=src python experiments/paper_results.py standing OUT/<run>-step<S>-<rf>.json
@@ -42,16 +47,18 @@ def main() -> None:
     ap.add_argument("key", help="a training unit that Fig. 4 evaluates, e.g. train-ma-cdmp-s0")
     ap.add_argument("--steps", required=True, help="comma list of steps to keep, increasing")
     ap.add_argument("--rf", default="ideal,limited", help="comma list: ideal, limited")
+    ap.add_argument("--swap", metavar="PART", help="also evaluate steps with PART of another")
     ap.add_argument("--scale", default="paper", help="smoke, demo or paper (default paper)")
     ap.add_argument("--work", default="/tmp/early-work", help="dataset and run folders")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/early-out"))
     ap.add_argument("--device", default=None, help="torch device (default: cuda if present)")
-    ap.add_argument("--no-compile", action="store_true", help="do not torch.compile (CPU)")
+    ap.add_argument("--no-compile", action="store_true", help="do not torch.compile (on CUDA)")
     a = ap.parse_args()
 
     from macdmp.data.windows import open_windows
     from macdmp.eval.evaluate import evaluate
     from macdmp.methods.base import get_method
+    from macdmp.methods.checkpoint import CHECKPOINT_NAME, pick_device, read_checkpoint, save_atomic
     from macdmp.methods.trainer import Trainer, read_evals
     from macdmp.reproduce.plan import build_plan, scenario_set
     from macdmp.reproduce.units import _machine, data_path, run_data
@@ -100,7 +107,12 @@ def main() -> None:
     folder = work / "runs" / a.key
     shutil.rmtree(folder, ignore_errors=True)
     windows = open_windows(data, horizon=cfg.horizon, gamma=cfg.gamma, reward=cfg.reward)
-    tr = Trainer(method, cfg, windows, folder, a.device, compile=not a.no_compile)
+    dev = pick_device(a.device)
+    tr = Trainer(method, cfg, windows, folder, dev, compile=dev.type == "cuda" and not a.no_compile)
+    if a.swap:
+        parts = sorted({k.split(".")[0] for k in tr.method.state_dict()})
+        if a.swap not in parts or len(steps) < 2:
+            sys.exit(f"--swap: one of {', '.join(parts)}, with two --steps or more; nothing run")
     t_train = time.perf_counter()
     snaps = {}
     for s in steps:
@@ -126,14 +138,29 @@ def main() -> None:
     )
     device = str(tr.device)
     del tr, windows
+    models = {f"step{s}": (s, None, snaps[s]) for s in steps}
+    for s in steps if a.swap else []:
+        ckpt = read_checkpoint(snaps[s] / CHECKPOINT_NAME)
+        for b in (b for b in steps if b != s):
+            other = read_checkpoint(snaps[b] / CHECKPOINT_NAME)
+            for weights in ("model", "ema"):
+                for k in ckpt[weights]:
+                    if k.startswith(a.swap + "."):
+                        ckpt[weights][k] = other[weights][k]
+            name = f"step{s}-{a.swap}{b}"
+            hybrid = work / "runs" / f"{a.key}-{name}"
+            shutil.rmtree(hybrid, ignore_errors=True)
+            shutil.copytree(snaps[s], hybrid)
+            save_atomic(ckpt, hybrid / CHECKPOINT_NAME)
+            models[name] = (s, b, hybrid)
 
     for rf in rfs:
         p = evals[rf].params
         opts = [f"{k}={v}" for k, v in p["policy"].get("options", {}).items()]
-        for s in steps:
+        for name, (s, b, path) in models.items():
             t1 = time.perf_counter()
             res = evaluate(
-                [",".join([str(snaps[s]), *opts, f"device={device}"])],
+                [",".join([str(path), *opts, f"device={device}"])],
                 scenario_set(p["scenarios"]),
                 [rf],
                 n_seeds=p["seeds"],
@@ -142,16 +169,17 @@ def main() -> None:
             )
             row = res["rows"][0]
             rec = {
-                "key": f"{run}-step{s}-{rf}",
+                "key": f"{run}-{name}-{rf}",
                 "like": evals[rf].key,
                 "step": s,
+                "swap": {a.swap: b} if b is not None else None,
                 "rows": res["rows"],
                 "per_scenario": res["per_scenario"],
                 "eval_seeds": res["seeds"],
                 "wall_s": round(time.perf_counter() - t1, 2),
                 "machine": _machine(device),
             }
-            (out / f"{run}-step{s}-{rf}.json").write_text(json.dumps(rec, indent=1))
+            (out / f"{rec['key']}.json").write_text(json.dumps(rec, indent=1))
             print(
                 f"{rec['key']}: reward {row['avg_reward']:.2f} +- {row['avg_reward_std']:.2f}, "
                 f"delay {row['mean_delay_ms']:.2f} ms, {rec['wall_s']:.0f} s",

@@ -32,6 +32,10 @@
 #   dd          MA-DD x 3 seeds, packed, and the evaluations of seed 0 (Figs. 3, 4)
 #   diffuser-sN MA-Diffuser seed N (compiled); seed 0 with its evaluations (Figs. 3, 4)
 #   madiff-sN   MADiff seed N (compiled; learning curves, Fig. 5)
+#   early-RUN   not a unit of the work list: experiments/early_checkpoints.py train-RUN, the run
+#               retrained and evaluated as Fig. 4 evaluates it when stopped at each of the steps
+#               EARLY_STEPS (default 10000,100000), with hybrids of the part EARLY_SWAP (default
+#               invdyn; empty: none); its files come back in results.tgz under early/
 #   all         whatever is left
 #   =GLOBS      the units matching GLOB[,GLOB...] (`macdmp reproduce --list` shows the keys),
 #               training runs packed two at a time on the GPU, captured, not compiled (two
@@ -92,7 +96,7 @@ reproduce() {
 
 # block_units BLOCK: sets UNITS, PACK, COMPILE and AFTER (a unit another chain may be making)
 block_units() {
-  PACK=1; COMPILE=(--compile); AFTER=""
+  PACK=1; COMPILE=(--compile); AFTER=""; EARLY=""
   case "$1" in
   baselines)
     UNITS='eval-behaviour-*,eval-carried-*,eval-equal-*,eval-proportional-*,eval-maxweight-*'
@@ -109,11 +113,12 @@ block_units() {
   dd) UNITS='train-ma-dd-*,eval-ma-dd-*'; PACK=3; COMPILE=() ;;
   diffuser-s[0-9]) UNITS="train-ma-diffuser-${1#diffuser-},eval-ma-diffuser-${1#diffuser-}-*" ;;
   madiff-s[0-9]) UNITS="train-madiff-${1#madiff-}" ;;
+  early-?*) UNITS=""; EARLY="train-${1#early-}" ;;
   all) UNITS='*'; PACK=2 ;;
   =*) UNITS="${1#=}"; PACK=2; COMPILE=() ;;
   *)
     echo "unknown block '$1': one of baselines, cdmp-s0, guide-s0, cdmp-s1, cdmp-s2, nomf," \
-      "steer, h8, h32, h64, dd, diffuser-sN, madiff-sN, all, =GLOB[,GLOB...]" >&2
+      "steer, h8, h32, h64, dd, diffuser-sN, madiff-sN, early-RUN, all, =GLOB[,GLOB...]" >&2
     return 2 ;;
   esac
 }
@@ -139,6 +144,14 @@ run_block() {
   if [ -n "$AFTER" ]; then
     while [ ! -f "$RES/results/$AFTER.json" ] && others_alive "${3:-}"; do sleep "$POLL"; done
   fi
+  if [ -n "$EARLY" ]; then
+    local swap=()
+    [ -n "${EARLY_SWAP-invdyn}" ] && swap=(--swap "${EARLY_SWAP-invdyn}")
+    reproduce --units data --collect-threads "$THREADS"  # the chains' dataset (made once)
+    python3 experiments/early_checkpoints.py "$EARLY" --scale "$SCALE" --work "$W" \
+      --out "$RES/early" --steps "${EARLY_STEPS:-10000,100000}" "${swap[@]}"
+    return
+  fi
   local limit=()
   [ -n "${2:-}" ] && limit=(--time-limit "$2")
   reproduce --units "$UNITS" --pack "$PACK" "${COMPILE[@]}" --collect-threads "$THREADS" \
@@ -147,7 +160,8 @@ run_block() {
 
 # bring_back: $OUT/results.tgz, replaced whole (a call killed while it writes keeps the last one)
 bring_back() {
-  tar czf "$OUT/.results.tgz.tmp" -C "$RES" results $([ -d "$RES/failed" ] && echo failed)
+  tar czf "$OUT/.results.tgz.tmp" -C "$RES" results $([ -d "$RES/failed" ] && echo failed) \
+    $([ -d "$RES/early" ] && echo early)
   mv -f "$OUT/.results.tgz.tmp" "$OUT/results.tgz"
 }
 
@@ -161,7 +175,7 @@ summary() {
 wait_chains() {
   local t0=$SECONDS f n alive seen="" now
   while :; do
-    now="$( (ls -l --time-style=+%s "$RES/results" "$RES/failed" 2>/dev/null || true) | md5sum)"
+    now="$( (ls -l --time-style=+%s "$RES"/{results,failed,early} 2>/dev/null || true) | md5sum)"
     [ "$now" != "$seen" ] && { bring_back; seen="$now"; }
     alive=""
     for f in "$CHAINS"/*.pid; do

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from macdmp.cli import main
 from macdmp.reproduce.figures import (
@@ -584,7 +585,8 @@ def test_early_checkpoints_are_the_run_stopped_early(tmp_path):
     script = root / "experiments" / "early_checkpoints.py"
     early = tmp_path / "early"
     args = ["train-ma-cdmp-s0", "--scale", "smoke", "--steps", "20,40", "--rf", "ideal"]
-    args += ["--device", "cpu", "--no-compile", "--work", str(tmp_path / "w"), "--out", str(early)]
+    args += ["--swap", "invdyn", "--device", "cpu", "--no-compile"]
+    args += ["--work", str(tmp_path / "w"), "--out", str(early)]
     subprocess.run([sys.executable, str(script), *args], env=env, check=True, cwd=tmp_path)
     fig4 = "eval-ma-cdmp-s0-steps3-paper-ideal"
     out = tmp_path / "repro"
@@ -597,6 +599,18 @@ def test_early_checkpoints_are_the_run_stopped_early(tmp_path):
     assert half["step"] == 20 and half["like"] == fig4
     train = json.loads((early / "ma-cdmp-s0-train.json").read_text())
     ref_train = json.loads((out / "results" / "train-ma-cdmp-s0.json").read_text())
+    # the hybrid: step 40's model with step 20's inverse dynamics
+    hybrid = json.loads((early / "ma-cdmp-s0-step40-invdyn20-ideal.json").read_text())
+    assert hybrid["step"] == 40 and hybrid["swap"] == {"invdyn": 20}
+    runs = tmp_path / "w" / "runs"
+    ck = {
+        n: torch.load(runs / f"train-ma-cdmp-s0-{n}" / "checkpoint.pt", weights_only=False)["ema"]
+        for n in ("step20", "step40", "step40-invdyn20")
+    }
+    for k, v in ck["step40-invdyn20"].items():
+        assert torch.equal(v, ck["step20" if k.startswith("invdyn.") else "step40"][k]), k
+    inv = [k for k in ck["step20"] if k.startswith("invdyn.")]
+    assert inv and any(not torch.equal(ck["step20"][k], ck["step40"][k]) for k in inv)
     curve = [e["avg_reward"] for e in train["evals"]]
     assert train["stopped_at"] == 40 and curve == [e["avg_reward"] for e in ref_train["evals"]]
     bad = subprocess.run(
@@ -607,3 +621,29 @@ def test_early_checkpoints_are_the_run_stopped_early(tmp_path):
         cwd=tmp_path,
     )
     assert bad.returncode != 0 and "--steps: increasing, from 1 to the run's 40" in bad.stderr
+
+
+def test_gpu_script_early_block_brings_its_files_back(tmp_path):
+    """experiments/reproduce_gpu.sh's ``early-RUN`` block, at the smoke scale on the CPU: the
+    dataset made once as the work list's, then experiments/early_checkpoints.py, its files back
+    in results.tgz under early/ (EARLY_SWAP empty: no hybrids)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SCALE": "smoke",
+        "RES": str(tmp_path / "tree"),
+        "REPRO_WORK": str(tmp_path / "w"),
+        "OUT": str(tmp_path / "out"),
+        "POLL": "1",
+        "EARLY_STEPS": "20,40",
+        "EARLY_SWAP": "",
+    }
+    cmd = ["bash", str(root / "experiments" / "reproduce_gpu.sh"), "detach", "early-ma-cdmp-s0"]
+    run = subprocess.run([*cmd, "--", "300"], cwd=root, env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and "all chains ended" in run.stdout, run.stdout[-3000:]
+    with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
+        names = set(tar.getnames())
+    steps = {f"early/ma-cdmp-s0-step{s}-{rf}.json" for s in (20, 40) for rf in ("ideal", "limited")}
+    assert steps | {"early/ma-cdmp-s0-train.json", "results/data.json"} <= names
+    assert not any("invdyn" in n for n in names)
