@@ -35,7 +35,8 @@
 #   early-RUN   not a unit of the work list: experiments/early_checkpoints.py train-RUN, the run
 #               retrained and evaluated as Fig. 4 evaluates it when stopped at each of the steps
 #               EARLY_STEPS (default 10000,100000), with hybrids of the part EARLY_SWAP (default
-#               invdyn; empty: none); its files come back in results.tgz under early/
+#               invdyn; empty: none); its files come back in results.tgz under early/. It
+#               has no time limit and does not resume: run it as a chain of `detach`
 #   all         whatever is left
 #   =GLOBS      the units matching GLOB[,GLOB...] (`macdmp reproduce --list` shows the keys),
 #               training runs packed two at a time on the GPU, captured, not compiled (two
