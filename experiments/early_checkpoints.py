@@ -56,14 +56,16 @@ def main() -> None:
     a = ap.parse_args()
 
     from macdmp.data.windows import open_windows
-    from macdmp.eval.evaluate import evaluate
     from macdmp.methods.base import get_method
     from macdmp.methods.checkpoint import CHECKPOINT_NAME, pick_device, read_checkpoint, save_atomic
     from macdmp.methods.trainer import Trainer, read_evals
-    from macdmp.reproduce.plan import build_plan, scenario_set
-    from macdmp.reproduce.units import _machine, data_path, run_data
+    from macdmp.reproduce.plan import build_plan
+    from macdmp.reproduce.units import data_path, run_data, run_eval
 
-    plan = build_plan(a.scale)
+    try:
+        plan = build_plan(a.scale)
+    except ValueError as exc:
+        sys.exit(str(exc))
     if a.key not in plan.units or plan.units[a.key].kind != "train":
         trains = sorted(k for k, u in plan.units.items() if u.kind == "train")
         sys.exit(f"KEY: {a.key!r} is not a training unit at scale {a.scale}; have: {trains}")
@@ -131,7 +133,6 @@ def main() -> None:
                 "train_wall_s": round(tr.wall_s, 2),
                 "evals": read_evals(folder),
                 "device": str(tr.device),
-                "machine": _machine(str(tr.device)),
             },
             indent=1,
         )
@@ -155,30 +156,15 @@ def main() -> None:
             models[name] = (s, b, hybrid)
 
     for rf in rfs:
-        p = evals[rf].params
-        opts = [f"{k}={v}" for k, v in p["policy"].get("options", {}).items()]
         for name, (s, b, path) in models.items():
-            t1 = time.perf_counter()
-            res = evaluate(
-                [",".join([str(path), *opts, f"device={device}"])],
-                scenario_set(p["scenarios"]),
-                [rf],
-                n_seeds=p["seeds"],
-                frames=p["frames"],
-                progress=False,
-            )
-            row = res["rows"][0]
             rec = {
                 "key": f"{run}-{name}-{rf}",
                 "like": evals[rf].key,
                 "step": s,
                 "swap": {a.swap: b} if b is not None else None,
-                "rows": res["rows"],
-                "per_scenario": res["per_scenario"],
-                "eval_seeds": res["seeds"],
-                "wall_s": round(time.perf_counter() - t1, 2),
-                "machine": _machine(device),
+                **run_eval(evals[rf], work, device, folder=path),
             }
+            row = rec["rows"][0]
             (out / f"{rec['key']}.json").write_text(json.dumps(rec, indent=1))
             print(
                 f"{rec['key']}: reward {row['avg_reward']:.2f} +- {row['avg_reward_std']:.2f}, "

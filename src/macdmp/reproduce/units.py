@@ -156,27 +156,35 @@ def run_train_group(
     return out
 
 
-def policy_spec(unit: Unit, work: Path, device: str | None = None) -> str:
-    """The ``--policy`` string of an evaluation unit (a run folder with options, or a name)."""
+def policy_spec(
+    unit: Unit, work: Path, device: str | None = None, folder: Path | None = None
+) -> str:
+    """The ``--policy`` string of an evaluation unit (a run folder with options, or a name);
+    ``folder``: another run folder in place of the unit's (the same run stopped earlier)."""
     pol = unit.params["policy"]
     if pol.get("run") is None:
         return pol["name"]
     opts = dict(pol.get("options", {}))
     if device is not None:
         opts["device"] = device
-    folder = run_dir(work, pol["run"], unit.params["inputs"][pol["run"]])
+    if folder is None:
+        folder = run_dir(work, pol["run"], unit.params["inputs"][pol["run"]])
     return ",".join([str(folder), *(f"{k}={v}" for k, v in opts.items())])
 
 
 def run_eval(
-    unit: Unit, work: Path, device: str | None = None, progress: bool = False
+    unit: Unit,
+    work: Path,
+    device: str | None = None,
+    progress: bool = False,
+    folder: Path | None = None,
 ) -> dict[str, Any]:
     from macdmp.eval.evaluate import evaluate
 
     p = unit.params
     t0 = time.perf_counter()
     res = evaluate(
-        [policy_spec(unit, work, device)],
+        [policy_spec(unit, work, device, folder)],
         scenario_set(p["scenarios"]),
         [p["rf"]],
         n_seeds=p["seeds"],
