@@ -574,6 +574,22 @@ def test_paper_results_script_reads_the_committed_results(capsys):
         ["limited", "ma-cdmp-s0                "],
     ]
     assert "delay   8.95 +- 0.27 ms" in lines[0] and "delay   9.76 +- 0.44 ms" in lines[1]
+    # the next block's hybrids (docs/results/gpu-2026-11-30i): its standing-swap.txt, rebuilt
+    early = root / "docs" / "results" / "gpu-2026-11-30i" / "early"
+    pairs = [("step10000-invdyn100000", ["step10000", "step100000"])]
+    pairs += [
+        ("step100000-invdyn10000", ["step100000", "step10000"]),
+        ("step10000", ["step100000"]),
+    ]
+    want = []
+    for rf in ("ideal", "limited"):
+        for me, others in pairs:
+            mod.standing(
+                str(early / f"ma-cdmp-s0-{me}-{rf}.json"),
+                [str(early / f"ma-cdmp-s0-{o}-{rf}.json") for o in others],
+            )
+            want += [f"# ma-cdmp-s0-{me}-{rf} against:", *capsys.readouterr().out.splitlines()]
+    assert want == (early / "standing-swap.txt").read_text().splitlines()
 
 
 def test_early_checkpoints_are_the_run_stopped_early(tmp_path):
