@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from macdmp.data.collect import COLLECT_PRESETS, MAX_DATASET_SEED, MIXABLE, QUALITY_PRESETS
+from macdmp.data.collect import (
+    COLLECT_PRESETS,
+    MAX_DATASET_SEED,
+    MIXABLE,
+    QUALITY_PRESETS,
+    CollectPreset,
+)
 from macdmp.data.format import COMPRESSIONS, DEFAULT_COMPRESSION
 from macdmp.sim.config import PRESETS, RF_MODES
+from macdmp.sim.families import FAMILIES, family
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scenarios",
         default=None,
-        help=f"comma-separated presets ({', '.join(PRESETS)}) or TOML files",
+        help=f"comma-separated presets ({', '.join(PRESETS)}), family scenarios or TOML files",
+    )
+    p.add_argument(
+        "--family",
+        choices=tuple(FAMILIES),
+        default=None,
+        help="a scenario family's dataset: its scenarios, its behaviour mix and its size "
+        "(docs/families.md); --trajectories, --frames and --seed still apply",
     )
     p.add_argument("--trajectories", type=int, default=None, help="in total, split over scenarios")
     p.add_argument("--frames", type=int, default=None, help="frames per trajectory")
@@ -84,7 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
     val = dsub.add_parser("validate", help="check structure, values and content hashes")
     val.add_argument("file")
-    val.add_argument("--quick", action="store_true", help="structure only, skip reading data")
+    val.add_argument(
+        "--quick",
+        action="store_true",
+        help="structure, chunk checksums and content hashes; skip the value checks",
+    )
     val.set_defaults(func=_validate)
 
 
@@ -100,6 +118,16 @@ def _collect(args: argparse.Namespace) -> int:
     given = [n for n, v in choices if v is not None]
     if len(given) > 1:
         raise ValueError(f"{given[1]}: give only one of {', '.join(given)}")
+    if args.family is not None:
+        clash = [n for n, v in (("--preset", args.preset), ("--scenarios", args.scenarios)) if v]
+        if clash or given:
+            raise ValueError(
+                f"--family: sets the scenarios and the behaviour mix; drop {(clash + given)[0]}"
+            )
+        fam = family(args.family)
+        preset = CollectPreset(fam.scenarios, fam.trajectories, fam.frames)
+        if fam.behaviour != ("behaviour:0.5",):
+            args.policies = ",".join(fam.behaviour)
     policies = []
     if args.policies is not None:
         policies = [s for s in args.policies.split(",") if s.strip()]
@@ -249,7 +277,11 @@ def _validate(args: argparse.Namespace) -> int:
     from macdmp.data.format import validate
 
     header = validate(args.file, content=not args.quick)
-    what = "structure" if args.quick else "structure, values and content hashes"
+    what = (
+        "structure, chunk checksums and content hashes"
+        if args.quick
+        else "structure, values and content hashes"
+    )
     n = sum(s.n_trajectories for s in header.scenarios.values())
     print(f"{args.file}: OK ({what}; format v{header.format_version}, "
           f"{len(header.scenarios)} scenarios, {n} trajectories)")  # fmt: skip

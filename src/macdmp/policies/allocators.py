@@ -46,9 +46,14 @@ class Ratio(Policy):
 
 
 class Carried(Policy):
-    """Proportional to the traffic the node carries (own + relayed), summing to M x L."""
+    """Proportional to the traffic the node carries (own + relayed), summing to M x L.
+
+    A reference, not a deployable rule: the static split from every node's long-run mean rate
+    and the routes at the start of the episode, network-wide knowledge that no node has.
+    """
 
     name = "carried"
+    reference = True
 
     def reset(self, sim):
         super().reset(sim)
@@ -87,6 +92,100 @@ class Behaviour(Carried):
         return {
             "name": self.name,
             "base": "carried",
+            "noise": "lognormal-mean-one",
+            "sigma": self.noise,
+            "seed": self.seed,
+        }
+
+
+class CarriedNow(Policy):
+    """A genie: `carried` recomputed every frame from the current rates and current routes.
+
+    Reads the rate each node offers this frame (its active services, its burst state, the load
+    profile) and the routes of now (mobility): knowledge no node has.
+    """
+
+    name = "carried-now"
+    reference = True
+
+    def reset(self, sim):
+        super().reset(sim)
+        self._sim = sim
+
+    def act(self, obs, mean_field):
+        return _split(self._sim.carried_now_ppf(), self.rbs)
+
+
+class Centralized(Policy):
+    """The centralized reference: a network-wide max-weight schedule over the packets queued now.
+
+    Each frame it reads every queue by destination, the current routes and the current rates.
+    It hands the RBs out one at a time to the node whose queued packets weigh most, each
+    packet weighing 1 / (hops it still has to go): shortest remaining route first, which is
+    what lowers the mean delay when the frame cannot serve everyone, and no node gets more
+    RBs than it has packets. The RBs left over go to the packets that will arrive within the
+    frame, split as `carried-now` splits the frame. A reference that reads state no node has,
+    not a rule a node can run; docs/families.md says where it is the best policy measured
+    and where it is not.
+    """
+
+    name = "centralized"
+    reference = True
+
+    def reset(self, sim):
+        super().reset(sim)
+        self._sim = sim
+
+    def act(self, obs, mean_field):
+        sim = self._sim
+        queued = backlog(obs)
+        weight = (sim.queued_by_destination() / np.maximum(sim.hops, 1)).sum(axis=2)
+        per_packet = np.where(queued > 0, weight / np.maximum(queued, 1), 0.0)
+        left, demand = queued.copy(), np.zeros_like(queued)
+        rows = np.arange(len(queued))
+        for _ in range(int(self.rbs)):
+            i = np.argmax(np.where(left > 0, weight, -1.0), axis=1)
+            take = left[rows, i] > 0
+            if not take.any():
+                break
+            r, c = rows[take], i[take]
+            demand[r, c] += 1
+            left[r, c] -= 1
+            weight[r, c] -= per_packet[r, c]
+        spare = self.rbs - demand.sum(axis=1, keepdims=True)
+        return demand + spare * _split(sim.carried_now_ppf(), 1)
+
+
+class Noisy(Policy):
+    """Any allocator times mean-one log-normal noise per node per frame: ``NAME:SIGMA``.
+
+    demand_i = base_i * exp(sigma z - sigma^2 / 2), z ~ N(0, 1), as the behaviour policy
+    perturbs `carried`; used to record datasets whose actions vary around adaptive rules.
+    """
+
+    def __init__(self, base: Policy, noise: float, seed: int = 0):
+        if not np.isfinite(noise) or noise < 0:
+            raise PolicyError(f"{base.name} noise: must be a finite sigma >= 0, got {noise!r}")
+        self.base = base
+        self.noise = float(noise)
+        self.seed = int(seed)
+        self.name = f"{base.name}:{noise:g}"
+        self.reference = getattr(base, "reference", False)
+
+    def reset(self, sim):
+        super().reset(sim)
+        self.base.reset(sim)
+        self._rng = np.random.default_rng([self.seed, *sim.seeds])
+
+    def act(self, obs, mean_field):
+        demand = self.base.act(obs, mean_field)
+        z = self._rng.standard_normal(demand.shape)
+        return demand * np.exp(self.noise * z - 0.5 * self.noise**2)
+
+    def describe(self):
+        return {
+            "name": self.name,
+            "base": self.base.name,
             "noise": "lognormal-mean-one",
             "sigma": self.noise,
             "seed": self.seed,
@@ -225,5 +324,20 @@ class Static(Policy):
 
 ALLOCATORS = {
     cls.name: cls
-    for cls in (Equal, Ratio, Carried, Proportional, MaxWeight, Backpressure, Random, Static)
+    for cls in (
+        Equal,
+        Ratio,
+        Carried,
+        CarriedNow,
+        Centralized,
+        Proportional,
+        MaxWeight,
+        Backpressure,
+        Random,
+        Static,
+    )
 }
+# References: they read network-wide state no node has; every table labels them as such.
+REFERENCES = tuple(name for name, cls in ALLOCATORS.items() if getattr(cls, "reference", False))
+# Rules a node could run from what it sees (its queues, its neighbours' mean, fixed settings).
+DEPLOYABLE = ("equal", "ratio", "proportional", "maxweight", "backpressure")

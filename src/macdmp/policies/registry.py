@@ -1,7 +1,9 @@
 """Every policy by name: the allocators, the behaviour policy and trained run folders.
 
-equal | ratio | carried | proportional | maxweight | backpressure | random
+equal | ratio | proportional | maxweight | backpressure | random   rules a node can run
+carried | carried-now | centralized     references: network-wide knowledge no node has
 behaviour[:SIGMA]        static:D[,D...]
+NAME:SIGMA               allocator NAME times mean-one log-normal noise (behaviour = carried:SIGMA)
 RUN_DIR[,key=value...]   a training run folder of any method (``macdmp.methods.policy``)
 macdmp:RUN_DIR[,...]     the same, in the older spelling
 """
@@ -10,10 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from macdmp.policies.allocators import ALLOCATORS, Behaviour, Random, Static
+from macdmp.policies.allocators import ALLOCATORS, Behaviour, Noisy, Random, Static
 from macdmp.policies.base import Policy, PolicyError
 
-POLICY_NAMES = (*ALLOCATORS, "behaviour", "RUN_DIR", "macdmp:RUN_DIR")
+POLICY_NAMES = (*ALLOCATORS, "behaviour", "NAME:SIGMA", "RUN_DIR", "macdmp:RUN_DIR")
+NOISELESS = ("static", "random")  # allocators that take no noise suffix
 RUN_MARKER = "checkpoint.pt"  # what makes a folder a run (macdmp.methods.checkpoint)
 
 
@@ -51,6 +54,12 @@ def make_policy(spec: str | Policy, seed: int = 0) -> Policy:
         return _run_policy(arg, seed)
     if name in ALLOCATORS and not arg:
         return ALLOCATORS[name]()
+    if name in ALLOCATORS and name not in NOISELESS:
+        try:
+            sigma = float(arg)
+        except ValueError:
+            raise PolicyError(f"{name}: noise sigma must be a number, got {arg!r}") from None
+        return Noisy(ALLOCATORS[name](), sigma, seed=seed)
     raise PolicyError(
         f"policy: unknown policy {spec!r}; allowed: {', '.join(POLICY_NAMES)} (a run folder "
         f"is one that holds {RUN_MARKER})"

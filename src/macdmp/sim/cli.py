@@ -9,6 +9,14 @@ from pathlib import Path
 from macdmp.policies import POLICY_NAMES
 from macdmp.sim.config import PRESETS, RF_MODES, load_scenario
 
+# Upper bounds of a run's size: every episode is one more network stepped at once (about
+# 32 KiB each) and every network-frame one more float (8 bytes) of delay trace, so
+# MAX_NETWORK_FRAMES keeps that trace within 400 MB (`evaluate` counts every scenario and RF
+# condition it runs together).
+MAX_EPISODES = 10_000
+MAX_FRAMES = 1_000_000  # 5,000 s of network time
+MAX_NETWORK_FRAMES = 50_000_000
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -48,14 +56,17 @@ def option_error(option: str, exc: Exception) -> ValueError:
 
 def _simulate(args: argparse.Namespace) -> int:
     from macdmp.eval.episodes import format_table, run_episodes
+    from macdmp.outputs import check_output_file
     from macdmp.policies import make_policy
 
-    if args.episodes < 1:
-        raise ValueError(f"--episodes: must be >= 1 (got {args.episodes})")
+    if not 1 <= args.episodes <= MAX_EPISODES:
+        raise ValueError(f"--episodes: must be in [1, {MAX_EPISODES:,}] (got {args.episodes:,})")
     if args.seed < 0:
         raise ValueError(f"--seed: must be >= 0 (got {args.seed})")
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames: must be >= 1 (got {args.frames})")
+    if args.frames is not None and not 1 <= args.frames <= MAX_FRAMES:
+        raise ValueError(f"--frames: must be in [1, {MAX_FRAMES:,}] (got {args.frames:,})")
+    if args.plot:  # an image: overwritten as before, but never a folder or a device node
+        check_output_file("--plot", args.plot, force=True)
     try:
         cfg = load_scenario(args.scenario, rf=args.rf)
     except ValueError as exc:
@@ -65,6 +76,12 @@ def _simulate(args: argparse.Namespace) -> int:
             cfg = cfg.replace(load=args.load)
         except ValueError as exc:
             raise option_error("--load", exc) from None
+    frames = cfg.episode_frames if args.frames is None else args.frames
+    if args.episodes * frames > MAX_NETWORK_FRAMES:
+        raise ValueError(
+            f"--episodes x --frames: {args.episodes:,} x {frames:,} network-frames is above the "
+            f"limit of {MAX_NETWORK_FRAMES:,}; lower --episodes or --frames"
+        )
     try:
         policy = make_policy(args.policy, seed=args.seed)
     except ValueError as exc:

@@ -51,6 +51,15 @@ RF_MODES = ("ideal", "limited")
 SCHEDULING = ("earliest", "transit_first", "own_first")
 REWARDS = ("delay",)
 DESTINATIONS = ("uniform", "fixed")
+TRAFFIC = ("poisson", "sessions", "bursty")
+BURST_KINDS = ("high-low", "on-off")
+PROFILE_INTERP = ("linear", "step")
+MOBILITY = ("static", "waypoint")
+# Upper bounds on values that would otherwise exhaust memory or time without a word.
+MAX_NODES = 256
+MAX_LOAD = 10.0
+MAX_SPEED_MPS = 10_000.0
+MAX_PROFILE_POINTS = 1000
 
 
 @dataclass(frozen=True)
@@ -115,14 +124,36 @@ class ScenarioConfig:
     rates_ppf: tuple[float, ...] | None = None
     dest: tuple[int, ...] | None = None
     high_nodes: tuple[int, ...] | None = None
+    # Traffic process (docs/simulator.md, "Traffic that changes"). Every process is calibrated
+    # so that each node's long-run mean rate is the one the load rule gives.
+    traffic: str = "poisson"
+    session_mean_active: float = 4.0  # sessions: mean number of active services per node
+    session_duration_s: float = 1.0  # sessions: mean lifetime of a service (exponential), s
+    session_rate_spread: float = 0.5  # sessions: a service's rate is uniform in mean*(1 +- this)
+    session_max: int = 32  # sessions: services a node can hold at once (more are refused)
+    burst_kind: str = "high-low"  # bursty: "high-low" or "on-off" (nothing sent when low)
+    burst_ratio: float = 4.0  # bursty, high-low: the high state's rate over the low state's
+    burst_high_ms: float = 250.0  # bursty: mean dwell time in the high (on) state, ms
+    burst_low_ms: float = 750.0  # bursty: mean dwell time in the low (off) state, ms
+    # The load along an episode: [[frame, load], ...] from frame 0, increasing frames; the
+    # rates follow load(t) / load. Repeats with the last point's frame as its period.
+    load_profile: tuple[tuple[float, float], ...] | None = None
+    load_profile_interp: str = "linear"
+    # Mobility: random waypoint at speed_mps; links, PER and routes recomputed every
+    # route_every frames (positions move every frame).
+    mobility: str = "static"
+    speed_mps: float = 0.0
+    route_every: int = 20
 
     def __post_init__(self) -> None:
-        _int_range("n_nodes", self.n_nodes, 2, 4096)
+        _int_range("n_nodes", self.n_nodes, 2, MAX_NODES)
         _int_range("n_high", self.n_high, 0, self.n_nodes)
         _positive("area_m", self.area_m)
         _positive("range_m", self.range_m)
         _positive("rate_ratio", self.rate_ratio)
         _positive("load", self.load)
+        if self.load > MAX_LOAD:
+            raise ConfigError(f"load: must be <= {MAX_LOAD:g} (got {self.load!r})")
         _int_range("slots", self.slots, 1, 1000)
         _int_range("channels", self.channels, 1, 1000)
         _positive("frame_ms", self.frame_ms)
@@ -134,6 +165,7 @@ class ScenarioConfig:
         _choice("scheduling", self.scheduling, SCHEDULING)
         _choice("destinations", self.destinations, DESTINATIONS)
         _choice("reward", self.reward, REWARDS)
+        self._check_dynamics()
         if not isinstance(self.rf, RFConfig):
             raise ConfigError(f"rf: expected an RFConfig or one of {RF_MODES}, got {self.rf!r}")
         n = self.n_nodes
@@ -167,6 +199,50 @@ class ScenarioConfig:
                 raise ConfigError(
                     f"high_nodes: lists {len(self.high_nodes)} nodes but n_high is {self.n_high}"
                 )
+
+    def _check_dynamics(self) -> None:
+        _choice("traffic", self.traffic, TRAFFIC)
+        _positive("session_mean_active", self.session_mean_active)
+        _positive("session_duration_s", self.session_duration_s)
+        _nonneg("session_rate_spread", self.session_rate_spread)
+        if self.session_rate_spread > 1:
+            raise ConfigError(
+                f"session_rate_spread: must be in [0, 1], got {self.session_rate_spread!r}"
+            )
+        _int_range("session_max", self.session_max, 1, 1024)
+        if self.traffic == "sessions" and self.session_mean_active > self.session_max / 4:
+            raise ConfigError(
+                f"session_mean_active: must be <= session_max / 4 = {self.session_max / 4:g} so "
+                f"that refused services stay rare (got {self.session_mean_active!r}); raise "
+                "session_max"
+            )
+        _choice("burst_kind", self.burst_kind, BURST_KINDS)
+        _positive("burst_ratio", self.burst_ratio)
+        if self.burst_ratio < 1:
+            raise ConfigError(
+                f"burst_ratio: must be >= 1 (high over low), got {self.burst_ratio!r}"
+            )
+        _positive("burst_high_ms", self.burst_high_ms)
+        _positive("burst_low_ms", self.burst_low_ms)
+        _choice("load_profile_interp", self.load_profile_interp, PROFILE_INTERP)
+        if self.load_profile is not None:
+            _check_profile(self.load_profile)
+        _choice("mobility", self.mobility, MOBILITY)
+        _nonneg("speed_mps", self.speed_mps)
+        if self.speed_mps > MAX_SPEED_MPS:
+            raise ConfigError(f"speed_mps: must be <= {MAX_SPEED_MPS:g}, got {self.speed_mps!r}")
+        if self.mobility == "waypoint" and self.speed_mps <= 0:
+            raise ConfigError("speed_mps: mobility 'waypoint' needs a speed > 0 (m/s)")
+        _int_range("route_every", self.route_every, 1, 10**6)
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether rates or positions change along an episode."""
+        return self.traffic != "poisson" or self.load_profile is not None or self.mobile
+
+    @property
+    def mobile(self) -> bool:
+        return self.mobility != "static"
 
     # Derived quantities -------------------------------------------------------------
     @property
@@ -222,13 +298,36 @@ class ScenarioConfig:
                 )
             base = rf_preset(rf["name"]) if rf.get("name") in RF_PRESETS else RFConfig()
             rf = dataclasses.replace(base, **rf)
-        for key in ("positions_m", "rates_ppf", "dest", "high_nodes"):
+        for key in ("positions_m", "rates_ppf", "dest", "high_nodes", "load_profile"):
             if data.get(key) is not None:
+                if not isinstance(data[key], list | tuple):
+                    raise ConfigError(f"{key}: expected a list, got {data[key]!r}")
                 data[key] = tuple(tuple(v) if isinstance(v, list) else v for v in data[key])
         try:
             return cls(rf=rf, **data)
         except TypeError as exc:  # wrong value types that the checks above did not catch
             raise ConfigError(f"scenario: {exc}") from None
+
+
+def _check_profile(profile: Any) -> None:
+    """load_profile: [[frame, load], ...], first frame 0, frames increasing, loads in (0, max]."""
+    form = "a list of [frame, load] pairs, e.g. [[0, 0.6], [400, 1.0], [800, 0.6]]"
+    if not isinstance(profile, tuple | list) or not 1 <= len(profile) <= MAX_PROFILE_POINTS:
+        raise ConfigError(f"load_profile: expected {form} (1 to {MAX_PROFILE_POINTS} points)")
+    last = -1.0
+    for k, point in enumerate(profile):
+        if not isinstance(point, tuple | list) or len(point) != 2:
+            raise ConfigError(f"load_profile[{k}]: expected [frame, load], got {point!r}; {form}")
+        frame, load = point
+        _nonneg(f"load_profile[{k}] frame", frame)
+        _positive(f"load_profile[{k}] load", load)
+        if load > MAX_LOAD:
+            raise ConfigError(f"load_profile[{k}] load: must be <= {MAX_LOAD:g}, got {load!r}")
+        if k == 0 and frame != 0:
+            raise ConfigError(f"load_profile[0] frame: the profile must start at frame 0; {form}")
+        if k > 0 and frame <= last:
+            raise ConfigError(f"load_profile[{k}] frame: frames must increase (got {frame!r})")
+        last = frame
 
 
 def field_names() -> set[str]:
@@ -244,18 +343,41 @@ PRESETS: dict[str, ScenarioConfig] = {
 }
 PAPER_SCENARIOS = tuple(PRESETS)
 
+# The scenarios of the families beyond the paper's (sim/families.py groups them): each of the
+# paper's four under one change, named SCENARIO-CHANGE, and larger networks by the same rule.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "load90": {"load": 0.9},
+    "load100": {"load": 1.0},
+    "sessions": {"traffic": "sessions"},
+    "bursty": {"traffic": "bursty"},
+    "mobile": {"mobility": "waypoint", "speed_mps": 150.0, "route_every": 20},
+}
+LARGE = {16: 4, 32: 7, 64: 14}  # nodes: high-rate nodes (the 2:7 share of n9-2to7)
+SCENARIOS: dict[str, ScenarioConfig] = {
+    **PRESETS,
+    **{
+        f"{base}-{variant}": PRESETS[base].replace(name=f"{base}-{variant}", **changes)
+        for variant, changes in VARIANTS.items()
+        for base in PAPER_SCENARIOS
+    },
+    **{
+        f"n{n}-large": ScenarioConfig(name=f"n{n}-large", n_nodes=n, n_high=high)
+        for n, high in LARGE.items()
+    },
+}
+
 
 def load_scenario(spec: str | Path | ScenarioConfig, rf: str | None = None) -> ScenarioConfig:
     """A scenario from a preset name, a TOML file path or a config; `rf` overrides its RF."""
     if isinstance(spec, ScenarioConfig):
         cfg = spec
-    elif str(spec) in PRESETS:
-        cfg = PRESETS[str(spec)]
+    elif str(spec) in SCENARIOS:
+        cfg = SCENARIOS[str(spec)]
     elif str(spec).endswith(".toml") or Path(str(spec)).is_file():
         cfg = scenario_from_toml(Path(spec))
     else:
         raise ConfigError(
-            f"scenario: unknown scenario {str(spec)!r}; allowed: {', '.join(PRESETS)} "
+            f"scenario: unknown scenario {str(spec)!r}; allowed: {', '.join(SCENARIOS)} "
             "or the path of a TOML file"
         )
     return cfg.with_rf(rf) if rf is not None else cfg
@@ -272,9 +394,9 @@ def scenario_from_toml(path: Path) -> ScenarioConfig:
     data = dict(data.get("scenario", data))
     base = data.pop("base", None)
     if base is not None:
-        if base not in PRESETS:
-            raise ConfigError(f"base: unknown preset {base!r}; allowed: {', '.join(PRESETS)}")
-        merged = PRESETS[base].to_dict()
+        if base not in SCENARIOS:
+            raise ConfigError(f"base: unknown preset {base!r}; allowed: {', '.join(SCENARIOS)}")
+        merged = SCENARIOS[base].to_dict()
         merged.update(data)
         data = merged
     data.setdefault("name", path.stem)

@@ -24,8 +24,12 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from . import dynamics as dyn
 from .config import ScenarioConfig
 from .network import Network, build_network
+from .rng import exp_ms as _exp_ms
+from .rng import splitmix64_states as _splitmix64_states
+from .rng import uniform as _uniform
 
 # Columns of the per-frame statistics array returned by `step`.
 STAT_FIELDS = (
@@ -35,8 +39,10 @@ STAT_FIELDS = (
     "dropped_retry",
     "delay_sum_ms",
     "transmissions",
+    "dropped_route",
 )
-GEN, DELIV, DROP_BUF, DROP_RETRY, DELAY_SUM, TX = range(len(STAT_FIELDS))
+GEN, DELIV, DROP_BUF, DROP_RETRY, DELAY_SUM, TX, DROP_ROUTE = range(len(STAT_FIELDS))
+DROP_COLUMNS = (DROP_BUF, DROP_RETRY, DROP_ROUTE)  # every reason a packet is dropped
 N_STATS = len(STAT_FIELDS)
 
 _SCHED = {"earliest": 0, "transit_first": 1, "own_first": 2}
@@ -44,56 +50,6 @@ _SCHED = {"earliest": 0, "transit_first": 1, "own_first": 2}
 
 class ActionError(ValueError):
     """Demands that the MAC cannot take (wrong shape, negative or not finite)."""
-
-
-# --------------------------------------------------------------------------------------
-# Random numbers: xoshiro256** per network, so streams are independent of batch layout.
-# --------------------------------------------------------------------------------------
-def _splitmix64_states(seed: int) -> np.ndarray:
-    mask = (1 << 64) - 1
-    x = int(seed) & mask
-    out = np.empty(4, dtype=np.uint64)
-    for k in range(4):
-        x = (x + 0x9E3779B97F4A7C15) & mask
-        z = x
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        out[k] = z ^ (z >> 31)
-    return out
-
-
-@nb.njit(inline="always")
-def _rotl(x, k):
-    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
-
-
-@nb.njit(inline="always")
-def _uniform(s, b):
-    """A float in [0, 1) from network b's stream."""
-    s0 = s[b, 0]
-    s1 = s[b, 1]
-    s2 = s[b, 2]
-    s3 = s[b, 3]
-    result = _rotl(s1 * np.uint64(5), 7) * np.uint64(9)
-    t = s1 << np.uint64(17)
-    s2 ^= s0
-    s3 ^= s1
-    s1 ^= s2
-    s0 ^= s3
-    s2 ^= t
-    s3 = _rotl(s3, 45)
-    s[b, 0] = s0
-    s[b, 1] = s1
-    s[b, 2] = s2
-    s[b, 3] = s3
-    return np.float64(result >> np.uint64(11)) * 1.1102230246251565e-16
-
-
-@nb.njit(inline="always")
-def _exp_ms(s, b, rate_per_ms):
-    if rate_per_ms <= 0.0:
-        return np.inf
-    return -np.log(1.0 - _uniform(s, b)) / rate_per_ms
 
 
 # --------------------------------------------------------------------------------------
@@ -110,7 +66,12 @@ def _step_frame(
     next_hop,  # (B, N, N)
     per,  # (B, N, N)
     rate_per_ms,  # (B, N)
-    dest,  # (B, N)
+    dest,  # (B, N) fixed destination, -1 uniform, dyn.DEST_BY_SERVICE drawn from dest_w
+    dest_w,  # (B, N, N) each node's rate toward each destination (sessions)
+    pos,  # (B, N, 2) positions now (mobile scenarios)
+    range2,  # 1-hop range squared, m^2
+    mobile,  # check every hop against the current positions
+    link_tx,  # in/out (B, N, N) transmissions over each link since reset
     q_time,  # (B, N, 2, Q) generation time, ms from episode start
     q_dst,  # (B, N, 2, Q)
     q_retry,  # (B, N, 2, Q)
@@ -214,7 +175,19 @@ def _step_frame(
                 q_head[b, i, q] = (h + 1) % cap
                 q_len[b, i, q] -= 1
                 nh = next_hop[b, i, dst]
+                if mobile:  # routes are recomputed every route_every frames; nodes move on
+                    if nh < 0:
+                        out_of_range = True
+                    else:
+                        dx = pos[b, i, 0] - pos[b, nh, 0]
+                        dy = pos[b, i, 1] - pos[b, nh, 1]
+                        out_of_range = dx * dx + dy * dy > range2
+                    if out_of_range:  # no route, or the next hop has left range: dropped
+                        stats[b, DROP_ROUTE] += 1.0
+                        node_drop[b, i] += 1.0
+                        continue
                 stats[b, TX] += 1.0
+                link_tx[b, i, nh] += 1
                 if _uniform(rng, b) >= per[b, i, nh]:
                     if nh == dst:
                         delay = slot_end - t_gen
@@ -264,10 +237,22 @@ def _step_frame(
                     next_arr[b, i] = t_gen + _exp_ms(rng, b, rate_per_ms[b, i])
                     if dest[b, i] >= 0:
                         dst = dest[b, i]
-                    else:
+                    elif dest[b, i] == -1:
                         dst = int(_uniform(rng, b) * (n - 1))
                         if dst >= i:
                             dst += 1
+                    else:  # the destination of a service, drawn in proportion to its rate
+                        total_w = 0.0
+                        for d in range(n):
+                            total_w += dest_w[b, i, d]
+                        u_w = _uniform(rng, b) * total_w
+                        dst = -1
+                        for d in range(n):
+                            if dest_w[b, i, d] > 0.0:
+                                dst = d
+                                u_w -= dest_w[b, i, d]
+                                if u_w < 0.0:
+                                    break
                     if q_len[b, i, 0] >= cap:
                         stats[b, DROP_BUF] += 1.0
                         node_drop[b, i] += 1.0
@@ -346,15 +331,23 @@ class BatchedNetworks:
         b, n, q = len(self.seeds), cfg.n_nodes, cfg.queue_capacity
         self.networks: list[Network] = []
         rng_states = np.empty((b, 4), dtype=np.uint64)
+        dyn_states = np.empty((b, 4), dtype=np.uint64)
         for k, seed in enumerate(self.seeds):
-            topo_seq, traffic_seq = np.random.SeedSequence(seed).spawn(2)
+            # spawn(3)'s first two children are spawn(2)'s: static scenarios keep their bits
+            topo_seq, traffic_seq, dyn_seq = np.random.SeedSequence(seed).spawn(3)
             self.networks.append(build_network(cfg, np.random.default_rng(topo_seq)))
             rng_states[k] = _splitmix64_states(int(traffic_seq.generate_state(1, np.uint64)[0]))
+            dyn_states[k] = _splitmix64_states(int(dyn_seq.generate_state(1, np.uint64)[0]))
         self.rng = rng_states
+        self.dyn_rng = dyn_states
         nets = self.networks
+        # adjacency, next_hop, hops, per and positions_m are those of now: a mobile scenario
+        # updates them in place (the networks keep the episode's start)
         self.adjacency = np.stack([net.adjacency for net in nets])
         self.next_hop = np.stack([net.next_hop for net in nets])
+        self.hops = np.stack([net.hops for net in nets])
         self.per = np.stack([net.per for net in nets])
+        self.positions_m = np.stack([net.positions_m for net in nets])
         self.rates_ppf = np.stack([net.rates_ppf for net in nets])
         self.dest = np.stack([net.dest for net in nets])
         self.carried_ppf = np.stack([net.carried_ppf for net in nets])
@@ -367,8 +360,14 @@ class BatchedNetworks:
         self.q_head = np.zeros((b, n, 2), dtype=np.int64)
         self.q_len = np.zeros((b, n, 2), dtype=np.int64)
         self.next_arr = np.zeros((b, n))
-        _reset_arrivals(self.rng, self._rate_per_ms, self.next_arr)
         self.frame = np.zeros(b, dtype=np.int64)
+        self._dest_kernel = self.dest
+        self._dest_w = np.zeros((1, 1, 1))
+        self.refused_services = np.zeros(b, dtype=np.int64)
+        if cfg.traffic == "poisson" and cfg.load_profile is None:
+            _reset_arrivals(self.rng, self._rate_per_ms, self.next_arr)
+        else:
+            self._reset_traffic()
         self.last_delay = np.zeros((b, n))
         ml, ch = cfg.rbs, cfg.channels
         self._cells = np.zeros((b, ml), dtype=np.int64)
@@ -381,7 +380,87 @@ class BatchedNetworks:
         )
         self.obs = np.zeros((b, n, 4), dtype=np.float32)
         self.totals = np.zeros((b, N_STATS))
+        self.link_tx = np.zeros((b, n, n), dtype=np.int64)  # transmissions per link
+        if cfg.mobile:
+            self._waypoints = np.empty((b, n, 2))
+            dyn.draw_waypoints(self._waypoints, cfg.area_m, self.dyn_rng)
         return self.obs.copy()
+
+    def _reset_traffic(self) -> None:
+        """The stationary start of the traffic process, then the rates of frame 0."""
+        cfg = self.cfg
+        b, n = self.batch_size, cfg.n_nodes
+        self._base_rate = self._rate_per_ms.copy()  # long-run mean, packets per ms
+        self._rate_per_ms = np.full((b, n), -1.0)  # every node draws its first arrival
+        self._sess_rate = np.zeros((b, n, cfg.session_max if cfg.traffic == "sessions" else 1))
+        self._sess_dest = np.zeros(self._sess_rate.shape, dtype=np.int64)
+        self._burst = np.zeros((b, n), dtype=np.int8)
+        self._rate_high, self._rate_low = dyn.burst_rates(cfg, self._base_rate)
+        if cfg.traffic == "sessions":
+            self._dest_kernel = np.full((b, n), dyn.DEST_BY_SERVICE, dtype=np.int64)
+            self._dest_w = np.zeros((b, n, n))
+        prof = np.asarray(cfg.load_profile or np.zeros((0, 2)), dtype=np.float64)
+        self._profile = (np.ascontiguousarray(prof[:, 0]), np.ascontiguousarray(prof[:, 1]))
+        pi_high = cfg.burst_high_ms / (cfg.burst_high_ms + cfg.burst_low_ms)
+        dyn.traffic_reset(
+            dyn.TRAFFIC_CODE[cfg.traffic],
+            self._base_rate,
+            self.dest,
+            cfg.session_mean_active,
+            cfg.session_rate_spread,
+            self._sess_rate,
+            self._sess_dest,
+            pi_high,
+            self._burst,
+            self.dyn_rng,
+        )
+        self._traffic_frame()
+
+    def _traffic_frame(self) -> None:
+        """Advance the traffic process to the frame about to run (self.frame)."""
+        cfg = self.cfg
+        dyn.traffic_frame(
+            dyn.TRAFFIC_CODE[cfg.traffic],
+            self.frame,
+            cfg.frame_ms,
+            self._base_rate,
+            self.dest,
+            cfg.session_mean_active,
+            -np.expm1(-cfg.frame_ms / (1000.0 * cfg.session_duration_s)),
+            cfg.session_rate_spread,
+            self._sess_rate,
+            self._sess_dest,
+            self._burst,
+            self._rate_high,
+            self._rate_low,
+            -np.expm1(-cfg.frame_ms / cfg.burst_high_ms),
+            -np.expm1(-cfg.frame_ms / cfg.burst_low_ms),
+            *self._profile,
+            cfg.load_profile_interp == "linear",
+            cfg.load,
+            self.dyn_rng,
+            self._rate_per_ms,
+            self._dest_w,
+            self.next_arr,
+            self.refused_services,
+        )
+
+    def _move(self) -> None:
+        """Move the nodes to their positions of the frame about to run; relink on schedule."""
+        cfg = self.cfg
+        step_m = cfg.speed_mps * cfg.frame_ms / 1000.0
+        dyn.move(self.positions_m, self._waypoints, step_m, cfg.area_m, self.dyn_rng)
+        if self.frame[0] % cfg.route_every == 0:
+            dyn.relink(
+                self.positions_m,
+                cfg.range_m,
+                *dyn.link_constants(cfg),
+                self.adjacency,
+                self.hops,
+                self.next_hop,
+                self.per,
+            )
+            self.degree = self.adjacency.sum(axis=2)
 
     @property
     def batch_size(self) -> int:
@@ -394,6 +473,38 @@ class BatchedNetworks:
     def queued(self) -> np.ndarray:
         """Packets in all queues, per network."""
         return self.q_len.sum(axis=(1, 2))
+
+    # ---- network-wide state (for the genie references, which no node could compute) ------
+    def offered_ppf(self) -> np.ndarray:
+        """Each node's offered rate in the frame about to run, packets per frame, (B, N)."""
+        return self._rate_per_ms * self.cfg.frame_ms
+
+    def offered_by_destination(self) -> np.ndarray:
+        """O[b, s, d]: packets per frame node s offers toward d in the frame about to run."""
+        n = self.n_nodes
+        rate = self.offered_ppf()
+        if self.cfg.traffic == "sessions":
+            total = self._dest_w.sum(axis=2, keepdims=True)
+            return rate[..., None] * np.where(
+                total > 0, self._dest_w / np.maximum(total, 1e-300), 0
+            )
+        share = np.where(self.dest[..., None] >= 0, 0.0, 1.0 / (n - 1))
+        share = np.broadcast_to(share, (*rate.shape, n)).copy()
+        rows, nodes = np.nonzero(self.dest >= 0)
+        share[rows, nodes, self.dest[rows, nodes]] = 1.0
+        share[:, np.arange(n), np.arange(n)] = 0.0
+        return rate[..., None] * share
+
+    def carried_now_ppf(self) -> np.ndarray:
+        """Packets per frame each node would carry (own + relayed) at today's rates and routes."""
+        own = np.ascontiguousarray(self.offered_by_destination())
+        return dyn.push_along_routes(own, self.next_hop, self.hops).sum(axis=2)
+
+    def queued_by_destination(self) -> np.ndarray:
+        """Q[b, i, d]: packets queued at node i (both queues) toward destination d."""
+        return dyn.queued_by_destination(
+            self.q_dst, self.q_head, self.q_len, self.cfg.queue_capacity, self.n_nodes
+        )
 
     def mean_field(self, obs: np.ndarray | None = None) -> np.ndarray:
         """Mean of the 1-hop neighbours' observations (paper Eq. 11), shape (B, N, 4)."""
@@ -426,7 +537,12 @@ class BatchedNetworks:
             self.next_hop,
             self.per,
             self._rate_per_ms,
-            self.dest,
+            self._dest_kernel,
+            self._dest_w,
+            self.positions_m,
+            cfg.range_m**2,
+            cfg.mobile,
+            self.link_tx,
             self.q_time,
             self.q_dst,
             self.q_retry,
@@ -449,6 +565,10 @@ class BatchedNetworks:
         )
         self.obs = obs
         self.totals += stats
+        if cfg.mobile:
+            self._move()
+        if cfg.traffic != "poisson" or cfg.load_profile is not None:
+            self._traffic_frame()
         return FrameResult(obs, reward, grants, stats, delivered_to, dropped_at, min_delay)
 
 
