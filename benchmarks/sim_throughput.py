@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/sim_throughput.py            # the table in docs/simulator.md
     .venv/bin/python benchmarks/sim_throughput.py --quick    # a smaller, faster run
+    .venv/bin/python benchmarks/sim_throughput.py --families # env-frames/s per scenario family
 
 Each cell is the median of --repeats timings of --frames frames, after a warm-up that compiles
 the kernel. The policy is `carried` (fixed demands), so the numbers are the simulator's own.
@@ -16,8 +17,9 @@ import statistics
 import time
 
 import macdmp
-from macdmp.sim.config import PRESETS, ScenarioConfig
+from macdmp.sim.config import PRESETS, ScenarioConfig, load_scenario
 from macdmp.sim.core import BatchedNetworks
+from macdmp.sim.families import FAMILIES
 
 
 def core_rate(cfg: ScenarioConfig, batch: int, frames: int, repeats: int) -> float:
@@ -47,11 +49,41 @@ def pettingzoo_rate(frames: int, repeats: int) -> float:
     return frames / statistics.median(times)
 
 
+def family_table(batch: int, frames: int, repeats: int) -> None:
+    """env-frames/s of each family's scenarios (their mean), and the ratio to `paper`'s."""
+    print(f"batch {batch}, {frames} frames a timing, median of {repeats}; policy `carried`")
+    print(f"{'family':>9} {'N':>9} {'env-frames/s':>14} {'vs paper':>9}")
+    rates = {}
+    for name, fam in FAMILIES.items():
+        cfgs = [load_scenario(s) for s in fam.scenarios]
+        n = max(c.n_nodes for c in cfgs)
+        f = frames if n <= 9 else max(10, frames * 9 // n)
+        rates[name] = statistics.mean(core_rate(c, batch, f, repeats) for c in cfgs)
+        nodes = "-".join(sorted({str(c.n_nodes) for c in cfgs}, key=int))
+        ratio = rates[name] / rates["paper"]
+        print(f"{name:>9} {nodes:>9} {rates[name]:>14,.0f} {ratio:>9.2f}")
+    dyn = [k for k in ("sessions", "bursty", "mobile") if k in rates]
+    worst = min(rates[k] / rates["paper"] for k in dyn)
+    print(
+        f"target: the dynamic families (sessions, bursty, mobile) within 2x of paper: "
+        f"slowest at {worst:.2f}x ({'met' if worst >= 0.5 else 'MISSED'})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer batch sizes and frames")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--families", action="store_true", help="only the table per family")
+    ap.add_argument("--batch", type=int, default=256, help="networks per batch (--families)")
     args = ap.parse_args()
+    if args.families:
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"numba threads {__import__('numba').get_num_threads()}"
+        )
+        family_table(args.batch, 100 if args.quick else 400, args.repeats)
+        return
     batches = [1, 16, 256] if args.quick else [1, 4, 16, 64, 256, 1024]
     big = ScenarioConfig(name="n64", n_nodes=64, n_high=16)
     print(

@@ -2,6 +2,6 @@
 
 from .allocators import ALLOCATORS
 from .base import Policy, PolicyError
-from .registry import POLICY_NAMES, make_policy
+from .registry import POLICY_HELP, POLICY_NAMES, make_policy
 
-__all__ = ["ALLOCATORS", "POLICY_NAMES", "Policy", "PolicyError", "make_policy"]
+__all__ = ["ALLOCATORS", "POLICY_HELP", "POLICY_NAMES", "Policy", "PolicyError", "make_policy"]

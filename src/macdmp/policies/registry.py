@@ -12,11 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from macdmp.policies.allocators import ALLOCATORS, Behaviour, Noisy, Random, Static
+from macdmp.policies.allocators import ALLOCATORS, REFERENCES, Behaviour, Noisy, Random, Static
 from macdmp.policies.base import Policy, PolicyError
 
 POLICY_NAMES = (*ALLOCATORS, "behaviour", "NAME:SIGMA", "RUN_DIR", "macdmp:RUN_DIR")
 NOISELESS = ("static", "random")  # allocators that take no noise suffix
+POLICY_HELP = (
+    f"one of: {', '.join(POLICY_NAMES)}. References, which read network-wide state that no "
+    f"node has: {', '.join(REFERENCES)} (carried: the static split from every node's long-run "
+    "rate and the routes at the start; carried-now: the same from the rates and routes of now; "
+    "centralized: every queue by destination, each frame)"
+)
 RUN_MARKER = "checkpoint.pt"  # what makes a folder a run (macdmp.methods.checkpoint)
 
 

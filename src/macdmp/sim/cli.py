@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from macdmp.policies import POLICY_NAMES
+from macdmp.policies import POLICY_HELP
 from macdmp.sim.config import PRESETS, RF_MODES, load_scenario
 
 # Upper bounds of a run's size: every episode is one more network stepped at once (about
@@ -26,9 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "S..S+E-1, stepped as one batch) and print throughput, delay, loss and reward.",
     )
     p.add_argument(
-        "--scenario", default="n9-2to7", help=f"preset ({', '.join(PRESETS)}) or a TOML file"
+        "--scenario",
+        default="n9-2to7",
+        help=f"preset ({', '.join(PRESETS)}), a family's scenario (n9-2to7-sessions, ...; "
+        "docs/families.md) or a TOML file",
     )
-    p.add_argument("--policy", default="carried", help=f"one of: {', '.join(POLICY_NAMES)}")
+    p.add_argument("--policy", default="carried", help=POLICY_HELP)
     p.add_argument("--frames", type=int, default=None, help="frames per episode (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode's network")
     p.add_argument("--episodes", type=int, default=1, help="independent networks (default 1)")

@@ -72,6 +72,8 @@ def _step_frame(
     range2,  # 1-hop range squared, m^2
     mobile,  # check every hop against the current positions
     link_tx,  # in/out (B, N, N) transmissions over each link since reset
+    hops,  # (B, N, N) route lengths of the last recomputation (mobile re-routing)
+    rerouted,  # in/out (B,) packets sent around a next hop that had left range
     q_time,  # (B, N, 2, Q) generation time, ms from episode start
     q_dst,  # (B, N, 2, Q)
     q_retry,  # (B, N, 2, Q)
@@ -175,17 +177,23 @@ def _step_frame(
                 q_head[b, i, q] = (h + 1) % cap
                 q_len[b, i, q] -= 1
                 nh = next_hop[b, i, dst]
-                if mobile:  # routes are recomputed every route_every frames; nodes move on
-                    if nh < 0:
-                        out_of_range = True
-                    else:
-                        dx = pos[b, i, 0] - pos[b, nh, 0]
-                        dy = pos[b, i, 1] - pos[b, nh, 1]
-                        out_of_range = dx * dx + dy * dy > range2
-                    if out_of_range:  # no route, or the next hop has left range: dropped
-                        stats[b, DROP_ROUTE] += 1.0
-                        node_drop[b, i] += 1.0
-                        continue
+                if mobile and nh >= 0:  # routes are recomputed every route_every frames
+                    dx = pos[b, i, 0] - pos[b, nh, 0]
+                    dy = pos[b, i, 1] - pos[b, nh, 1]
+                    if dx * dx + dy * dy > range2:  # the next hop has left range: re-route
+                        nh = -1  # to the lowest-indexed neighbour in range that is closer
+                        for v in range(n):
+                            if v != i and 0 <= hops[b, v, dst] < hops[b, i, dst]:
+                                dx = pos[b, i, 0] - pos[b, v, 0]
+                                dy = pos[b, i, 1] - pos[b, v, 1]
+                                if dx * dx + dy * dy <= range2:
+                                    nh = v
+                                    rerouted[b] += 1
+                                    break
+                if nh < 0:  # no route (a partition), or no neighbour in range leads on
+                    stats[b, DROP_ROUTE] += 1.0
+                    node_drop[b, i] += 1.0
+                    continue
                 stats[b, TX] += 1.0
                 link_tx[b, i, nh] += 1
                 if _uniform(rng, b) >= per[b, i, nh]:
@@ -381,6 +389,7 @@ class BatchedNetworks:
         self.obs = np.zeros((b, n, 4), dtype=np.float32)
         self.totals = np.zeros((b, N_STATS))
         self.link_tx = np.zeros((b, n, n), dtype=np.int64)  # transmissions per link
+        self.rerouted = np.zeros(b, dtype=np.int64)  # packets sent around a broken link
         if cfg.mobile:
             self._waypoints = np.empty((b, n, 2))
             dyn.draw_waypoints(self._waypoints, cfg.area_m, self.dyn_rng)
@@ -392,26 +401,37 @@ class BatchedNetworks:
         b, n = self.batch_size, cfg.n_nodes
         self._base_rate = self._rate_per_ms.copy()  # long-run mean, packets per ms
         self._rate_per_ms = np.full((b, n), -1.0)  # every node draws its first arrival
-        self._sess_rate = np.zeros((b, n, cfg.session_max if cfg.traffic == "sessions" else 1))
-        self._sess_dest = np.zeros(self._sess_rate.shape, dtype=np.int64)
+        slots = (b, n, cfg.session_max) if cfg.traffic == "sessions" else (b, n, 1)
+        self._sessions = (
+            np.zeros(slots),  # rate of each service slot, packets per ms (0: free)
+            np.zeros(slots, dtype=np.int64),  # its destination
+            np.zeros(slots, dtype=np.int64),  # the frame it ends at
+            np.zeros((b, n), dtype=np.int64),  # each node's earliest end
+            self.dest,
+            float(cfg.session_mean_active),
+            float(-np.expm1(-cfg.frame_ms / (1000.0 * cfg.session_duration_s))),
+            float(cfg.session_rate_spread),
+        )
         self._burst = np.zeros((b, n), dtype=np.int8)
-        self._rate_high, self._rate_low = dyn.burst_rates(cfg, self._base_rate)
+        high, low = dyn.burst_rates(cfg, self._base_rate)
+        self._rate_hl = np.stack([low, high])
+        self._p_leave = -np.expm1(-cfg.frame_ms / np.array([cfg.burst_low_ms, cfg.burst_high_ms]))
+        self._next_event = np.zeros((b, n))
+        self._proc_rate = np.zeros((b, n))
         if cfg.traffic == "sessions":
             self._dest_kernel = np.full((b, n), dyn.DEST_BY_SERVICE, dtype=np.int64)
             self._dest_w = np.zeros((b, n, n))
         prof = np.asarray(cfg.load_profile or np.zeros((0, 2)), dtype=np.float64)
         self._profile = (np.ascontiguousarray(prof[:, 0]), np.ascontiguousarray(prof[:, 1]))
-        pi_high = cfg.burst_high_ms / (cfg.burst_high_ms + cfg.burst_low_ms)
         dyn.traffic_reset(
             dyn.TRAFFIC_CODE[cfg.traffic],
             self._base_rate,
-            self.dest,
-            cfg.session_mean_active,
-            cfg.session_rate_spread,
-            self._sess_rate,
-            self._sess_dest,
-            pi_high,
+            self._sessions,
             self._burst,
+            self._p_leave,
+            self._next_event,
+            self._proc_rate,
+            self._dest_w,
             self.dyn_rng,
         )
         self._traffic_frame()
@@ -424,17 +444,12 @@ class BatchedNetworks:
             self.frame,
             cfg.frame_ms,
             self._base_rate,
-            self.dest,
-            cfg.session_mean_active,
-            -np.expm1(-cfg.frame_ms / (1000.0 * cfg.session_duration_s)),
-            cfg.session_rate_spread,
-            self._sess_rate,
-            self._sess_dest,
+            self._sessions,
             self._burst,
-            self._rate_high,
-            self._rate_low,
-            -np.expm1(-cfg.frame_ms / cfg.burst_high_ms),
-            -np.expm1(-cfg.frame_ms / cfg.burst_low_ms),
+            self._rate_hl,
+            self._p_leave,
+            self._next_event,
+            self._proc_rate,
             *self._profile,
             cfg.load_profile_interp == "linear",
             cfg.load,
@@ -543,6 +558,8 @@ class BatchedNetworks:
             cfg.range_m**2,
             cfg.mobile,
             self.link_tx,
+            self.hops,
+            self.rerouted,
             self.q_time,
             self.q_dst,
             self.q_retry,

@@ -6,15 +6,16 @@ scenarios whose `traffic`, `load_profile` or `mobility` makes them change along 
 xoshiro256** stream beside the topology's and the packets'), so a network evolves bit for bit
 the same alone or in any batch. The processes (docs/simulator.md, "Traffic that changes"):
 
-- sessions: services arrive at each node as a Poisson process and last an exponential time.
-  Each carries a rate and a destination; the node's offered rate is the sum over its active
-  services, and each packet goes to the destination of a service drawn in proportion to its
-  rate. Services start and end at frame boundaries: a service ends in a frame with
-  probability p = 1 - exp(-frame / duration), and Poisson(mean_active * p) new ones start, so
-  the stationary number of active services is mean_active. The state starts stationary.
+- sessions: services arrive at each node as a Poisson process (rate mean_active * p per
+  frame) and last a geometric number of frames (ending in each frame with probability
+  p = 1 - exp(-frame / duration), the exponential lifetime seen at frame boundaries), so the
+  stationary number of active services is mean_active. Each carries a rate and a destination;
+  the node's offered rate is the sum over its active services, and each packet goes to the
+  destination of a service drawn in proportion to its rate. The state starts stationary.
 - bursty: a two-state Markov-modulated Poisson source per node; it leaves the high state in a
   frame with probability 1 - exp(-frame / high_ms) and the low state with
-  1 - exp(-frame / low_ms), and starts in the high state with the stationary probability.
+  1 - exp(-frame / low_ms) (geometric dwell times drawn on entering a state), and starts in
+  the high state with its stationary probability.
 - load_profile: the rates scaled by load(t) / load every frame.
 - waypoint: random waypoint mobility; every frame each node moves speed x frame toward its
   waypoint and draws a new one uniformly in the area when it gets there; every `route_every`
@@ -68,48 +69,74 @@ def profile_load(frames, loads, linear, t):
     return loads[k] + w * (loads[k + 1] - loads[k])
 
 
+@nb.njit(inline="always")
+def _geometric(s, b, p):
+    """Frames >= 1 until an event of probability p per frame (a lifetime or a dwell time)."""
+    if p >= 1.0:
+        return 1
+    return 1 + int(np.log(1.0 - uniform(s, b)) / np.log1p(-p))
+
+
 @nb.njit(cache=True)
-def _add_service(rng, b, i, n, base_rate, mean_active, spread, fixed_dest, sess_rate, sess_dest):
-    """Start one service at node i; False when the node already holds session_max of them."""
+def _add_service(rng, b, i, t, n, base_rate, st):
+    """Start one service at node i in frame t; False when the node holds session_max already."""
+    sess_rate, sess_dest, sess_end, node_end, fixed_dest, mean_active, p_end, spread = st
     for k in range(sess_rate.shape[2]):
         if sess_rate[b, i, k] == 0.0:
             rate = base_rate / mean_active * (1.0 + spread * (2.0 * uniform(rng, b) - 1.0))
             sess_rate[b, i, k] = max(rate, 1e-300)
-            if fixed_dest >= 0:
-                sess_dest[b, i, k] = fixed_dest
+            if fixed_dest[b, i] >= 0:
+                sess_dest[b, i, k] = fixed_dest[b, i]
             else:
                 d = int(uniform(rng, b) * (n - 1))
                 sess_dest[b, i, k] = d + 1 if d >= i else d
+            sess_end[b, i, k] = t + _geometric(rng, b, p_end)
+            node_end[b, i] = min(node_end[b, i], sess_end[b, i, k])
             return True
     return False
 
 
 @nb.njit(cache=True)
-def traffic_reset(
-    kind, base_rate, fixed_dest, mean_active, spread, sess_rate, sess_dest, pi_high, burst, rng
-):
-    """The stationary start: Poisson(mean_active) services per node, or the burst state."""
+def _node_services(b, i, n, st, dest_w):
+    """Node i's offered rate (the sum over its services) and its rate toward each destination."""
+    sess_rate, sess_dest = st[0], st[1]
+    r = 0.0
+    for d in range(n):
+        dest_w[b, i, d] = 0.0
+    for k in range(sess_rate.shape[2]):
+        if sess_rate[b, i, k] > 0.0:
+            r += sess_rate[b, i, k]
+            dest_w[b, i, sess_dest[b, i, k]] += sess_rate[b, i, k]
+    return r
+
+
+@nb.njit(cache=True)
+def traffic_reset(kind, base_rate, st, burst, p_leave, next_event, proc_rate, dest_w, rng):
+    """The stationary start of the process of every node (before frame 0).
+
+    sessions: Poisson(mean_active) services, each with a fresh (memoryless) lifetime, and the
+    first arrival of a new service; bursty: the state drawn with its stationary probability
+    and a dwell time in it.
+    """
     n_env, n = base_rate.shape
+    sess_rate, sess_end, node_end, mean_active, p_end = st[0], st[2], st[3], st[5], st[6]
     for b in range(n_env):
         for i in range(n):
             if kind == 1:
                 for k in range(sess_rate.shape[2]):
                     sess_rate[b, i, k] = 0.0
+                    sess_end[b, i, k] = 0
+                node_end[b, i] = 1 << 62
                 for _ in range(_poisson(rng, b, mean_active)):
-                    _add_service(
-                        rng,
-                        b,
-                        i,
-                        n,
-                        base_rate[b, i],
-                        mean_active,
-                        spread,
-                        fixed_dest[b, i],
-                        sess_rate,
-                        sess_dest,
-                    )
+                    _add_service(rng, b, i, 0, n, base_rate[b, i], st)
+                next_event[b, i] = -np.log(1.0 - uniform(rng, b)) / (mean_active * p_end)
+                proc_rate[b, i] = _node_services(b, i, n, st, dest_w)
             elif kind == 2:
+                pi_high = p_leave[0] / (p_leave[0] + p_leave[1])  # time share of high
                 burst[b, i] = 1 if uniform(rng, b) < pi_high else 0
+                next_event[b, i] = _geometric(rng, b, p_leave[burst[b, i]])
+            else:
+                proc_rate[b, i] = base_rate[b, i]
 
 
 @nb.njit(cache=True)
@@ -118,17 +145,13 @@ def traffic_frame(
     t_frame,  # (B,) index of the frame about to run
     frame_ms,
     base_rate,  # (B, N) long-run mean rate, packets per ms
-    fixed_dest,  # (B, N) fixed destination or -1
-    mean_active,
-    p_end,
-    spread,
-    sess_rate,  # (B, N, S) rate of each service slot, packets per ms (0: free)
-    sess_dest,  # (B, N, S)
+    st,  # sessions: (rate, dest, end frame of each service slot, earliest end, fixed dest,
+    #      mean active, p_end, spread); a free slot has rate 0
     burst,  # (B, N) int8 state: 1 high, 0 low
-    rate_high,  # (B, N) packets per ms in the high state
-    rate_low,
-    p_leave_high,
-    p_leave_low,
+    rate_hl,  # (2, B, N): packets per ms in the low [0] and high [1] state
+    p_leave,  # (2,): probability of leaving the low [0] and high [1] state in a frame
+    next_event,  # (B, N): next service arrival (frames, continuous) or next burst switch
+    proc_rate,  # (B, N): the process's rate now, before the load profile
     prof_frames,  # (P,) profile points (empty: no profile)
     prof_loads,
     prof_linear,
@@ -140,47 +163,38 @@ def traffic_frame(
     refused,  # in/out (B,) services refused because a node held session_max
 ):
     n_env, n = base_rate.shape
+    sess_rate, sess_end, node_end, mean_active, p_end = st[0], st[2], st[3], st[5], st[6]
     for b in range(n_env):
-        t0 = t_frame[b] * frame_ms
+        t = t_frame[b]
+        t0 = t * frame_ms
         factor = 1.0
         if len(prof_frames) > 0:
-            factor = profile_load(prof_frames, prof_loads, prof_linear, float(t_frame[b])) / load
+            factor = profile_load(prof_frames, prof_loads, prof_linear, float(t)) / load
         for i in range(n):
             if kind == 1:
-                for k in range(sess_rate.shape[2]):
-                    if sess_rate[b, i, k] > 0.0 and uniform(rng, b) < p_end:
-                        sess_rate[b, i, k] = 0.0
-                for _ in range(_poisson(rng, b, mean_active * p_end)):
-                    if not _add_service(
-                        rng,
-                        b,
-                        i,
-                        n,
-                        base_rate[b, i],
-                        mean_active,
-                        spread,
-                        fixed_dest[b, i],
-                        sess_rate,
-                        sess_dest,
-                    ):
+                changed = False
+                if t >= node_end[b, i]:  # services end at the start of their end frame
+                    node_end[b, i] = 1 << 62
+                    for k in range(sess_rate.shape[2]):
+                        if sess_rate[b, i, k] > 0.0:
+                            if sess_end[b, i, k] <= t:
+                                sess_rate[b, i, k] = 0.0
+                            else:
+                                node_end[b, i] = min(node_end[b, i], sess_end[b, i, k])
+                    changed = True
+                while next_event[b, i] <= t:  # services that arrived since the last frame
+                    if not _add_service(rng, b, i, t, n, base_rate[b, i], st):
                         refused[b] += 1
-                r = 0.0
-                for d in range(n):
-                    dest_w[b, i, d] = 0.0
-                for k in range(sess_rate.shape[2]):
-                    if sess_rate[b, i, k] > 0.0:
-                        r += sess_rate[b, i, k]
-                        dest_w[b, i, sess_dest[b, i, k]] += sess_rate[b, i, k]
+                    next_event[b, i] += -np.log(1.0 - uniform(rng, b)) / (mean_active * p_end)
+                    changed = True
+                if changed:
+                    proc_rate[b, i] = _node_services(b, i, n, st, dest_w)
             elif kind == 2:
-                if burst[b, i] == 1:
-                    if uniform(rng, b) < p_leave_high:
-                        burst[b, i] = 0
-                elif uniform(rng, b) < p_leave_low:
-                    burst[b, i] = 1
-                r = rate_high[b, i] if burst[b, i] == 1 else rate_low[b, i]
-            else:
-                r = base_rate[b, i]
-            r *= factor
+                if t >= next_event[b, i]:
+                    burst[b, i] = 1 - burst[b, i]
+                    next_event[b, i] = t + _geometric(rng, b, p_leave[burst[b, i]])
+                proc_rate[b, i] = rate_hl[burst[b, i], b, i]
+            r = proc_rate[b, i] * factor
             if r != rate_per_ms[b, i]:
                 rate_per_ms[b, i] = r
                 next_arr[b, i] = t0 + exp_ms(rng, b, r)

@@ -216,7 +216,8 @@ def draw_network(
     from matplotlib.figure import Figure
 
     net = sim.networks[0]
-    pos = net.positions_m / 1000.0
+    pos = sim.positions_m[0] / 1000.0  # where the nodes are now (they move in mobile scenarios)
+    adjacency = sim.adjacency[0]
     q = sim.q_len[0]  # (N, 2): generation and transit queue lengths
     cap = float(cfg.queue_capacity)
     fig = Figure(figsize=(5.6, 5.6), dpi=100)
@@ -225,7 +226,7 @@ def draw_network(
     n = net.n_nodes
     for i in range(n):
         for j in range(i + 1, n):
-            if net.adjacency[i, j]:
+            if adjacency[i, j]:
                 ax.plot(*pos[[i, j]].T, color="0.85", lw=1, zorder=1)
     area = cfg.area_m / 1000.0
     bar_w, bar_h = 0.03 * area, 0.1 * area

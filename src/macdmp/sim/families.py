@@ -69,7 +69,8 @@ FAMILIES: dict[str, Family] = {
     ),
     "mobile": Family(
         "mobile",
-        "random waypoint at 150 m/s, routes recomputed every 20 frames (100 ms); load 0.7",
+        "random waypoint at 150 m/s in 8 km x 8 km, routes recomputed every 20 frames "
+        "(100 ms); load 0.7",
         tuple(f"{s}-mobile" for s in PAPER_SCENARIOS),
         ADAPTIVE_MIX,
     ),
