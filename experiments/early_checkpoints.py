@@ -57,7 +57,12 @@ def main() -> None:
 
     from macdmp.data.windows import open_windows
     from macdmp.methods.base import get_method
-    from macdmp.methods.checkpoint import CHECKPOINT_NAME, pick_device, read_checkpoint, save_atomic
+    from macdmp.methods.checkpoint import (
+        CHECKPOINT_NAME,
+        pick_device,
+        read_checkpoint,
+        write_checkpoint,
+    )
     from macdmp.methods.trainer import Trainer, read_evals
     from macdmp.reproduce.plan import build_plan
     from macdmp.reproduce.units import data_path, run_data, run_eval
@@ -152,7 +157,7 @@ def main() -> None:
             hybrid = work / "runs" / f"{a.key}-{name}"
             shutil.rmtree(hybrid, ignore_errors=True)
             shutil.copytree(snaps[s], hybrid)
-            save_atomic(ckpt, hybrid / CHECKPOINT_NAME)
+            write_checkpoint(ckpt, hybrid / CHECKPOINT_NAME)  # with a fresh digest
             models[name] = (s, b, hybrid)
 
     for rf in rfs:

@@ -56,10 +56,10 @@ eval)
   common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --rf ideal,limited --frames 1000)
   macdmp evaluate "${common[@]}" --policy "$W/runs/macdmp" --policy "$W/runs/macdmp-nomf" \
       --policy behaviour --policy carried --policy maxweight --policy proportional \
-      --policy backpressure --json "$OUT/paper100k.json" --quiet 2>/dev/null \
+      --policy backpressure --force --json "$OUT/paper100k.json" --quiet 2>/dev/null \
     || macdmp evaluate "${common[@]}" --policy "$W/runs/macdmp" --policy "$W/runs/macdmp-nomf" \
       --policy behaviour --policy carried --policy maxweight --policy proportional \
-      --policy backpressure --json "$OUT/paper100k.json"
+      --policy backpressure --force --json "$OUT/paper100k.json"
   ;;
 results)
   for r in macdmp macdmp-nomf; do
@@ -83,7 +83,7 @@ eval-baselines)
   common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames 1000)
   for r in ma-cql ma-td3bc ma-dt; do for rf in ideal limited; do
     macdmp evaluate "${common[@]}" --rf $rf --policy "$W/runs/$r" \
-        --json "$W/eval/eval-$r-$rf.json" > "$W/eval/eval-$r-$rf.txt" 2>&1 &
+        --force --json "$W/eval/eval-$r-$rf.json" > "$W/eval/eval-$r-$rf.txt" 2>&1 &
   done; done
   wait
   for r in ma-cql ma-td3bc ma-dt; do cp "$W/runs/$r/losses.jsonl" "$W/eval/losses-$r.jsonl"; done
@@ -112,7 +112,7 @@ eval-diffusers)
   common=(--scenarios n8-2to6,n8-4to4,n9-2to7,n9-4to5 --seeds 3 --frames 1000)
   for r in ma-diffuser ma-dd madiff; do for rf in ideal limited; do
     macdmp evaluate "${common[@]}" --rf $rf --policy "$W/runs/$r" \
-        --json "$W/eval-diff/eval-$r-$rf.json" > "$W/eval-diff/eval-$r-$rf.txt" 2>&1 &
+        --force --json "$W/eval-diff/eval-$r-$rf.json" > "$W/eval-diff/eval-$r-$rf.txt" 2>&1 &
   done; done
   wait
   for r in ma-diffuser ma-dd madiff; do

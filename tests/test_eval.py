@@ -184,6 +184,7 @@ def test_report_aggregates_training_seeds():
         r = {"policy": policy, "rf": rf, "frames": 10}
         for m in METRICS:
             r[m], r[m + "_std"] = (delay, 0.5) if m == "mean_delay_ms" else (-delay, 0.1)
+        r["loss_aware_delay_ms"], r["loss_aware_delay_ms_std"] = delay + 1.0, 0.5
         return r
 
     rows = [
@@ -198,8 +199,80 @@ def test_report_aggregates_training_seeds():
     # the std is over the training seeds (ddof 1), not the rows' own std over network seeds
     assert lines == [
         "| A warm 0.15 | ideal | 0, 1, 2 | -6.00 ± 1.00 | -6.00 ± 1.00 | 6.00 ± 1.00 "
-        "| -6.0000 ± 1.0000 |",
+        "| -6.0000 ± 1.0000 | 7.00 ± 1.00 |",
         "| A warm 0.15 | limited | 0, 1 | -8.00 ± 0.00 | -8.00 ± 0.00 | 8.00 ± 0.00 "
-        "| -8.0000 ± 0.0000 |",
+        "| -8.0000 ± 0.0000 | 9.00 ± 0.00 |",
     ]
     assert training_seed_table(rows[-1:]) == ""
+
+
+def test_loss_aware_delay_counts_each_lost_packet_at_the_penalty():
+    """The loss-aware delay (docs/results.md): (1 - loss) x delay + loss x 1,000 ms, per network,
+    in every summary, evaluation row (with per-seed values) and report table; a policy that
+    loses a third of its packets can no longer look better than one that loses none."""
+    from macdmp.eval.episodes import (
+        LOSS_AWARE,
+        LOSS_PENALTY_MS,
+        format_table,
+        loss_aware_delay,
+        with_loss_aware,
+    )
+    from macdmp.eval.report import markdown_tables
+    from macdmp.policies import make_policy
+
+    class Starve(Policy):
+        """maxweight, with one node given nothing: its buffer (16 packets) fills and drops."""
+
+        name = "starve"
+
+        def __init__(self) -> None:
+            self.base = make_policy("maxweight")
+
+        def reset(self, sim) -> None:
+            self.base.reset(sim)
+
+        def act(self, obs, mf):
+            d = np.array(self.base.act(obs, mf), dtype=float)
+            d[:, 7] = 0.0
+            return d
+
+    assert LOSS_PENALTY_MS == 1000.0
+    cfg = PRESETS["n9-2to7"].replace(queue_capacity=16)
+    res = run_episodes(cfg, Starve(), eval_seeds(2), frames=200)
+    loss = res.dropped / res.generated
+    assert np.all(loss > 0.01)
+    want = (1 - loss) * res.mean_delay_ms + loss * 1000.0
+    np.testing.assert_allclose(res.loss_aware_delay_ms, want)
+    s = res.summary()
+    assert s[LOSS_AWARE] == pytest.approx(float(np.mean(want)))
+    assert s[LOSS_AWARE + "_std"] == pytest.approx(float(np.std(want)))
+    assert s[LOSS_AWARE] > s["mean_delay_ms"] + 10.0
+    assert LOSS_AWARE in format_table([s]).splitlines()[0]
+    # nothing delivered: every packet counts at the penalty; no loss: the delay itself
+    assert loss_aware_delay(float("nan"), 0.2) == 1000.0
+    assert loss_aware_delay(7.5, 0.0) == 7.5
+    # the issue's case: 33% lost at 10.2 ms against the behaviour policy's 11.0 ms
+    lossy = with_loss_aware({"mean_delay_ms": 10.2, "loss_rate": 0.33})
+    data = with_loss_aware({"mean_delay_ms": 11.0, "loss_rate": 0.0002})
+    assert lossy[LOSS_AWARE] == pytest.approx(0.67 * 10.2 + 330.0)
+    assert data[LOSS_AWARE] == pytest.approx(0.9998 * 11.0 + 0.2)
+    assert data[LOSS_AWARE] < lossy[LOSS_AWARE]
+    # an older result row: from its per-seed values, which it keeps
+    old = {"mean_delay_ms_seeds": [10.0, 12.0], "loss_rate_seeds": [0.0, 0.01]}
+    old |= {"mean_delay_ms": 11.0, "loss_rate": 0.005}
+    got = with_loss_aware(old)
+    assert got[LOSS_AWARE + "_seeds"] == pytest.approx([10.0, 0.99 * 12.0 + 10.0])
+    assert got[LOSS_AWARE] == pytest.approx((10.0 + 21.88) / 2) and LOSS_AWARE not in old
+    assert with_loss_aware(s) is s  # a row that has it keeps its own
+    # every evaluation row and per-scenario summary has it, the rows with per-seed values
+    ev = evaluate(["maxweight"], ["n9-2to7"], ["ideal"], 2, 20, progress=False)
+    row = ev["rows"][0]
+    assert len(row[LOSS_AWARE + "_seeds"]) == 2 and LOSS_AWARE in ev["per_scenario"][0]
+    # a report table shows it, for files written before it too
+    rows = [dict(lossy, policy="lossy", rf="ideal", avg_reward=-10.2, throughput_mbps=1.0,
+                 frames=10)]  # fmt: skip
+    for r in rows:
+        for m in ("avg_reward", "throughput_mbps", "mean_delay_ms", "loss_rate"):
+            r[m + "_std"] = 0.0
+    text = markdown_tables([{k: v for k, v in rows[0].items() if "loss_aware" not in k}])
+    assert "loss-aware delay" in text and "| 336.83 ± 0.00 |" in text

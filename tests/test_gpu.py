@@ -116,10 +116,18 @@ def test_the_cfg_actor_plans_through_graphs_in_range():
 @pytest.mark.parametrize("speed", [Speed(compile=True), Speed(bf16=True), Speed(True, True)])
 def test_compiled_and_bf16_graphs_stay_close_to_float32(speed):
     """Compiled backbones and bf16 inside the captured graph, cold and warm-started: actions
-    within 0.5 RB (compiled: 0.01 RB) of the float32 graph's plan with the same draws."""
+    within 0.05 RB (compiled: 0.01 RB) of the float32 graph's plan with the same draws.
+
+    bf16's bound: docs/realtime.md measured bf16 against float32 on the GPU at 0.001-0.002 RB
+    mean and 0.009-0.023 RB at most (100 and 1,000 agents, every +bf16 setting), and this
+    test's comparison, repeated for the observation seeds 0-9 on an H200 (2026-12-02), moved
+    the actions by 0.0072 RB at most (bf16) and 0.0067 RB (compiled and bf16). 0.05 RB is about
+    twice the largest documented error, seven times the largest seen here, and 1/800 of the 40
+    RBs a demand spans. It was 0.5 RB, 20 times the documented error, where a bf16 path gone
+    wrong in one agent could hide."""
     models = _cuda_models("paper")
     obs = np.random.default_rng(0).normal(20, 5, (9, 4)).astype(np.float32)
-    tol = 0.5 if speed.bf16 else 0.01
+    tol = 0.05 if speed.bf16 else 0.01
     prev = None
     for _ in range(2):
         out = {}

@@ -149,8 +149,11 @@ def test_older_checkpoints_are_read_on_purpose(tmp_path):
     train(cfg, data, tmp_path, progress=False)
     ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     new = load_run(tmp_path)
-    # the macdmp-planner-v1 layout, as the first release wrote it
-    old = {k: v for k, v in ckpt.items() if k not in ("method", "method_version", "wall_s")}
+    # the macdmp-planner-v1 layout, as the first release wrote it (numpy statistics, no
+    # content digest): read safely, with weights_only=True and numpy's arrays allowed
+    drop = ("method", "method_version", "wall_s", "digest", "data_path")
+    old = {k: v for k, v in ckpt.items() if k not in drop}
+    old["stats"] = {k: v.numpy() for k, v in old["stats"].items()}
     old["format"] = "macdmp-planner-v1"
     old["torch_rng"] = old.pop("rng")
     acc = old.pop("log_acc").tolist()

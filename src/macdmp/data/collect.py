@@ -34,13 +34,22 @@ from macdmp.data.format import (
     TRAIN_SEED_LIMIT,
     atomic_dataset,
 )
+from macdmp.locking import lock_output, lock_path_for_file
 from macdmp.policies import make_policy
 from macdmp.policies.allocators import ALLOCATORS
-from macdmp.signals import sigterm_raises
+from macdmp.signals import check_stop, stop_at_safe_points
 from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES, ScenarioConfig, load_scenario
 from macdmp.sim.core import STAT_FIELDS, BatchedNetworks
 
 SEED_STRIDE = 2**16  # trajectories per dataset at most
+# One batch's arrays are held in memory until written: B x (F + 1) x N x BATCH_BYTES_PER_NODE_FRAME
+# bytes (obs 8, actions 4, rewards 4, drops 2). Above BATCH_MEMORY_LIMIT a collection is refused
+# before it starts instead of exhausting the machine's memory.
+BATCH_BYTES_PER_NODE_FRAME = 18
+BATCH_MEMORY_LIMIT = 16 * 2**30
+# A collection does not start in a folder with less free space than the smaller of its
+# uncompressed size and this: on a full disk HDF5 cannot even close the file it gave up on.
+MIN_FREE_BYTES = 64 * 2**20
 MAX_DATASET_SEED = TRAIN_SEED_LIMIT // SEED_STRIDE - 1  # 32767
 
 
@@ -78,6 +87,7 @@ QUALITY_PRESETS: dict[str, tuple[str, ...]] = {
 }
 # Policies a dataset may mix: the behaviour policy at any sigma and the allocators that take
 # no per-run argument (static needs per-node demands, which differ between networks).
+# Any of them may carry log-normal noise as NAME:SIGMA (equal and random excepted).
 MIXABLE = ("behaviour[:SIGMA]", *(n for n in ALLOCATORS if n != "static"))
 
 
@@ -88,7 +98,7 @@ def parse_policy_mix(items: list[str] | tuple[str, ...]) -> list[tuple[str, floa
         spec, _, w = str(item).partition("=")
         spec = spec.strip()
         name, _, arg = spec.partition(":")
-        if name not in ("behaviour", *MIXABLE) or (arg and name != "behaviour"):
+        if name not in ("behaviour", *MIXABLE) or (arg and name in ("random", "equal")):
             raise ValueError(f"--policies: {spec!r} is not one of {', '.join(MIXABLE)}")
         try:
             weight = float(w) if w else 1.0
@@ -239,6 +249,32 @@ def trajectory_seed(dataset_seed: int, k: int) -> int:
     return dataset_seed * SEED_STRIDE + k
 
 
+def _check_resources(settings: CollectSettings, cfgs: list[ScenarioConfig], out: Path) -> None:
+    """Refuse, before any work, a batch too large for memory and a nearly full disk."""
+    import shutil
+
+    n_max = max(c.n_nodes for c in cfgs)
+    batch = min(settings.batch_size, settings.trajectories)
+    need = batch * (settings.frames + 1) * n_max * BATCH_BYTES_PER_NODE_FRAME
+    if need > BATCH_MEMORY_LIMIT:
+        raise ValueError(
+            f"--frames/--batch-size: one batch of {batch} networks x {settings.frames} frames x "
+            f"{n_max} nodes holds {need / 2**30:.1f} GiB in memory, above the limit of "
+            f"{BATCH_MEMORY_LIMIT / 2**30:.0f} GiB; lower --batch-size or --frames"
+        )
+    total = sum(c.n_nodes for c in cfgs) * settings.trajectories // len(cfgs)
+    size = total * (settings.frames + 1) * BATCH_BYTES_PER_NODE_FRAME  # uncompressed
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < min(size, MIN_FREE_BYTES):
+        raise ValueError(
+            f"--out: only {free / 2**20:.1f} MiB free in {folder}; the dataset takes up to "
+            f"{size / 2**20:.1f} MiB (uncompressed); free some space or choose another folder"
+        )
+
+
 @dataclass
 class CollectResult:
     path: Path
@@ -267,6 +303,7 @@ def run_batch(
     obs = sim.obs
     tick = max(1, 20_000 // b)  # progress updates every ~20k env-frames
     for t in range(frames):
+        check_stop()  # a safe point: SIGINT/SIGTERM stop here (macdmp.signals)
         # rounded to float32 before the step, so the stored actions are exactly those simulated
         demands = policy.act(obs, sim.mean_field(obs)).astype(np.float32)
         res = sim.step(demands)
@@ -306,21 +343,19 @@ def run_batch(
     }
 
 
-@sigterm_raises()  # SIGTERM is Ctrl-C here: either way the partial file is removed
+@stop_at_safe_points()  # SIGINT/SIGTERM stop at the next frame; the partial file is removed
 def collect(settings: CollectSettings, force: bool = False, progress: bool = True) -> CollectResult:
     """Collect the dataset described by `settings` into `settings.out` (atomically)."""
+    from macdmp.outputs import check_output_file
     from macdmp.progress import progress_bar
 
     settings.check()
-    out = Path(settings.out)
-    if out.exists() and not force:
-        raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise FileNotFoundError(f"--out: {out.parent} is not a folder")
+    out = check_output_file("--out", settings.out, force=force)
     cfgs = [load_scenario(s, rf=settings.rf) for s in settings.scenarios]
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
         raise ValueError(f"--scenarios: two scenarios share the name {names}")
+    _check_resources(settings, cfgs, out)
     counts = split_trajectories(settings.trajectories, len(cfgs))
     mix = settings.mix()
     policies = [make_policy(spec, seed=settings.seed) for spec, _ in mix]
@@ -347,13 +382,15 @@ def collect(settings: CollectSettings, force: bool = False, progress: bool = Tru
     }
     total_frames = settings.trajectories * settings.frames
     out.parent.mkdir(parents=True, exist_ok=True)  # like `evaluate --json/--plots`
+    lock = lock_output(lock_path_for_file(out), f"--out {out}")  # one writer per file
     threads_before = numba.get_num_threads()
     numba.set_num_threads(settings.threads)
     t0 = time.perf_counter()
     bar = progress_bar(total_frames, "collect", disable=not progress, unit="env-frame",
                        unit_scale=True)  # fmt: skip
-    with _restore_threads(threads_before), bar, atomic_dataset(settings.out, attrs, force=force,
-                             compression=settings.compression) as writer:  # fmt: skip
+    with lock, _restore_threads(threads_before), bar, atomic_dataset(
+            settings.out, attrs, force=force, compression=settings.compression
+    ) as writer:  # fmt: skip
         k = 0
         for cfg, count in zip(cfgs, counts, strict=True):
             writer.add_scenario(cfg, count, settings.frames)

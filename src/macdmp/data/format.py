@@ -12,7 +12,9 @@ Time indexing (per trajectory, F frames): `obs[t]` is the observation before act
 Writing goes to a hidden temporary file in the destination folder, renamed over the final name
 only once complete (`os.replace`), so an interrupted run never leaves a partial file under it.
 Every dataset carries a SHA-256 of its content (written as it streams in) and HDF5's Fletcher-32
-chunk checksums, so `validate` detects corruption down to a flipped byte.
+chunk checksums, so corruption down to a flipped byte is detected: every whole-array read
+(`read_array`: `info`, `train`, a resume, `validate`) compares the SHA-256, and
+`validate --quick` reads every chunk and compares every hash without the value checks.
 """
 
 from __future__ import annotations
@@ -35,12 +37,25 @@ from macdmp.sim.core import STAT_FIELDS
 FORMAT_NAME = "macdmp-offline-dataset"
 # Version 2 adds per-frame drops per node (`dropped`), the policy of each trajectory (`policy`)
 # and the root attribute `policies`; version 1 files (without them) are still read.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 3 adds the `dropped_route` column of `totals`.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 # Training env seeds live below the evaluation protocol's first seed (2**31).
 TRAIN_SEED_LIMIT = EVAL_SEED_BASE
-# Per-trajectory episode totals, columns of `totals`: the core's counters, then two more.
-TOTAL_FIELDS = (*STAT_FIELDS, "queued_end", "reward_sum")
+# Per-trajectory episode totals, columns of `totals`: the core's counters and two more.
+# Version 3 adds `dropped_route` (mobile scenarios: no route, or the next hop out of range).
+TOTAL_FIELDS_V2 = (*STAT_FIELDS[:6], "queued_end", "reward_sum")
+TOTAL_FIELDS = (*TOTAL_FIELDS_V2, "dropped_route")
+
+
+DROP_FIELDS = ("dropped_buffer", "dropped_retry", "dropped_route")  # every reason, by name
+
+
+def total_fields(version: int) -> tuple[str, ...]:
+    """The columns of `totals` in a file of this format version."""
+    return TOTAL_FIELDS if version >= 3 else TOTAL_FIELDS_V2
+
+
 COMPRESSIONS = ("gzip1", "gzip2", "gzip3", "gzip4", "lzf", "none")
 DEFAULT_COMPRESSION = "gzip1"
 # Chunks hold at most this many frames of one trajectory (and always one trajectory).
@@ -81,7 +96,7 @@ SCHEMA: dict[str, Field] = {
     "carried_ppf": Field("float64", ("T", "N"), "packets/frame", "own + relayed traffic"),
     "seeds": Field("int64", ("T",), "", "environment seed of the trajectory (< 2**31)"),
     "policy": Field("uint8", ("T",), "", "index into the root attribute `policies`"),
-    "totals": Field("float64", ("T", str(len(TOTAL_FIELDS))), "", "episode totals, TOTAL_FIELDS"),
+    "totals": Field("float64", ("T", "TOT"), "", "episode totals, TOTAL_FIELDS"),
 }
 ROOT_ATTRS = ("format", "format_version", "behaviour_policy", "collection", "command", "created")
 # Datasets and root attributes that version 1 files lack.
@@ -107,8 +122,8 @@ def _compression_kwargs(name: str) -> dict[str, Any]:
     raise DatasetError(f"compression: {name!r} is not one of {', '.join(COMPRESSIONS)}")
 
 
-def _dims(field: Field, t: int, f: int, n: int) -> tuple[int, ...]:
-    env = {"T": t, "F": f, "F+1": f + 1, "N": n}
+def _dims(field: Field, t: int, f: int, n: int, version: int = FORMAT_VERSION) -> tuple[int, ...]:
+    env = {"T": t, "F": f, "F+1": f + 1, "N": n, "TOT": len(total_fields(version))}
     return tuple(env[s] if s in env else int(s) for s in field.shape)
 
 
@@ -189,33 +204,67 @@ def atomic_dataset(
     force: bool = False,
     compression: str = DEFAULT_COMPRESSION,
 ) -> Iterator[DatasetWriter]:
-    """Write a dataset to `path` atomically: the file appears there complete or not at all."""
+    """Write a dataset to `path` atomically: the file appears there complete or not at all.
+
+    The hidden partial file (``macdmp.outputs.partial_path``) is removed on any failure, a
+    pending SIGINT/SIGTERM stops the write before the rename (``macdmp.signals.check_stop``),
+    stale partial files of dead processes in the folder are swept first, and a full disk (or a
+    read-only one) is a one-line ``WriteError`` naming `path`."""
+    from macdmp.outputs import check_output_file, disk_errors_named, partial_path, sweep_partials
+    from macdmp.signals import check_stop
+
     h5py = _h5py()
     path = Path(path)
     if path.exists() and not force:
         raise DatasetError(f"--out: {path} exists; pass --force to overwrite it")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"--out: folder {path.parent} does not exist")
+    check_output_file("--out", path, force=force)  # a folder or device node: never replaced
     _compression_kwargs(compression)  # fail before creating anything
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    sweep_partials(path.parent)
+    tmp = partial_path(path)
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            for key, value in attrs.items():
-                f.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
-            f.attrs["compression"] = compression
-            writer = DatasetWriter(f, compression)
-            yield writer
-            for name in f.get("scenarios", {}):
-                if not f["scenarios"][name].attrs["complete"]:
-                    raise DatasetError(f"{name}: not all trajectories were written")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with disk_errors_named(path):
+            f = h5py.File(tmp, "w")
+            try:
+                f.attrs["format"] = FORMAT_NAME
+                f.attrs["format_version"] = FORMAT_VERSION
+                for key, value in attrs.items():
+                    f.attrs[key] = (
+                        value if isinstance(value, str | int | float) else json.dumps(value)
+                    )
+                f.attrs["compression"] = compression
+                writer = DatasetWriter(f, compression)
+                yield writer
+                for name in f.get("scenarios", {}):
+                    if not f["scenarios"][name].attrs["complete"]:
+                        raise DatasetError(f"{name}: not all trajectories were written")
+                f.close()
+            except BaseException:
+                _abandon(f, tmp)
+                raise
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            check_stop()  # the last safe point: a stop now leaves no file either
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _abandon(f: Any, tmp: Path) -> None:
+    """Close a dataset being written after a failure without another one: the file is cut to
+    nothing first, so that a full disk has room for what HDF5 writes on closing (a close that
+    fails leaves HDF5 to try again at exit, where it can crash the process; a second close of
+    the same file crashed it at once, so there is no retry)."""
+    try:
+        os.truncate(tmp, 0)
+    except OSError:
+        pass
+    try:
+        f.close()
+    except Exception:  # the write already failed; that error is the one reported
+        pass
 
 
 # --------------------------------------------------------------------------------------
@@ -399,7 +448,7 @@ def _read_header(f: Any, path: Path) -> DatasetHeader:
             if key not in g:
                 raise _fail(path, f"{where}/{key}: dataset is missing")
             ds = g[key]
-            want = _dims(fld, t, fr, n)
+            want = _dims(fld, t, fr, n, version)
             if ds.shape != want:
                 raise _fail(path, f"{where}/{key}: shape {ds.shape}, expected {want} {fld.shape}")
             if ds.dtype != np.dtype(fld.dtype):
@@ -411,16 +460,62 @@ def _read_header(f: Any, path: Path) -> DatasetHeader:
     return DatasetHeader(path, version, attrs, scenarios)
 
 
-def read_array(f: Any, path: Path, scenario: str, key: str, sl: Any = ()) -> np.ndarray:
-    """One dataset (or a slice of it), with read failures (bad checksums) as DatasetError."""
+def read_array(
+    f: Any, path: Path, scenario: str, key: str, sl: Any = (), verify: bool = True
+) -> np.ndarray:
+    """One dataset (or a slice of it), with read failures (bad checksums) as DatasetError.
+
+    A whole dataset read (``sl`` = ``()``) is checked against its stored SHA-256 unless
+    ``verify`` is false, so every load of a file's arrays (``info``, ``train``, a resume,
+    ``validate``) refuses data modified or corrupted since it was written."""
     try:
-        return f["scenarios"][scenario][key][sl]
+        ds = f["scenarios"][scenario][key]
+        a = ds[sl]
     except OSError as exc:
         raise _fail(
             path,
             f"/scenarios/{scenario}/{key}: data unreadable, the file is corrupted or truncated "
             f"({_short(exc)})",
         ) from None
+    if verify and isinstance(sl, tuple) and sl == () and "sha256" in ds.attrs:
+        if _sha256(a) != str(ds.attrs["sha256"]):
+            raise _hash_mismatch(path, scenario, key)
+    return a
+
+
+def _sha256(a: np.ndarray) -> str:
+    """The content hash the writer stores: SHA-256 of the C-ordered bytes."""
+    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _hash_mismatch(path: Path, scenario: str, key: str) -> DatasetError:
+    return _fail(
+        path,
+        f"/scenarios/{scenario}/{key}: content hash mismatch, the data was modified or "
+        "corrupted after it was written (its SHA-256 differs from the one stored with it)",
+    )
+
+
+# Digests are streamed over blocks of trajectories of about this many bytes.
+DIGEST_BLOCK_BYTES = 64 * 2**20
+
+
+def verify_digests(f: Any, header: DatasetHeader) -> None:
+    """Read every chunk of every dataset (HDF5 checks its Fletcher-32) and compare each
+    dataset's SHA-256 with the stored one, a block of trajectories at a time (bounded memory);
+    raises DatasetError naming the first damaged dataset."""
+    for name, s in header.scenarios.items():
+        g = f["scenarios"][name]
+        for key, want in s.sha256.items():
+            ds = g[key]
+            row = max(int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize, 1)
+            step = max(1, DIGEST_BLOCK_BYTES // row)
+            h = hashlib.sha256()
+            for start in range(0, ds.shape[0], step):
+                block = read_array(f, header.path, name, key, np.s_[start : start + step])
+                h.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8))
+            if h.hexdigest() != want:
+                raise _hash_mismatch(header.path, name, key)
 
 
 def load_scenario_arrays(
@@ -468,13 +563,9 @@ def check_content(
     if len(np.unique(seeds)) != len(seeds):
         raise fail("seeds: a trajectory seed appears twice")
     tot = arrays["totals"]
-    col = {k: i for i, k in enumerate(TOTAL_FIELDS)}
-    balance = (
-        tot[:, col["delivered"]]
-        + tot[:, col["dropped_buffer"]]
-        + tot[:, col["dropped_retry"]]
-        + tot[:, col["queued_end"]]
-    )
+    col = {k: i for i, k in enumerate(total_fields(header.format_version))}
+    dropped = sum(tot[:, col[k]] for k in DROP_FIELDS if k in col)
+    balance = tot[:, col["delivered"]] + dropped + tot[:, col["queued_end"]]
     if np.any(balance != tot[:, col["generated"]]):
         raise fail("totals: generated != delivered + dropped + queued at the end")
     rsum = rew.astype(np.float64).sum(axis=(1, 2))
@@ -482,7 +573,7 @@ def check_content(
         raise fail("totals: reward_sum does not match the rewards array")
     if "dropped" in arrays:
         drops = arrays["dropped"].astype(np.int64).sum(axis=(1, 2))
-        if np.any(drops != tot[:, col["dropped_buffer"]] + tot[:, col["dropped_retry"]]):
+        if np.any(drops != dropped):
             raise fail("dropped: per-node drops do not add up to the totals' drops")
     if "policy" in arrays:
         n_pol = len(header.policies)
@@ -496,12 +587,16 @@ def all_seeds(header: DatasetHeader, f: Any) -> np.ndarray:
 
 
 def validate(path: str | os.PathLike, content: bool = True) -> DatasetHeader:
-    """Check a dataset file; raises DatasetError naming the first problem found."""
+    """Check a dataset file; raises DatasetError naming the first problem found. Without
+    ``content`` (``validate --quick``): the structure, every chunk's checksum and every content
+    hash, but not the value checks."""
     with open_h5(path) as f:
         header = read_header(f, path)
-        if content:
+        if not content:  # quick: every chunk read and every content hash compared
+            verify_digests(f, header)
+        else:  # reading the arrays compares their hashes (read_array)
             for name in header.scenarios:
-                check_content(header, name, load_scenario_arrays(f, header, name))
+                check_content(header, name, load_scenario_arrays(f, header, name), hashes=False)
             seeds = all_seeds(header, f)
             if len(np.unique(seeds)) != len(seeds):
                 raise _fail(header.path, "seeds: two trajectories share an env seed")
@@ -513,11 +608,11 @@ def qos_summary(header: DatasetHeader, totals: np.ndarray, name: str) -> dict[st
     of its trajectories)."""
     s = header.scenarios[name]
     n_traj = max(len(totals), 1)
-    col = {k: i for i, k in enumerate(TOTAL_FIELDS)}
+    col = {k: i for i, k in enumerate(total_fields(header.format_version))}
     tot = totals.sum(axis=0)
     seconds = s.n_frames * s.config.frame_ms / 1000.0
     gen = tot[col["generated"]]
-    dropped = tot[col["dropped_buffer"]] + tot[col["dropped_retry"]]
+    dropped = sum(tot[col[k]] for k in DROP_FIELDS if k in col)
     return {
         "throughput_mbps": float(
             tot[col["delivered"]] * s.config.packet_bits / seconds / n_traj / 1e6

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
 from macdmp.eval.protocol import EVAL_FRAMES, EVAL_SEEDS
-from macdmp.sim.cli import option_error
+from macdmp.outputs import atomic_write_text, check_output_dir, check_output_file, disk_errors_named
+from macdmp.signals import stop_at_safe_points
+from macdmp.sim.cli import MAX_NETWORK_FRAMES, option_error
 from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES
+from macdmp.sim.families import FAMILIES
+
+from .plots import plot_family_map
+from .sim_study import family_map, family_markdown
 
 ALLOCATOR_SET = (
     "behaviour",
@@ -49,6 +54,10 @@ DEMO = {
         "frames": 300,
     },
 }
+# Upper bounds: every held-out seed is one more network stepped at once in every scenario and
+# RF condition (about 32 KiB each), and every network-frame one more float of delay trace.
+MAX_SEEDS = 1000
+MAX_FRAMES = 1_000_000  # 5,000 s of network time
 TABLE_COLUMNS = (
     "policy",
     "rf",
@@ -56,6 +65,7 @@ TABLE_COLUMNS = (
     "throughput_mbps",
     "mean_delay_ms",
     "loss_rate",
+    "loss_aware_delay_ms",
     "act_ms_per_frame",
 )
 
@@ -90,8 +100,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--frames", type=int, default=EVAL_FRAMES, help="frames per episode (default 1000)"
     )
-    p.add_argument("--json", metavar="FILE", help="also write all results as JSON (folders made)")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write all results as JSON (folders made; an existing file needs --force)",
+    )
     p.add_argument("--plots", metavar="DIR", help="write qos.png and delay.png here (made)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)
 
@@ -158,8 +173,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="scenario of the load sweep (default n9-2to7)",
     )
     s.add_argument(
-        "--out", metavar="FILE", help="write the markdown tables here (default: print them)"
+        "--family",
+        default=None,
+        metavar="NAME[,NAME...]|all",
+        help="map scenario families instead (docs/families.md): every deployable allocator, "
+        f"the behaviour policy and every reference, both RF conditions; families: "
+        f"{', '.join(FAMILIES)}",
     )
+    s.add_argument(
+        "--plot", metavar="PNG", help="with --family: bar charts of the map, one per family"
+    )
+    s.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the markdown tables here (default: print them; an existing file needs --force)",
+    )
+    s.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_sim_study)
 
@@ -177,6 +206,25 @@ def _at_least(name: str, value: int, low: int) -> None:
         raise ValueError(f"{name}: must be >= {low} (got {value})")
 
 
+def _check_size(seeds: int, frames: int, groups: int) -> None:
+    """--seeds and --frames in range, and not more network-frames than memory holds."""
+    _at_least("--frames", frames, 1)
+    _at_least("--seeds", seeds, 1)
+    if seeds > MAX_SEEDS:
+        raise ValueError(
+            f"--seeds: at most {MAX_SEEDS:,} (got {seeds:,}); every seed is one more network "
+            "stepped at once in every scenario and RF condition"
+        )
+    if frames > MAX_FRAMES:
+        raise ValueError(f"--frames: at most {MAX_FRAMES:,} (got {frames:,})")
+    if seeds * frames * groups > MAX_NETWORK_FRAMES:
+        raise ValueError(
+            f"--seeds x --frames: {seeds:,} seeds x {frames:,} frames x {groups} scenario/RF "
+            f"pairs is {seeds * frames * groups:,} network-frames, above the limit of "
+            f"{MAX_NETWORK_FRAMES:,} (8 bytes of delay trace each); lower --seeds or --frames"
+        )
+
+
 def _split_scenarios(text: str) -> list[str]:
     from macdmp.sim.config import load_scenario
 
@@ -191,16 +239,16 @@ def _split_scenarios(text: str) -> list[str]:
     return scenarios
 
 
+@stop_at_safe_points()  # SIGINT/SIGTERM stop at the next frame; nothing is written then
 def _evaluate(args: argparse.Namespace) -> int:
     from .episodes import format_table
     from .evaluate import evaluate
 
-    _at_least("--frames", args.frames, 1)
-    _at_least("--seeds", args.seeds, 1)
     _at_least("--seed-offset", args.seed_offset, 0)
     scenarios = _split_scenarios(args.scenarios)
     rfs = _split_rfs(args.rf)
-    _check_out_file("--json", args.json)
+    _check_size(args.seeds, args.frames, len(scenarios) * len(rfs))
+    _check_out_file("--json", args.json, force=args.force)
     _check_out_dir("--plots", args.plots)
     result = evaluate(
         args.policy,
@@ -215,7 +263,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(
         f"{args.seeds} held-out seeds x {len(scenarios)} scenarios x {args.frames} frames; "
         "act_ms_per_frame: wall time of one decision for all agents of all networks stepped "
-        "together"
+        "together; loss_aware_delay_ms: the delay with each lost packet counted at 1,000 ms"
     )
     if args.json:
         _write_json(Path(args.json), result)
@@ -226,6 +274,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@stop_at_safe_points()  # each stage stops at its safe points; the exit status is 130
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
@@ -237,13 +286,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     size = DEMO["full" if args.full else "fast"]
     frames = size["frames"] if args.frames is None else args.frames
-    _at_least("--frames", frames, 1)
-    _at_least("--seeds", args.seeds, 1)
+    _check_size(args.seeds, frames, len(PAPER_SCENARIOS) * len(RF_MODES))
     _at_least("--threads", args.threads, 1)
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a folder")
+    out = check_output_dir("--out", args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "demo.h5"
     quiet = ["--quiet"] if args.quiet else []
@@ -260,8 +306,8 @@ def _demo(args: argparse.Namespace) -> int:
         if rc != 0:
             raise RuntimeError(f"{data} exists but does not validate; delete it and rerun")
         print(f"{data} exists and validates; reusing it")
-    elif macdmp(["collect", "--preset", "demo", "--out", str(data), *quiet]) != 0:
-        return 1
+    elif (rc := macdmp(["collect", "--preset", "demo", "--out", str(data), *quiet])) != 0:
+        return rc  # 130 when stopped by a signal
     folder = out / size["runs"]
     # label -> (run folder, what differs from the `demo` preset besides the size's settings)
     runs = {
@@ -277,8 +323,8 @@ def _demo(args: argparse.Namespace) -> int:
     for k, (label, (run, extra)) in enumerate(runs.items()):
         stage(f"{2 + k}/5 train {label} ({size['describe']}; resumes if interrupted)")
         cmd = ["train", "--data", str(data), "--out", str(run), "--preset", "demo", *sets, *extra]
-        if macdmp([*cmd, *train_quiet]) != 0:
-            return 1
+        if (rc := macdmp([*cmd, *train_quiet])) != 0:
+            return rc
     stage(
         f"5/5 evaluate on held-out networks: {len(PAPER_SCENARIOS)} scenarios x "
         f"{args.seeds} seeds x {frames} frames, ideal and limited RF"
@@ -300,26 +346,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out_file(option: str, path: str | None) -> None:
-    """Output files may be in folders that do not exist yet (they are made), not in files."""
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"{option}: {p} is a folder; give a file name")
-    for parent in p.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{option}: {parent} is a file, not a folder")
+def _family_map(args: argparse.Namespace, show: bool) -> int:
+    """`sim-study --family`: the map, as markdown (--out), its rows as JSON beside it, a plot."""
+    names = list(FAMILIES) if args.family == "all" else [f for f in args.family.split(",") if f]
+    bad = [f for f in names if f not in FAMILIES]
+    if bad or not names:
+        raise ValueError(
+            f"--family: {bad[0] if bad else args.family!r} is not one of "
+            f"{', '.join(FAMILIES)} (or 'all')"
+        )
+    rows_out = Path(args.out).with_suffix(".json") if args.out else None
+    _check_out_file("--out", str(rows_out) if rows_out else None, force=args.force)
+    _check_out_file("--plot", args.plot, force=args.force)
+    rows = family_map(names, n_seeds=args.seeds, frames=args.frames, progress=show)
+    text = family_markdown(rows, "macdmp " + " ".join(sys.argv[1:]))
+    if args.out:
+        atomic_write_text(args.out, text)
+        atomic_write_text(rows_out, json.dumps(rows, indent=1) + "\n")
+        print(f"wrote {args.out} and {rows_out}")
+    else:
+        print(text)
+    if args.plot:
+        plot_family_map(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _check_out_file(option: str, path: str | None, force: bool = False) -> None:
+    """Output files may be in folders that do not exist yet (they are made), not in files;
+    an existing file needs ``force``; never a device node (``macdmp.outputs``)."""
+    if path is not None:
+        check_output_file(option, path, force=force)
 
 
 def _check_out_dir(option: str, path: str | None) -> None:
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise ValueError(f"{option}: {path} exists and is not a folder")
+    if path is not None:
+        check_output_dir(option, path)
 
 
 def _write_json(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     text = json.dumps(result, indent=1, default=float)
     # lists of plain numbers (the per-frame traces) on one line each, not one number per line
     text = re.sub(
@@ -327,11 +392,15 @@ def _write_json(path: Path, result: dict) -> None:
         lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
         text,
     )
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _plots(result: dict, folder: Path) -> None:
+    with disk_errors_named(folder):
+        _draw(result, folder)
+
+
+def _draw(result: dict, folder: Path) -> None:
     from .plots import plot_delay_panels, plot_qos_bars
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -350,33 +419,37 @@ def _plots(result: dict, folder: Path) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    check_output_dir("--out", args.out)
     path = write_report(args.json, args.losses, args.out, args.title)
     print(path.read_text())
     print(f"report written to {path}")
     return 0
 
 
+@stop_at_safe_points()  # SIGINT/SIGTERM stop at the next frame; nothing is written then
 def _sim_study(args: argparse.Namespace) -> int:
     from macdmp.sim.config import load_scenario
 
     from .sim_study import allocator_table, load_sweep, markdown
 
-    _at_least("--frames", args.frames, 1)
-    _at_least("--seeds", args.seeds, 1)
+    _check_size(args.seeds, args.frames, 1)
     try:
         load_scenario(args.sweep_scenario)
     except ValueError as exc:
         raise option_error("--sweep-scenario", exc) from None
-    _check_out_file("--out", args.out)
+    _check_out_file("--out", args.out, force=args.force)
     show = not args.quiet
+    if args.family is not None:
+        return _family_map(args, show)
+    if args.plot:
+        raise ValueError("--plot: draws the family map; give --family too")
     table = allocator_table(n_seeds=args.seeds, frames=args.frames, progress=show)
     sweep = load_sweep(
         scenario=args.sweep_scenario, n_seeds=args.seeds, frames=args.frames, progress=show
     )
     text = markdown(table, sweep, "macdmp " + " ".join(sys.argv[1:]))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
     else:
         print(text)

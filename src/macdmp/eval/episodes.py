@@ -10,10 +10,58 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from macdmp.policies import Policy, make_policy
+from macdmp.signals import check_stop
 from macdmp.sim.config import ScenarioConfig
-from macdmp.sim.core import DELAY_SUM, DELIV, DROP_BUF, DROP_RETRY, GEN, BatchedNetworks
+from macdmp.sim.core import DELAY_SUM, DELIV, DROP_COLUMNS, GEN, BatchedNetworks
 
 METRICS = ("avg_reward", "throughput_mbps", "mean_delay_ms", "loss_rate")
+
+# The loss-aware delay (docs/results.md, "The loss-aware delay"): the mean delay over the
+# packets generated, each lost packet (dropped at a full buffer or after its last retry)
+# counted at LOSS_PENALTY_MS, the delivered ones at their delay:
+#     loss_aware_delay_ms = (1 - loss_rate) x mean_delay_ms + loss_rate x LOSS_PENALTY_MS
+# (the packets still queued at the episode's end, in 1 - loss_rate, count at the delivered
+# mean). 1 s is the floor of TCP's retransmission timeout (RFC 6298, 2.4): what a lost packet
+# of a reliable flow costs at the least. It is above every mean delivered delay measured here,
+# so losing a packet never scores better than delivering it late. Lower is better.
+LOSS_PENALTY_MS = 1000.0
+LOSS_AWARE = "loss_aware_delay_ms"
+TABLE_METRICS = (*METRICS, LOSS_AWARE)  # METRICS keeps its four keys for older readers
+
+
+def loss_aware_delay(mean_delay_ms, loss_rate, penalty_ms: float = LOSS_PENALTY_MS):
+    """``(1 - loss_rate) * mean_delay_ms + loss_rate * penalty_ms``, elementwise; where nothing
+    was delivered (the delay is NaN) every packet counts at the penalty."""
+    d = np.asarray(mean_delay_ms, dtype=float)
+    rate = np.asarray(loss_rate, dtype=float)
+    out = np.where(np.isnan(d), penalty_ms, (1.0 - rate) * np.nan_to_num(d) + rate * penalty_ms)
+    return out if out.ndim else float(out)
+
+
+def with_loss_aware(row: dict) -> dict:
+    """``row`` (a summary or an evaluation row) with the loss-aware delay added where it lacks
+    it (result files written before the metric): from the per-seed delay and loss rate where
+    the row has them (``_seeds``: each the mean over the scenarios), else from its means (the
+    standard deviation then from theirs, as if independent). A row that has the key is
+    returned as it is."""
+    if LOSS_AWARE in row or "mean_delay_ms" not in row or "loss_rate" not in row:
+        return row
+    out = dict(row)
+    d, rate = row.get("mean_delay_ms_seeds"), row.get("loss_rate_seeds")
+    if d is not None and rate is not None and len(d) == len(rate) and len(d) > 0:
+        v = loss_aware_delay(np.array(d, dtype=float), np.array(rate, dtype=float))
+        out[LOSS_AWARE], out[LOSS_AWARE + "_std"] = float(np.mean(v)), float(np.std(v))
+        out[LOSS_AWARE + "_seeds"] = [float(x) for x in v]
+    else:  # the spread from the two metrics' spreads, as if independent
+        d, rate = float(row["mean_delay_ms"]), float(row["loss_rate"])
+        out[LOSS_AWARE] = loss_aware_delay(d, rate)
+        sd, sr = row.get("mean_delay_ms_std"), row.get("loss_rate_std")
+        out[LOSS_AWARE + "_std"] = (
+            float(np.hypot((1.0 - rate) * sd, (LOSS_PENALTY_MS - d) * sr))
+            if sd is not None and sr is not None and np.isfinite(d)
+            else float("nan")
+        )
+    return out
 
 
 @dataclass
@@ -39,8 +87,14 @@ class EpisodeResult:
     sim_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
+    @property
+    def loss_aware_delay_ms(self) -> np.ndarray:
+        """(B,) the loss-aware delay of each network (``loss_aware_delay``, LOSS_PENALTY_MS)."""
+        return loss_aware_delay(self.mean_delay_ms, self.loss_rate)
+
     def summary(self) -> dict:
-        """Mean and standard deviation over the networks, plus the totals."""
+        """Mean and standard deviation over the networks of every metric (``TABLE_METRICS``:
+        the loss-aware delay among them), plus the totals."""
         out: dict = {
             "scenario": self.scenario,
             "rf": self.rf,
@@ -48,7 +102,7 @@ class EpisodeResult:
             "episodes": len(self.seeds),
             "frames": self.frames,
         }
-        for key in METRICS:
+        for key in TABLE_METRICS:
             v = getattr(self, key)
             out[key] = float(np.mean(v))
             out[key + "_std"] = float(np.std(v))
@@ -103,6 +157,7 @@ def run_groups(
         label = str(getattr(base, "label", base.name))
         bar = progress_bar(frames, label if len(label) <= 24 else label[:23] + "…", leave=False)
     for t in range(frames):
+        check_stop()  # a safe point: SIGINT/SIGTERM stop here (macdmp.signals)
         t0 = time.perf_counter()
         mfs = [sim.mean_field(o) for sim, o in zip(sims, obs, strict=True)]
         if shared:
@@ -134,7 +189,7 @@ def run_groups(
     for g, ((cfg, _), sim) in enumerate(zip(groups, sims, strict=True)):
         tot = sim.totals
         gen, deliv = tot[:, GEN], tot[:, DELIV]
-        dropped = tot[:, DROP_BUF] + tot[:, DROP_RETRY]
+        dropped = tot[:, list(DROP_COLUMNS)].sum(axis=1)  # buffer, retry limit, no route
         duration_s = frames * cfg.frame_ms / 1000.0
         results.append(
             EpisodeResult(
@@ -162,7 +217,7 @@ def run_groups(
 
 def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
     """A plain-text table of summaries: mean +- std for the QoS metrics."""
-    columns = list(columns or ["scenario", "rf", "policy", *METRICS])
+    columns = list(columns or ["scenario", "rf", "policy", *TABLE_METRICS])
     cells = [[_cell(r, c) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[k]) for row in cells)) for k, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
@@ -173,9 +228,13 @@ def format_table(rows: list[dict], columns: Sequence[str] | None = None) -> str:
 
 def _cell(row: dict, col: str) -> str:
     v = row.get(col, "")
-    if col in METRICS:
+    if col in TABLE_METRICS:
         digits = 4 if col == "loss_rate" else 2
         std = row.get(col + "_std")
+        if not isinstance(v, float | int) or not np.isfinite(v):
+            return "n/a"
+        if std is not None and not np.isfinite(std):
+            std = None
         return f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
     if isinstance(v, float):
         return f"{v:.3g}"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from macdmp.eval.episodes import METRICS, EpisodeResult, run_groups
+from macdmp.eval.episodes import TABLE_METRICS, EpisodeResult, run_groups
 from macdmp.eval.protocol import check_disjoint, eval_seeds
 from macdmp.policies import make_policy
 from macdmp.sim.config import load_scenario
@@ -90,7 +90,7 @@ def _aggregate(
     label: str, rf: str, mine: list[EpisodeResult], everything: list[EpisodeResult]
 ) -> dict:
     row: dict = {"policy": label, "rf": rf, "episodes": sum(len(r.seeds) for r in mine)}
-    for key in METRICS:
+    for key in TABLE_METRICS:  # the loss-aware delay with the four
         per_seed = np.nanmean(np.stack([getattr(r, key) for r in mine]), axis=0)
         row[key] = float(np.mean(per_seed))
         row[key + "_std"] = float(np.std(per_seed))

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from macdmp.eval.episodes import LOSS_AWARE  # noqa: E402
+from macdmp.policies.allocators import REFERENCES  # noqa: E402
 from macdmp.sim.config import ScenarioConfig  # noqa: E402
 from macdmp.sim.network import Network  # noqa: E402
 
@@ -60,6 +62,7 @@ QOS_METRICS = (
     ("throughput_mbps", "throughput (Mbps)", 1.0, False),
     ("mean_delay_ms", "mean delay (ms, log scale)", 1.0, True),
     ("loss_rate", "packet loss (%)", 100.0, False),
+    ("loss_aware_delay_ms", "loss-aware delay (ms, log; lost packets at 1 s)", 1.0, True),
 )
 
 
@@ -72,20 +75,24 @@ def _method_order(rows: list[dict]) -> list[str]:
 
 
 def plot_qos_bars(rows: list[dict], path: str | Path, title: str = "", caption: str = "") -> None:
-    """Grouped horizontal bars of the four QoS metrics: one group per method (best first), one
-    colour per RF condition, error bars of one standard deviation."""
+    """Grouped horizontal bars of the QoS metrics (the loss-aware delay the fifth): one group per
+    method (best first), one colour per RF condition, error bars of one standard deviation."""
+    from macdmp.eval.episodes import with_loss_aware
+
+    rows = [with_loss_aware(r) for r in rows]  # result files written before the metric
     methods = _method_order(rows)
     rfs = list(dict.fromkeys(r.get("rf", "ideal") for r in rows))
     by_key = {(r["policy"], r.get("rf", "ideal")): r for r in rows}
     height = 0.8 / len(rfs)
     fig, axes = plt.subplots(
-        1, len(QOS_METRICS), figsize=(15, 1.6 + 0.42 * len(methods)), sharey=True
+        1, len(QOS_METRICS), figsize=(18, 1.6 + 0.42 * len(methods)), sharey=True
     )
     y = np.arange(len(methods))
     for ax, (key, label, scale, log) in zip(axes, QOS_METRICS, strict=True):
         for k, rf in enumerate(rfs):
             vals = np.array([by_key.get((m, rf), {}).get(key, np.nan) for m in methods]) * scale
             errs = np.array([by_key.get((m, rf), {}).get(key + "_std", 0.0) for m in methods])
+            errs = np.nan_to_num(errs.astype(float))  # a row without a spread draws none
             pos = y - 0.4 + height * (k + 0.5)
             ax.barh(
                 pos,
@@ -179,5 +186,42 @@ def plot_delay_panels(
         ha="left",
     )
     fig.tight_layout(rect=(0, 0, 0.85, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_family_map(rows: list[dict], path: str | Path) -> None:
+    """Bars of the loss-aware delay of every policy, one panel per family, one bar per RF."""
+    fams = list(dict.fromkeys(r["family"] for r in rows))
+    rfs = list(dict.fromkeys(r["rf"] for r in rows))
+    pols = list(dict.fromkeys(r["policy"] for r in rows))
+    cols = min(len(fams), 4)
+    nrows = -(-len(fams) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    width = 0.8 / len(rfs)
+    for ax, fam in zip(axes.flat, fams, strict=False):
+        for k, rf in enumerate(rfs):
+            vals = [
+                next(
+                    r[LOSS_AWARE]
+                    for r in rows
+                    if (r["family"], r["rf"], r["policy"]) == (fam, rf, p)
+                )
+                for p in pols
+            ]
+            ax.bar(np.arange(len(pols)) + k * width, vals, width, label=f"{rf} RF")
+        ax.set_yscale("log")
+        ax.set_title(fam)
+        ax.set_xticks(np.arange(len(pols)) + width * (len(rfs) - 1) / 2)
+        ax.set_xticklabels(
+            [p + (" *" if p in REFERENCES else "") for p in pols], rotation=60, fontsize=7
+        )
+        ax.set_ylabel("loss-aware delay (ms)")
+    for ax in list(axes.flat)[len(fams) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Every allocator on every family (* reference: network-wide knowledge)")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,19 +11,21 @@ each run's mean over the held-out network seeds.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
-from macdmp.eval.episodes import METRICS
+from macdmp.eval.episodes import TABLE_METRICS as METRICS
+from macdmp.eval.episodes import with_loss_aware
+from macdmp.outputs import read_json, read_jsonl
 
 HEADERS = {
     "avg_reward": "avg reward",
     "throughput_mbps": "throughput (Mbps)",
     "mean_delay_ms": "delay (ms)",
     "loss_rate": "loss rate",
+    "loss_aware_delay_ms": "loss-aware delay (ms; lost packets at 1 s)",
 }
 
 
@@ -35,13 +37,14 @@ def load_results(paths: list[str | Path]) -> list[dict]:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"--json: {p} does not exist")
+        data = read_json(p, "--json")  # a damaged file is named with the line
         try:
-            data = json.loads(p.read_text())
             file_rows = data["rows"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise ValueError(f"--json: {p} is not a `macdmp evaluate --json` file") from None
         for row in file_rows:
-            row = dict(row, frames=data.get("frames"), source=p.name)
+            # files written before the loss-aware delay get it from their delay and loss
+            row = dict(with_loss_aware(row), frames=data.get("frames"), source=p.name)
             key = (row["policy"], row["rf"])
             if key not in rows or (row["frames"] or 0) > (rows[key]["frames"] or 0):
                 rows[key] = row
@@ -49,6 +52,7 @@ def load_results(paths: list[str | Path]) -> list[dict]:
 
 
 def markdown_tables(rows: list[dict]) -> str:
+    rows = [with_loss_aware(r) for r in rows]
     out = []
     for rf in dict.fromkeys(r["rf"] for r in rows):
         mine = sorted((r for r in rows if r["rf"] == rf), key=lambda r: -r["avg_reward"])
@@ -64,7 +68,8 @@ def markdown_tables(rows: list[dict]) -> str:
             cells = []
             for m in METRICS:
                 d = 4 if m == "loss_rate" else 2
-                cells.append(f"{r[m]:.{d}f} ± {r[m + '_std']:.{d}f}")
+                std = r.get(m + "_std", float("nan"))
+                cells.append(f"{r[m]:.{d}f}" + (f" ± {std:.{d}f}" if np.isfinite(std) else ""))
             out.append(
                 f"| {r['policy']} | "
                 + " | ".join(cells)
@@ -81,7 +86,7 @@ def training_seed_table(rows: list[dict]) -> str:
     """Markdown: each method with two or more training seeds (see the module docstring), per RF
     condition, mean +- std over its seeds of every metric; "" when there is none."""
     groups: dict[tuple[str, str], dict[int, dict]] = {}
-    for r in rows:
+    for r in map(with_loss_aware, rows):
         m = SEED_TAG.search(r["policy"])
         method = SEED_TAG.sub("", r["policy"])
         groups.setdefault((method, r["rf"]), {})[int(m.group(1)) if m else 0] = r
@@ -120,7 +125,7 @@ def plot_training(loss_files: list[str | Path], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for f in loss_files:
-        recs = [json.loads(line) for line in Path(f).read_text().splitlines() if line.strip()]
+        recs = read_jsonl(f, "--losses")  # a damaged line is named with its file
         steps = np.array([r["step"] for r in recs])
         label = Path(f).stem.removeprefix("losses-")
         for ax, key in zip(axes, ("diff", "cls", "inv"), strict=True):

@@ -99,27 +99,123 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+# A plan's keys and their types: a run's own keys, and the file's top level
+PLAN_RUN_KEYS = {
+    "out": "str",
+    "data": "str",
+    "method": "str",
+    "preset": "str",
+    "no_mf": "bool",
+    "steps": "int",
+    "seed": "int",
+    "set": "table",
+}
+PLAN_TOP_KEYS = {"data": "str", "run": "array of tables"}
+_EXPECTED = {
+    "bool": "true or false",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "tuple": "a list of integers",
+    "table": "a table, e.g. { key = value }",
+}
+
+
+def _type_name(kind: Any) -> str:
+    kind_s = str(kind)
+    for name in ("bool", "tuple", "int", "float", "table"):
+        if name in kind_s:
+            return name
+    return "str"
+
+
+def plan_value(where: str, value: Any, kind: Any) -> Any:
+    """A plan file's value as ``kind`` (a config field's declared type, or one of
+    PLAN_RUN_KEYS'): TOML's own type (an integer where a float is wanted too), or a string
+    read exactly as ``--set`` reads it (``"false"`` is false). Anything else raises a ValueError
+    naming ``where`` and the type expected."""
+    name = _type_name(kind)
+    expected = _EXPECTED[name]
+    if isinstance(value, str) and name not in ("str", "table"):
+        try:
+            return _parse_value(where, value, kind)
+        except ValueError:
+            raise ValueError(f"{where}: expected {expected} (got the string {value!r})") from None
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "tuple": isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+        "table": isinstance(value, dict),
+    }[name]
+    if not ok:
+        got = (
+            type(value).__name__
+            if not isinstance(value, dict | list)
+            else "a TOML " + ("table" if isinstance(value, dict) else "array")
+        )
+        raise ValueError(f"{where}: expected {expected} (got {got} {value!r})")
+    if name == "float":
+        return float(value)
+    if name == "tuple":
+        return tuple(value)
+    return value
+
+
+def plan_sets(path: str, k: int, method: str, table: dict[str, Any]) -> dict[str, Any]:
+    """A plan run's ``set`` table, typed and checked as ``--set`` is."""
+    fields = config_fields(method)
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ValueError(
+                f"--plan: {path}: run {k}: set.{key}: unknown key for method {method}; known "
+                f"keys: {', '.join(sorted(fields))}"
+            )
+        out[key] = plan_value(f"--plan: {path}: run {k}: set.{key}", value, fields[key])
+    return out
+
+
 def read_plan(path: str) -> tuple[str | None, list[dict[str, Any]]]:
     """A TOML plan of runs: optional top-level ``data``, then ``[[run]]`` tables with ``out``
     and optionally ``data`` (this run's dataset, instead of the top-level one), ``method``,
-    ``preset``, ``no_mf``, ``steps``, ``seed`` and ``set``."""
+    ``preset``, ``no_mf``, ``steps``, ``seed`` and ``set``. Every value is typed
+    (:func:`plan_value`); the ``set`` tables are checked against their method in ``_specs``."""
     try:
         doc = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"--plan: no file at {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"--plan: {path} is not valid TOML ({exc})") from None
+    unknown = sorted(set(doc) - set(PLAN_TOP_KEYS))
+    if unknown:
+        raise ValueError(
+            f"--plan: {path}: unknown top-level key {unknown[0]!r}; allowed: "
+            f"{', '.join(PLAN_TOP_KEYS)}"
+        )
     runs = doc.get("run")
-    if not isinstance(runs, list) or not runs:
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
         raise ValueError(f"--plan: {path} has no [[run]] tables")
-    allowed = {"out", "data", "method", "preset", "no_mf", "steps", "seed", "set"}
+    data = doc.get("data")
+    if data is not None:
+        data = plan_value(f"--plan: {path}: data", data, "str")
+    allowed = set(PLAN_RUN_KEYS)
+    typed = []
     for k, r in enumerate(runs):
         bad = sorted(set(r) - allowed)
         if bad or "out" not in r:
             raise ValueError(
                 f"--plan: run {k + 1} needs 'out' and may have {sorted(allowed)} (got {sorted(r)})"
             )
-    return doc.get("data"), runs
+        typed.append(
+            {
+                key: plan_value(f"--plan: {path}: run {k + 1}: {key}", v, PLAN_RUN_KEYS[key])
+                for key, v in r.items()
+            }
+        )
+    return data, typed
 
 
 def _epilog() -> str:
@@ -204,10 +300,15 @@ def _specs(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
         data, runs = read_plan(args.plan)
         data = args.data or data
         specs = []
-        for r in runs:
-            spec = {**common, **{k: v for k, v in r.items() if k != "set"}}
+        for k, r in enumerate(runs):
+            spec = {**common, **{key: v for key, v in r.items() if key != "set"}}
+            if spec["method"] not in method_names():
+                raise ValueError(
+                    f"--plan: {args.plan}: run {k + 1}: method: {spec['method']!r} is not one "
+                    f"of {', '.join(method_names())}"
+                )
             extra = parse_sets(spec["method"], sets)
-            extra.update(r.get("set", {}))
+            extra.update(plan_sets(args.plan, k + 1, spec["method"], r.get("set", {})))
             spec["set"] = extra
             specs.append(spec)
     else:
@@ -219,8 +320,20 @@ def _specs(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
         for s in seeds:
             out = args.out if s is None else str(Path(args.out) / f"seed-{s}")
             specs.append({**common, "out": out, "seed": s, "set": parse_sets(args.method, sets)})
+    outs = [str(Path(s["out"]).resolve()) for s in specs]
+    twice = sorted({o for o in outs if outs.count(o) > 1})
+    if twice:  # the run folder lock is per process: catch this before any run starts
+        raise ValueError(
+            f"--plan: two runs write the same folder {twice[0]}; give each run its own out"
+        )
     if not data and not all(s.get("data") for s in specs):
         raise ValueError("--data: give the dataset file (or `data` in the plan)")
+    from macdmp.outputs import check_output_dir
+
+    for k, s in enumerate(specs):  # a file there, or an unwritable folder: refused before work
+        check_output_dir(
+            f"--plan: {args.plan}: run {k + 1}: out" if args.plan else "--out", s["out"]
+        )
     return data, specs
 
 
@@ -272,8 +385,11 @@ def run_train(args: argparse.Namespace) -> int:
             f"{', compiled' if tr.compile else ''}",
             file=sys.stderr,
         )
+    from macdmp.outputs import disk_errors_named
+
     try:
-        train_packed(trainers, progress=not args.quiet)
+        with disk_errors_named(", ".join(str(tr.run_dir) for tr in trainers)):
+            train_packed(trainers, progress=not args.quiet)
     except TrainingInterrupted as exc:
         print(f"\ninterrupted ({exc})", file=sys.stderr)
         return 130

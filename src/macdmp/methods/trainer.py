@@ -5,6 +5,8 @@ and several runs packed on one GPU.
 Run folder layout: ``config.json`` (method, configuration), ``checkpoint.pt`` (the one format
 of :mod:`macdmp.methods.checkpoint`), ``losses.jsonl`` (one line per logged step) and, with
 ``eval_every``, ``evals.jsonl`` (the EMA policy's QoS on held-out networks: learning curves).
+A trainer holds the folder's lock (``.lock``, :mod:`macdmp.locking`) from before it writes
+anything: a second process on the same folder is refused, naming the holder.
 
 One step: draw a batch of windows on the device, the method's loss, backward, gradient clipping,
 Adam, the EMA update and the method's ``after_step``. No step reads anything back to the host:
@@ -22,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 
 from macdmp.data.rewards import DEFAULT_REWARD
+from macdmp.locking import RUN_LOCK_NAME, lock_output
 from macdmp.methods.base import Method, TrainConfig, get_method, lr_factor, lr_factor_tensor
 from macdmp.methods.checkpoint import (
     CHECKPOINT_NAME,
@@ -37,7 +41,7 @@ from macdmp.methods.checkpoint import (
     check_compatible,
     pick_device,
     read_checkpoint,
-    save_atomic,
+    write_checkpoint,
 )
 from macdmp.signals import StopFlag, stop_requests
 
@@ -48,6 +52,12 @@ EVAL_SEED_OFFSET = 1_000_000  # in-loop evaluation networks: held out, and apart
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised by Trainer.run after Ctrl-C or SIGTERM, once the checkpoint is saved."""
+
+
+def _data_path(data: Any) -> str:
+    """The dataset file the windows were read from, absolute ('' for in-memory data)."""
+    path = getattr(data, "path", None)
+    return str(Path(path).resolve()) if path else ""
 
 
 def _check_dataset(cfg: TrainConfig, data: Any) -> None:
@@ -113,14 +123,27 @@ class Trainer:
         self.stream: torch.cuda.Stream | None = None
         self.compile_s = 0.0
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.ckpt_path.exists():
-            self._resume()
-        else:
-            meta = {"method": cls.name, "method_version": cls.version, "config": cfg.to_dict()}
-            (self.run_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-            self.log_path.write_text("")
-            if self.eval_path.exists():
-                self.eval_path.unlink()
+        # One writer per run folder: a second process is refused here, naming the holder; the
+        # lock goes with this trainer (close(), or when it is collected) or its process.
+        lock = lock_output(self.run_dir / RUN_LOCK_NAME, f"run folder {self.run_dir}")
+        self._unlock = weakref.finalize(self, lock.release)
+        try:
+            if self.ckpt_path.exists():
+                self._resume()
+            else:
+                meta = {"method": cls.name, "method_version": cls.version, "config": cfg.to_dict()}
+                (self.run_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+                self.log_path.write_text("")
+                if self.eval_path.exists():
+                    self.eval_path.unlink()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lock (also released when the trainer is collected, or its
+        process ends)."""
+        self._unlock()
 
     @property
     def done(self) -> bool:
@@ -134,6 +157,7 @@ class Trainer:
             "method_version": self.method.version,
             "config": self.cfg.to_dict(),
             "fingerprint": str(self.data.fingerprint),
+            "data_path": _data_path(self.data),
             "rbs": float(self.data.rbs),
             "stats": {k: np.asarray(v) for k, v in self.data.stats.items()},
             "step": self.step,
@@ -147,12 +171,17 @@ class Trainer:
         }
 
     def save(self) -> None:
-        save_atomic(self.state(), self.ckpt_path)
+        write_checkpoint(self.state(), self.ckpt_path)
 
     def _resume(self) -> None:
         ckpt = read_checkpoint(self.ckpt_path, "cpu")
         check_compatible(
-            ckpt, self.method.name, self.cfg, str(self.data.fingerprint), self.ckpt_path
+            ckpt,
+            self.method.name,
+            self.cfg,
+            str(self.data.fingerprint),
+            self.ckpt_path,
+            getattr(self.data, "path", None),
         )
         self.method.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
@@ -183,8 +212,11 @@ class Trainer:
             sums = [acc["sums"].get(k, 0.0) for k in self.loss_names]
             self.acc.copy_(torch.tensor([*sums, acc["n"]], dtype=torch.float64))
         # Drop log lines written after the checkpoint so the resumed curve continues cleanly.
+        from macdmp.outputs import read_jsonl
+
         for path in (self.log_path, self.eval_path):
             if path.exists():
+                read_jsonl(path)  # a damaged line is refused naming the file and the line
                 keep = [
                     ln
                     for ln in path.read_text().splitlines()
@@ -413,18 +445,24 @@ def train(
 ) -> Path:
     """Train (or resume) a run folder to completion; returns the checkpoint path."""
     tr = Trainer(method, cfg, data, run_dir, device, capture=capture, compile=compile)
-    return tr.run(progress=progress, stop_after=stop_after)
+    try:
+        return tr.run(progress=progress, stop_after=stop_after)
+    finally:
+        tr.close()
 
 
 def read_losses(run_dir: str | Path) -> list[dict[str, Any]]:
     """The logged loss records of a run folder, in order."""
-    path = Path(run_dir) / "losses.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    from macdmp.outputs import read_jsonl  # a damaged line is named with its file
+
+    return read_jsonl(Path(run_dir) / "losses.jsonl")
 
 
 def read_evals(run_dir: str | Path) -> list[dict[str, Any]]:
     """The in-loop evaluation records of a run folder (empty without eval_every)."""
+    from macdmp.outputs import read_jsonl  # a damaged line is named with its file
+
     path = Path(run_dir) / "evals.jsonl"
     if not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return read_jsonl(path)

@@ -2,7 +2,8 @@
 
 Every function here reads only result files (through ``get(key) -> dict | None``), never a run
 folder or the dataset, so the report can be rebuilt from the committed results alone on any
-machine. A verdict is one of ``VERDICTS``; ``not tested`` where nothing exists to compare.
+machine. A verdict is one of ``VERDICTS``; ``not tested`` where nothing exists to compare, and
+(``judge``) for any figure with a unit that has no current result.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from macdmp.eval.episodes import LOSS_AWARE, LOSS_PENALTY_MS, with_loss_aware
 from macdmp.reproduce.plan import TRAINED_NODE_COUNTS, Figure, Series
 
 HOLDS, PARTLY, NOT, UNTESTED = "holds", "holds partly", "does not hold", "not tested"
@@ -43,6 +45,32 @@ def _missing(series: list[Series], get: Get) -> list[str]:
         lost = [k for k in s.keys if get(k) is None]
         if lost:
             out.append(f"{s.label}: no result yet for {', '.join(lost)}")
+    return out
+
+
+def incomplete(fig: Figure, get: Get) -> list[str]:
+    """The keys of the figure's units that have no current result (not run yet, failed at
+    their last attempt, or stale). A series with no units at all (a method not available at
+    this scale) is not counted: it can never be run."""
+    return [k for s in fig.series for k in s.keys if get(k) is None]
+
+
+def judge(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    """The figure's outcome by its rule, and "not tested" while any of its units lacks a
+    result: a verdict is never computed on incomplete results. The rule's reading of the
+    results present is kept in ``why``, marked as not a verdict."""
+    out = FIGURES[fig.name](fig, get, png)
+    lost = incomplete(fig, get)
+    if lost:
+        n = sum(len(s.keys) for s in fig.series)
+        names = ", ".join(lost[:6]) + (f" and {len(lost) - 6} more" if len(lost) > 6 else "")
+        out.why = (
+            f"incomplete: {len(lost)} of {n} units {'has' if len(lost) == 1 else 'have'} no "
+            f"current result ({names}; not run "
+            "yet, failed or stale), and a verdict waits for all of them. The rule on the "
+            f"results present would read '{out.verdict}' (not a verdict): {out.why}"
+        )
+        out.verdict = UNTESTED
     return out
 
 
@@ -122,17 +150,27 @@ def _roughness(y: np.ndarray) -> float:
     return float(np.mean(np.abs(np.diff(y, axis=1))))
 
 
+def _roughness_seeds(y: np.ndarray) -> np.ndarray:
+    """The roughness of each seed's curve (their mean is ``_roughness``)."""
+    if y.shape[1] < 2:
+        return np.full(len(y), np.nan)
+    return np.abs(np.diff(y, axis=1)).mean(axis=1)
+
+
 def curves_table(data: dict[str, tuple]) -> list[str]:
     lines = [
         "| method | seeds | evaluations | final reward (mean ± sample std over seeds) | mean "
-        "over the curve | roughness | seed std, mean over evaluations |",
+        "over the curve | roughness (mean ± sample std over seeds) | seed std, mean over "
+        "evaluations |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, (steps, y) in data.items():
         lines.append(
             f"| {label} | {len(y)} | {len(steps)} (last at step {steps[-1]}) | "
             f"{_fmt(y[:, -1].mean())} ± {_fmt(y[:, -1].std(ddof=1)) if len(y) > 1 else 'n/a'} | "
-            f"{_fmt(y.mean())} | {_fmt(_roughness(y), 3)} | "
+            f"{_fmt(y.mean())} | {_fmt(_roughness(y), 3)}"
+            + (f" ± {_fmt(_roughness_seeds(y).std(ddof=1), 3)}" if len(y) > 1 else "")
+            + " | "
             f"{_fmt(y.std(axis=0, ddof=1).mean()) if len(y) > 1 else 'n/a'} |"
         )
     return lines
@@ -171,10 +209,16 @@ def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
     behind = [m for m in others if side[m] == "behind"]
     highest = not level and not behind
     smooth_cmp = [m for m in others if math.isfinite(rough[m])]
-    smoothest = math.isfinite(rough["MA-CDMP"]) and all(
-        rough["MA-CDMP"] < rough[m] for m in smooth_cmp
-    )
+    # smoother: a lower roughness by more than the seeds' spread (ahead_of_seeds on -roughness)
+    r_me = _roughness_seeds(data["MA-CDMP"][1])
+    r_side = {m: standing(-r_me, -_roughness_seeds(data[m][1])) for m in smooth_cmp}
+    smoothest = math.isfinite(rough["MA-CDMP"]) and all(r_side[m] == "ahead" for m in smooth_cmp)
     smoothest_other = min(smooth_cmp, key=lambda m: rough[m]) if smooth_cmp else None
+    not_smoother = "; ".join(
+        f"{word} {', '.join(ms)}"
+        for word, side in (("level with", "level"), ("rougher than", "behind"))
+        if (ms := [m for m in smooth_cmp if r_side[m] == side])
+    )
     parts = [
         f"final reward {_fmt(final['MA-CDMP'])} against the best other, {best}, "
         f"{_fmt(final[best])} ("
@@ -190,7 +234,11 @@ def fig3(fig: Figure, get: Get, png: Path | None) -> Outcome:
         + ")",
         f"roughness {_fmt(rough['MA-CDMP'], 3)} against the smoothest other"
         + (f", {smoothest_other}, {_fmt(rough[smoothest_other], 3)}" if smoothest_other else "")
-        + f" ({'smoothest' if smoothest else 'not the smoothest'})",
+        + (
+            " (smoothest: smoother than every other by more than the seeds' spread)"
+            if smoothest
+            else f" (not the smoothest: {not_smoother or 'no roughness to compare'})"
+        ),
     ]
     out.verdict = HOLDS if highest and smoothest else PARTLY if highest or smoothest else NOT
     out.why = "; ".join(parts) + f"; compared with {', '.join(others)}."
@@ -224,10 +272,19 @@ def fig5(fig: Figure, get: Get, png: Path | None) -> Outcome:
     )
     if len(a) > 1 and len(b) > 1:
         va, vb = a.std(axis=0, ddof=1).mean(), b.std(axis=0, ddof=1).mean()
-        less = va < vb
+        # paired over the evaluation steps both curves have: MA-CDMP's seed std is smaller by
+        # more than the spread of the difference over those steps (the rule of ``ahead``)
+        sa = dict(zip(data["MA-CDMP"][0].tolist(), a.std(axis=0, ddof=1), strict=True))
+        sb = dict(zip(data[other][0].tolist(), b.std(axis=0, ddof=1), strict=True))
+        both = sorted(set(sa) & set(sb))
+        d = np.array([sb[t] - sa[t] for t in both])
+        less = bool(len(d) and d.mean() > (d.std(ddof=1) if len(d) > 1 else 0.0))
+        more = bool(len(d) and -d.mean() > (d.std(ddof=1) if len(d) > 1 else 0.0))
         held.append(less)
+        word = "less variance" if less else "more variance" if more else "level variance"
         parts.append(
-            f"seed std {_fmt(va)} against {_fmt(vb)} ({'less' if less else 'not less'} variance)"
+            f"seed std {_fmt(va)} against {_fmt(vb)} ({word}: paired over the {len(d)} "
+            "evaluation steps both have)"
         )
     else:
         parts.append("variance not computed (fewer than two seeds)")
@@ -246,7 +303,8 @@ FIG4_METRICS = (
 
 def _row(get: Get, key: str) -> dict[str, Any] | None:
     r = get(key)
-    return r["rows"][0] if r is not None and r.get("rows") else None
+    # result files written before the loss-aware delay get it from their per-seed delay and loss
+    return with_loss_aware(r["rows"][0]) if r is not None and r.get("rows") else None
 
 
 def ahead(a: dict[str, Any], b: dict[str, Any], key: str, sign: int = 1) -> bool:
@@ -287,9 +345,9 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
     elif png is not None:
         _empty_png(png, fig)
     table = [
-        "| policy | RF | avg reward | throughput (Mbps) | delay (ms) | loss rate | decision "
-        "ms/frame |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| policy | RF | avg reward | throughput (Mbps) | delay (ms) | loss rate | loss-aware "
+        "delay (ms; lost packets at 1 s) | decision ms/frame |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         table.append(
@@ -297,6 +355,7 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
             f" | {_fmt(r['throughput_mbps'], 3)} ± {_fmt(r['throughput_mbps_std'], 3)} | "
             f"{_fmt(r['mean_delay_ms'])} ± {_fmt(r['mean_delay_ms_std'])} | "
             f"{_fmt(r['loss_rate'], 4)} ± {_fmt(r['loss_rate_std'], 4)} | "
+            f"{_fmt(r[LOSS_AWARE])} ± {_fmt(r[LOSS_AWARE + '_std'])} | "
             f"{_fmt(r.get('act_ms_per_frame', float('nan')), 3)} |"
         )
     out = Outcome(UNTESTED, "", table, _missing(fig.series, get))
@@ -304,6 +363,7 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
     learned = [s.label for s in fig.series if s.group == "method" and s.label != "MA-CDMP"]
     allocs = [s.label for s in fig.series if s.group == "allocator"]
     wins, lost, against_alloc, n_cond = 0, [], 0, 0
+    aware = []  # the loss-aware delay, beside the verdict
     for rf in ("ideal", "limited"):
         me = by.get(("MA-CDMP", rf))
         others = [by[(m, rf)] for m in learned if (m, rf) in by]
@@ -319,6 +379,22 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
                 lost.append(f"{name} {rf} RF (level or ahead: {', '.join(level_or_ahead)})")
             if al and all(ahead(me, r, key, sign) for r in al):
                 against_alloc += 1
+        side = {
+            r["policy"]: "ahead of"
+            if ahead(me, r, LOSS_AWARE, -1)
+            else "behind"
+            if ahead(r, me, LOSS_AWARE, -1)
+            else "level with"
+            for r in others + al
+        }
+        aware.append(
+            f"{rf} RF {_fmt(me[LOSS_AWARE])} ms: "
+            + "; ".join(
+                f"{word} {', '.join(p for p in side if side[p] == word)}"
+                for word in ("ahead of", "level with", "behind")
+                if word in side.values()
+            )
+        )
     if n_cond == 0:
         out.why = "MA-CDMP or every learned method to compare it with has no evaluation yet."
         return out
@@ -328,7 +404,8 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
         f"{', '.join(m for m in learned if any((m, rf) in by for rf in ('ideal', 'limited')))}"
         + (f"; does not win {'; '.join(lost)}" if lost else "")
         + f". Against the allocators too: it is ahead of all of them in {against_alloc} of "
-        f"{n_cond}."
+        f"{n_cond}. Beside the verdict, the loss-aware delay (lost packets counted at "
+        f"{LOSS_PENALTY_MS:.0f} ms): " + "; ".join(aware) + "."
     )
     return out
 
@@ -408,20 +485,21 @@ def _points_table(fig: Figure, get: Get, xname: str) -> list[str]:
     lines = [
         f"| {xname} | "
         + " | ".join(f"{s.label}: avg reward" for s in fig.series)
-        + " | delay (ms) | decision ms/frame |",
-        "| --- |" + " --- |" * (len(fig.series) + 2),
+        + " | delay (ms) | loss-aware delay (ms) | decision ms/frame |",
+        "| --- |" + " --- |" * (len(fig.series) + 3),
     ]
     xs = list(dict.fromkeys(x for s in fig.series for x in s.x))
     for x in xs:
-        cells, delay, act = [], [], []
+        cells, delay, aware, act = [], [], [], []
         for s in fig.series:
             r = dict(_points(s, get)).get(x)
             cells.append(f"{_fmt(r['avg_reward'])} ± {_fmt(r['avg_reward_std'])}" if r else "—")
             if r:
                 delay.append(_fmt(r["mean_delay_ms"]))
+                aware.append(_fmt(r[LOSS_AWARE]))
                 act.append(_fmt(r.get("act_ms_per_frame", float("nan")), 3))
         lines.append(f"| {x} | " + " | ".join(cells) + f" | {' / '.join(delay) or '—'} | "
-                     f"{' / '.join(act) or '—'} |")  # fmt: skip
+                     f"{' / '.join(aware) or '—'} | {' / '.join(act) or '—'} |")  # fmt: skip
     return lines
 
 
@@ -475,13 +553,21 @@ def fig7(fig: Figure, get: Get, png: Path | None) -> Outcome:
             + (", so the horizons are level." if level else ".")
         )
         return out
-    margin = min(m[best] - m[e] - max(sd[best], sd[e]) for e in ends)
-    out.verdict = HOLDS if margin > 0 else PARTLY
+    # above an end: by more than the larger standard deviation over the held-out seeds
+    above = [e for e in ends if m[best] - m[e] > max(sd[best], sd[e])]
+    out.verdict = HOLDS if len(above) == 2 else PARTLY if above else NOT
     out.why = (
         f"the best mean reward ({_fmt(m[best])}) is at H = {best}, inside the range; it is "
-        f"{'above both ends by more' if margin > 0 else 'not above both ends by more'} than "
-        f"one standard deviation (ends: H = {ends[0]} {_fmt(m[ends[0]])}, H = {ends[1]} "
-        f"{_fmt(m[ends[1]])})."
+        + (
+            "above both ends"
+            if len(above) == 2
+            else f"above only H = {above[0]}"
+            if above
+            else "above neither end (level with both, so no optimum is shown)"
+        )
+        + f" by more than the larger standard deviation over the held-out seeds (ends: H = "
+        f"{ends[0]} {_fmt(m[ends[0]])} ± {_fmt(sd[ends[0]])}, H = {ends[1]} "
+        f"{_fmt(m[ends[1]])} ± {_fmt(sd[ends[1]])}; H = {best} ± {_fmt(sd[best])})."
     )
     if len(hs) < len(fig.series[0].x):
         out.why += f" Horizons evaluated so far: {hs}."
@@ -499,15 +585,32 @@ def fig8(fig: Figure, get: Get, png: Path | None) -> Outcome:
         return out
     means = np.array([pts[z]["avg_reward"] for z in zs])
     helps = ahead(pts[zs[-1]], pts[zs[0]], "avg_reward")
+    # the knob does something where some scale is ahead of or behind the smallest (paired)
+    moved = [
+        z
+        for z in zs[1:]
+        if ahead(pts[z], pts[zs[0]], "avg_reward") or ahead(pts[zs[0]], pts[z], "avg_reward")
+    ]
     spread = float(means.max() - means.min())
     scale = float(np.mean(np.abs(means)))
-    robust = spread <= 0.1 * scale
+    small = spread <= 0.1 * scale
+    robust = small and bool(moved)
     out.verdict = HOLDS if helps and robust else PARTLY if helps or robust else NOT
     out.why = (
         f"mean reward {_fmt(means[0])} at zeta = {zs[0]:g} and {_fmt(means[-1])} at zeta = "
         f"{zs[-1]:g} ({'helps' if helps else 'does not help: not ahead'}); spread over the scales "
-        f"{_fmt(spread)}, {100 * spread / scale:.1f}% of the mean magnitude "
-        f"({'robust' if robust else 'not robust'}: the rule allows 10%)."
+        f"{_fmt(spread)}, {100 * spread / scale:.1f}% of the mean magnitude ("
+        + (
+            "robust: within the 10% the rule allows, and the scale does change the reward "
+            f"measurably (ahead of or behind zeta = {zs[0]:g} at zeta = "
+            f"{', '.join(f'{z:g}' for z in moved)})"
+            if robust
+            else "not robust: more than the 10% the rule allows"
+            if not small
+            else "robust does not count: within 10%, but no scale is ahead of or behind zeta = "
+            f"{zs[0]:g} on the held-out seeds, so the knob does nothing measurable"
+        )
+        + ")."
     )
     return out
 
@@ -523,19 +626,27 @@ def fig9(fig: Figure, get: Get, png: Path | None) -> Outcome:
     if ddpm_x not in pts or not dpm:
         out.why = "needs DDPM and at least one DPM-Solver setting evaluated."
         return out
-    d = pts[ddpm_x]["avg_reward"]
-    cost = {x: (d - pts[x]["avg_reward"]) / abs(d) for x in dpm}
+    measured = [x for x in s.x if x in pts]
+    ref = max(measured, key=lambda x: pts[x]["avg_reward"])  # the best sampler measured
+    r = pts[ref]["avg_reward"]
+    cost, bound = {}, {}
+    for x in dpm:
+        drop, noise = _paired_drop(pts[ref], pts[x], "avg_reward")
+        cost[x] = drop / abs(r)
+        bound[x] = (drop + noise) / abs(r)  # the drop by one standard deviation more
     many = [x for x in dpm if int(str(x).split()[-1]) >= 10]
-    if all(c <= 0.1 for c in cost.values()):
+    if all(c <= 0.1 for c in bound.values()):
         out.verdict = HOLDS
-    elif many and all(cost[x] <= 0.1 for x in many):
+    elif many and all(bound[x] <= 0.1 for x in many):
         out.verdict = PARTLY
     else:
         out.verdict = NOT
     out.why = (
-        f"{ddpm_x}: {_fmt(d)}; cost of each DPM-Solver setting (drop below DDPM, relative): "
-        + ", ".join(f"{x} {100 * c:+.1f}%" for x, c in cost.items())
-        + " (the rule allows 10%; a negative cost is a gain)"
+        f"the reference is the best sampler measured, {ref} ({_fmt(r)}; {ddpm_x}: "
+        f"{_fmt(pts[ddpm_x]['avg_reward'])}); cost of each DPM-Solver setting (its drop below the "
+        "reference, relative; with one standard deviation of the paired drop added): "
+        + ", ".join(f"{x} {100 * cost[x]:.1f}% ({100 * bound[x]:.1f}%)" for x in dpm)
+        + " (the rule allows 10%, counting the standard deviation)"
     )
     better = [str(x) for x in dpm if ahead(pts[x], pts[ddpm_x], "avg_reward")]
     if better:
@@ -544,6 +655,20 @@ def fig9(fig: Figure, get: Get, png: Path | None) -> Outcome:
         )
     out.why += "."
     return out
+
+
+def _paired_drop(ref: dict[str, Any], x: dict[str, Any], key: str) -> tuple[float, float]:
+    """How far ``x`` is below ``ref`` on ``key`` (higher is better): the mean of the per-seed
+    differences and their sample standard deviation (0 for ``ref`` itself); without per-seed
+    values, the difference of the means and the larger standard deviation over the seeds."""
+    xr, xx = ref.get(key + "_seeds"), x.get(key + "_seeds")
+    if xr is not None and xx is not None and len(xr) == len(xx) >= 2:
+        d = np.asarray(xr, dtype=float) - np.asarray(xx, dtype=float)
+        return float(d.mean()), float(d.std(ddof=1))
+    if ref is x:
+        return 0.0, 0.0
+    noise = max(ref.get(key + "_std", 0.0), x.get(key + "_std", 0.0))
+    return float(ref[key] - x[key]), float(noise)
 
 
 FIGURES: dict[str, Callable[[Figure, Get, Path | None], Outcome]] = {

@@ -329,9 +329,10 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "Final reward: the mean over seeds of the last in-loop evaluation. Roughness: the "
             "mean absolute change of the average reward between consecutive evaluations, "
             "averaged over seeds. Highest: MA-CDMP's final reward is ahead of every other "
-            f"method's {AHEAD_SEEDS}. Holds if MA-CDMP has the highest final reward and the "
-            "lowest roughness of the methods present; holds partly if one of the two; does not "
-            "hold if neither.",
+            f"method's {AHEAD_SEEDS}. Smoothest: MA-CDMP's roughness (one value per seed) is "
+            "lower than every other method's by the same margin over the seeds' spread. Holds "
+            "if MA-CDMP has the highest final reward and is the smoothest of the methods "
+            "present; holds partly if one of the two; does not hold if neither.",
             "curves",
             curves(METHODS),
             xlabel="training step",
@@ -387,8 +388,10 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "reward over the whole curve (area under the learning curve, per seed); less "
             "variance: a smaller standard deviation over seeds, averaged over the evaluations "
             "(needs two seeds or more). The first two count when MA-CDMP is ahead "
-            f"{AHEAD_SEEDS}. Holds if every part that can be computed holds; holds partly if "
-            "some do; does not hold if none does.",
+            f"{AHEAD_SEEDS}; the third when, paired over the evaluation steps both curves "
+            "have, MA-CDMP's seed standard deviation is smaller by more than the standard "
+            "deviation of the difference. Holds if every part that can be computed holds; holds "
+            "partly if some do; does not hold if none does.",
             "curves",
             curves({"ma-cdmp": "MA-CDMP", name: label}),
             xlabel="training step",
@@ -431,8 +434,8 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "The planning horizon H has an interior optimum: longer horizons help, then hurt.",
             "Holds if the best mean reward is at neither the shortest nor the longest H and is "
             "above both ends by more than the larger standard deviation over the held-out seeds; "
-            "holds partly if the best is interior but within that margin of an end; does not hold "
-            "if the best is at an end.",
+            "holds partly if the best is interior and above one end by that margin; does not "
+            "hold if the best is at an end or within that margin of both ends (level).",
             "sweep",
             [Series("MA-CDMP", [b.evaluate(k, "paper", "ideal") for k in hs], list(sc.horizons))],
             xlabel="planning horizon H (frames)",
@@ -449,7 +452,10 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             f"Helps: the average reward at the largest scale is ahead of that at the smallest "
             f"{AHEAD}. Robust: "
             "the spread (max - min) of the means over the scales is at most 10% of their mean "
-            "magnitude. Holds if both; holds partly if one; does not hold if neither.",
+            "magnitude, and the scale does something measurable: at least one scale is ahead of "
+            "or behind the smallest by the same rule (a knob that changes nothing is not "
+            "robust, it is idle). Holds if both; holds partly if one; does not hold if "
+            "neither.",
             "sweep",
             [
                 Series(
@@ -477,9 +483,12 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             "Average reward against the number of sampling steps",
             "Fewer DPM-Solver steps cost little: DPM-Solver at 20, 10, 5 and 3 steps stays close "
             f"to DDPM with all K = {k} steps.",
-            "The cost of a DPM-Solver setting is the drop of its mean reward below DDPM's, "
-            "relative to DDPM's magnitude. Holds if every setting costs at most 10%; holds "
-            "partly if the settings of 10 steps or more do; does not hold otherwise.",
+            "The reference is the best sampler measured (the highest mean reward, DDPM or "
+            "DPM-Solver). The cost of a DPM-Solver setting is its drop below the reference, "
+            "the mean of the per-seed differences plus their standard deviation (the same "
+            "held-out networks), relative to the reference's magnitude. Holds if every setting "
+            "costs at most 10%; holds partly if the settings of 10 steps or more do; does not "
+            "hold otherwise.",
             "sweep",
             [Series("MA-CDMP", [ddpm, *dpm], [f"DDPM {k}", *(f"DPM {s}" for s in sc.dpm_steps)])],
             xlabel="sampler and steps",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from macdmp.reproduce.figures import FIGURES, VERDICTS
+from macdmp.reproduce.figures import VERDICTS, judge
 from macdmp.reproduce.plan import Plan
 from macdmp.reproduce.worklist import Store, write_json_atomic
 
@@ -52,7 +52,7 @@ def write_report(
     sc = plan.scale
     outcomes = {}
     for fig in chosen:
-        outcomes[fig.name] = FIGURES[fig.name](fig, get, out / f"{fig.name}.png" if plots else None)
+        outcomes[fig.name] = judge(fig, get, out / f"{fig.name}.png" if plots else None)
     verdicts = {k: {"verdict": o.verdict, "why": o.why} for k, o in outcomes.items()}
     write_json_atomic(out / "verdicts.json", {"scale": sc.name, "verdicts": verdicts})
 
@@ -64,7 +64,9 @@ def write_report(
         "--out DIR --report-only`; docs/reproduction.md explains the work list and the rules.",
         "",
         "Verdicts: **holds**, **holds partly**, **does not hold** (by the rule written beside "
-        "each claim), or **not tested** where nothing exists yet to compare.",
+        "each claim), or **not tested** until every unit of the figure has a current result "
+        "(a verdict is never computed on incomplete results; the rule's reading of the results "
+        "present is given beside it).",
         "",
         "| figure | the paper's claim | verdict | missing |",
         "| --- | --- | --- | --- |",

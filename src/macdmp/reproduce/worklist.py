@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from macdmp.outputs import read_json
 from macdmp.reproduce.plan import Plan, Unit
 from macdmp.reproduce.units import product_exists, run_data, run_eval, run_train_group
+from macdmp.signals import interruptible
 
 RESULTS = "results"
 FAILED = "failed"
@@ -58,7 +60,7 @@ class Store:
         p = self.path(key)
         if not p.is_file():
             return None
-        return json.loads(p.read_text())
+        return read_json(p)  # a damaged result is named with its file and line
 
     def status(self, unit: Unit) -> str:
         """done | stale | pending"""
@@ -254,7 +256,8 @@ def run_local(
                     group.append(k)
         if not group:  # all that is ready is being made elsewhere: wait for the first of it
             _say(f"-- waiting for {now[0]}, which another process is making", quiet)
-            locks.take(now[0], block=True)
+            with interruptible():  # a wait of our own: SIGINT/SIGTERM end it at once
+                locks.take(now[0], block=True)
             if made_elsewhere(now[0]):
                 locks.release(now[0])
             continue  # else it is ours to make (the other process failed or was stopped)
@@ -395,7 +398,8 @@ def _submit(
     t0 = time.perf_counter()
     try:
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            with interruptible():  # a wait of our own: SIGINT/SIGTERM end it at once
+                done, pending = ray.wait(pending, num_returns=1)
             for r in done:
                 k = by_ref[r]
                 u = plan.units[k]

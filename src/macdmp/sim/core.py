@@ -13,6 +13,10 @@ One frame (spec section 2):
      generation time; successes move to the next hop (received packets can be forwarded
      from the next slot on), failures stay at the sender for retransmission (dropped after
      `max_retries` retries); then the slot's Poisson arrivals join the generation queues.
+     In a mobile scenario a packet whose next hop has left range goes to a neighbour in range
+     that is closer to its destination, or is dropped (`dropped_route`) when none is;
+  3. dynamic scenarios only (`dynamics.py`): the nodes move and, on schedule, the links and
+     routes are recomputed; the traffic process advances to the next frame's rates.
 """
 
 from __future__ import annotations
