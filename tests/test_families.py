@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import macdmp
 from macdmp.cli import main
@@ -299,3 +300,45 @@ def test_family_map_rows_statements_and_cli(tmp_path):
     assert len(json.loads(out.with_suffix(".json").read_text())) == 2 * 9
     assert (tmp_path / "map.png").stat().st_size > 0
     assert main([*argv[:2], "rush", *argv[3:]]) == 2
+
+
+def test_mobile_datasets_keep_each_frames_graph_and_windows_use_it(tmp_path):
+    from macdmp.data.format import open_h5, read_header
+    from macdmp.data.windows import open_windows
+
+    out = tmp_path / "mobile.h5"
+    cfg = SCENARIOS["n9-2to7-mobile"].replace(name="fast", speed_mps=2000.0, route_every=5)
+    toml = tmp_path / "fast.toml"
+    toml.write_text('base = "n9-2to7-mobile"\nspeed_mps = 2000.0\nroute_every = 5\n')
+    args = ["collect", "--scenarios", f"{toml},n9-2to7", "--trajectories", "4", "--frames", "60"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    with open_h5(out) as f:
+        header = read_header(f, out)
+        g = f["scenarios"]["fast"]
+        adj_t, adj, acts = g["adjacency_t"][:], g["adjacency"][:], g["actions"][:]
+        seeds = g["seeds"][:]
+        assert "adjacency_t" not in f["scenarios"]["n9-2to7"]  # static: one graph
+    assert header.scenarios["fast"].config.speed_mps == cfg.speed_mps
+    assert np.array_equal(adj_t[:, 0], adj) and (adj_t != adj[:, None]).any()
+    # the stored graphs are those the simulator had at each observation
+    sim = BatchedNetworks(header.scenarios["fast"].config, [int(s) for s in seeds])
+    for t in range(60):
+        sim.step(acts[:, t])
+        assert np.array_equal(sim.adjacency, adj_t[:, t + 1])
+    # windows: the mean field of each frame over that frame's neighbours, on both samplers
+    ds = open_windows(out, horizon=4, gamma=0.9)
+    idx = np.arange(ds.n_windows)
+    got = ds.get(idx)
+    torch_got = ds.torch_sampler("cpu", ("x", "xbar")).get(torch.as_tensor(idx))
+    assert np.allclose(torch_got["xbar"].numpy(), got["xbar"], atol=1e-5)
+    for k in np.random.default_rng(0).choice(ds.n_windows, 200):
+        name, traj, agent, t = ds.locate(int(k))
+        if name != "fast":
+            continue
+        with open_h5(out) as f:
+            obs = f["scenarios"]["fast"]["obs"][traj]
+        for h in range(4):
+            nb_ = adj_t[traj, t + h, agent]
+            want = obs[t + h][nb_].mean(axis=0) if nb_.any() else np.zeros(4)
+            assert np.allclose(got["xbar"][k, h], want, atol=1e-5)
+    validate(out)

@@ -299,6 +299,11 @@ def run_batch(
     act_buf = np.empty((b, frames, n), dtype=np.float32)
     rew_buf = np.empty((b, frames, n), dtype=np.float32)
     drop_buf = np.empty((b, frames, n), dtype=np.uint16)
+    # mobile scenarios: the graph each observation's mean field was taken over
+    adj_buf = np.zeros((b, frames + 1 if cfg.mobile else 0, n, n), dtype=bool)
+    start_adjacency = sim.adjacency.copy()  # a mobile scenario's moves on in place
+    if cfg.mobile:
+        adj_buf[:, 0] = start_adjacency
     policy.reset(sim)
     obs = sim.obs
     tick = max(1, 20_000 // b)  # progress updates every ~20k env-frames
@@ -314,6 +319,8 @@ def run_batch(
             raise OverflowError("dropped: more than 65,535 drops at a node in one frame")
         drop_buf[:, t] = res.dropped_at
         obs_buf[:, t + 1] = obs  # integer queue lengths <= queue_capacity, exact in uint16
+        if cfg.mobile:
+            adj_buf[:, t + 1] = sim.adjacency
         if progress is not None and (t + 1) % tick == 0:
             progress.update(tick * b)
     if progress is not None:
@@ -332,7 +339,8 @@ def run_batch(
         "actions": act_buf,
         "rewards": rew_buf,
         "dropped": drop_buf,
-        "adjacency": sim.adjacency,
+        "adjacency": start_adjacency,
+        **({"adjacency_t": adj_buf} if cfg.mobile else {}),
         "positions_m": np.stack([net.positions_m for net in sim.networks]),
         "is_high": sim.is_high,
         "rates_ppf": sim.rates_ppf,

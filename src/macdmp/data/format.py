@@ -37,7 +37,7 @@ from macdmp.sim.core import STAT_FIELDS
 FORMAT_NAME = "macdmp-offline-dataset"
 # Version 2 adds per-frame drops per node (`dropped`), the policy of each trajectory (`policy`)
 # and the root attribute `policies`; version 1 files (without them) are still read.
-# Version 3 adds the `dropped_route` column of `totals`.
+# Version 3 adds the `dropped_route` column of `totals` and, for mobile scenarios, `adjacency_t`.
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 # Training env seeds live below the evaluation protocol's first seed (2**31).
@@ -90,6 +90,13 @@ SCHEMA: dict[str, Field] = {
         "uint16", ("T", "F", "N"), "packets", "packets dropped at the node in the frame under a_t"
     ),
     "adjacency": Field("bool", ("T", "N", "N"), "", "1-hop graph (symmetric, no self loops)"),
+    "adjacency_t": Field(
+        "bool",
+        ("T", "F+1", "N", "N"),
+        "",
+        "(mobile scenarios, version 3) the 1-hop graph of each obs row: the mean field of "
+        "obs[t] is over the neighbours of row t; row 0 is `adjacency`",
+    ),
     "positions_m": Field("float64", ("T", "N", "2"), "m", "node positions"),
     "is_high": Field("bool", ("T", "N"), "", "high-rate node"),
     "rates_ppf": Field("float64", ("T", "N"), "packets/frame", "own Poisson arrival rate"),
@@ -101,6 +108,8 @@ SCHEMA: dict[str, Field] = {
 ROOT_ATTRS = ("format", "format_version", "behaviour_policy", "collection", "command", "created")
 # Datasets and root attributes that version 1 files lack.
 SINCE_V2 = ("dropped", "policy")
+# Datasets that only the scenarios whose nodes move hold (and only version 3 files).
+MOBILE_ONLY = ("adjacency_t",)
 ROOT_ATTRS_V2 = ("policies",)
 MAX_POLICIES = 255  # `policy` is uint8
 GROUP_ATTRS = ("config", "n_trajectories", "n_frames", "n_nodes", "complete")
@@ -150,13 +159,15 @@ class DatasetWriter:
         g.attrs["n_frames"] = frames
         g.attrs["n_nodes"] = cfg.n_nodes
         g.attrs["complete"] = False
-        for key, fld in SCHEMA.items():
+        keys = schema_fields(FORMAT_VERSION, cfg.mobile)
+        for key in keys:
+            fld = SCHEMA[key]
             shape = _dims(fld, n_trajectories, frames, cfg.n_nodes)
             chunks = (1, *shape[1:])
             if len(shape) > 2 and shape[1] > CHUNK_FRAMES:
                 chunks = (1, CHUNK_FRAMES, *shape[2:])
             # small per-trajectory metadata goes uncompressed in one chunk
-            big = key in ("obs", "actions", "rewards", "dropped")
+            big = key in ("obs", "actions", "rewards", "dropped", "adjacency_t")
             g.create_dataset(
                 key,
                 shape=shape,
@@ -165,19 +176,20 @@ class DatasetWriter:
                 fletcher32=True,
                 **(self._comp if big else {}),
             )
-        self._hashes[name] = {key: hashlib.sha256() for key in SCHEMA}
+        self._hashes[name] = {key: hashlib.sha256() for key in keys}
         self._filled[name] = 0
 
     def write(self, scenario: str, arrays: dict[str, np.ndarray]) -> None:
         """Append the next trajectories of `scenario` (every SCHEMA array, stacked on axis 0)."""
         g = self._f["scenarios"][scenario]
         start = self._filled[scenario]
-        missing = set(SCHEMA) - set(arrays)
+        keys = self._hashes[scenario]
+        missing = set(keys) - set(arrays)
         if missing:
             raise DatasetError(f"write: missing arrays {sorted(missing)}")
         count = len(arrays["seeds"])
-        for key, fld in SCHEMA.items():
-            a = np.ascontiguousarray(arrays[key], dtype=np.dtype(fld.dtype))
+        for key in keys:
+            a = np.ascontiguousarray(arrays[key], dtype=np.dtype(SCHEMA[key].dtype))
             ds = g[key]
             if a.shape[1:] != ds.shape[1:] or len(a) != count:
                 raise DatasetError(f"write {scenario}/{key}: shape {a.shape}, file {ds.shape}")
@@ -339,9 +351,15 @@ class DatasetHeader:
         return h.hexdigest()
 
 
-def schema_fields(version: int) -> tuple[str, ...]:
-    """The SCHEMA datasets a file of this format version holds."""
-    return tuple(k for k in SCHEMA if version >= 2 or k not in SINCE_V2)
+def schema_fields(version: int, mobile: bool = False) -> tuple[str, ...]:
+    """The SCHEMA datasets a scenario of a file of this format version holds (``mobile``: a
+    scenario whose nodes move, which alone has ``MOBILE_ONLY``)."""
+    return tuple(
+        k
+        for k in SCHEMA
+        if (version >= 2 or k not in SINCE_V2)
+        and (k not in MOBILE_ONLY or (mobile and version >= 3))
+    )
 
 
 def _fail(path: Path, what: str) -> DatasetError:
@@ -443,7 +461,7 @@ def _read_header(f: Any, path: Path) -> DatasetHeader:
         if t < 1 or fr < 1:
             raise _fail(path, f"{where}: needs >= 1 trajectory and frame, has {t} x {fr}")
         hashes = {}
-        for key in schema_fields(version):
+        for key in schema_fields(version, cfg.mobile):
             fld = SCHEMA[key]
             if key not in g:
                 raise _fail(path, f"{where}/{key}: dataset is missing")
@@ -523,7 +541,7 @@ def load_scenario_arrays(
 ) -> dict[str, np.ndarray]:
     """Every SCHEMA array of the file's version (or those of `keys` it has) of one scenario,
     read into memory; arrays a version 1 file lacks are left out."""
-    have = header.fields
+    have = tuple(header.scenarios[scenario].sha256)  # the datasets this scenario holds
     return {k: read_array(f, header.path, scenario, k) for k in keys or have if k in have}
 
 
@@ -552,6 +570,12 @@ def check_content(
     adj = arrays["adjacency"]
     if np.any(adj != adj.transpose(0, 2, 1)) or np.any(np.diagonal(adj, axis1=1, axis2=2)):
         raise fail("adjacency: must be symmetric with no self loops")
+    if "adjacency_t" in arrays:
+        adj_t = arrays["adjacency_t"]
+        if np.any(adj_t != adj_t.swapaxes(2, 3)) or np.any(np.diagonal(adj_t, axis1=2, axis2=3)):
+            raise fail("adjacency_t: every frame's graph must be symmetric with no self loops")
+        if np.any(adj_t[:, 0] != adj):
+            raise fail("adjacency_t: row 0 must be `adjacency`, the graph at the start")
     if np.any(adj.sum(axis=2) == 0):
         raise fail("adjacency: a node has no neighbour (the graph must be connected)")
     hi = arrays["is_high"].sum(axis=1)

@@ -56,10 +56,12 @@ def backlog_after(obs: np.ndarray) -> np.ndarray:
 
 
 def neighbour_mean(adjacency: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Mean of (T, F, N) values over each node's 1-hop neighbours, by a (T, N, N) adjacency."""
+    """Mean of (T, F, N) values over each node's 1-hop neighbours, by a (T, N, N) adjacency or
+    a (T, F, N, N) one of each frame (mobile scenarios)."""
     adj = adjacency.astype(np.float32)
-    deg = np.maximum(adj.sum(axis=2), 1.0)
-    return np.einsum("tij,tfj->tfi", adj / deg[..., None], values, optimize=True)
+    deg = np.maximum(adj.sum(axis=-1), 1.0)
+    eq = "tfij,tfj->tfi" if adj.ndim == 4 else "tij,tfj->tfi"
+    return np.einsum(eq, adj / deg[..., None], values, optimize=True)
 
 
 def frame_rewards(reward: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -81,7 +83,9 @@ def frame_rewards(reward: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     if reward == "own-backlog":
         out = b
     elif reward == "own+neighbours-backlog":
-        out = b + neighbour_mean(arrays["adjacency"], b)
+        # the backlog after frame t sits in obs row t+1, and so does its graph
+        adj = arrays["adjacency_t"][:, 1:] if "adjacency_t" in arrays else arrays["adjacency"]
+        out = b + neighbour_mean(adj, b)
     elif reward == "network-backlog":
         out = np.broadcast_to(b.mean(axis=2, keepdims=True), b.shape)
     else:  # own-backlog+drops

@@ -4,7 +4,8 @@ discounted horizon return (paper Eq. 13-14), sampled uniformly from a dataset fi
 A window is (scenario, trajectory, agent, t) with t in [0, F - H], so that the actions and
 rewards of frames t .. t+H-1 exist:
   x    (H, 4)  o_t .. o_{t+H-1} of the agent, raw units (packets)
-  xbar (H, 4)  the mean of the same frames over its 1-hop neighbours (stored adjacency, Eq. 11)
+  xbar (H, 4)  the mean of the same frames over its 1-hop neighbours (stored adjacency, Eq. 11;
+               in a mobile scenario the graph of each frame, `adjacency_t`)
   act  (H,)    a_t .. a_{t+H-1} (RBs)
   rew  (H,)    r_t .. r_{t+H-1} (<= 0; ms for the paper's `delay` reward, packets for the
                backlog ones: the reward choice of ``macdmp.data.rewards``, made here)
@@ -64,22 +65,25 @@ def returns_to_go(rewards: np.ndarray) -> np.ndarray:
 
 @nb.njit(cache=True, nogil=True)
 def _gather(obs, adj, act, rew, traj, agent, start, discounts, out_pos, x, xbar, a_out, y):
+    """adj: (T, F+1, N, N), the graph of each obs row, or (T, 1, N, N) for a static one."""
     horizon = discounts.shape[0]
     n_nodes = obs.shape[2]
+    per_frame = adj.shape[1] > 1
     for w in range(traj.shape[0]):
         i, n, t, o = traj[w], agent[w], start[w], out_pos[w]
-        deg = 0
-        for j in range(n_nodes):
-            if adj[i, n, j]:
-                deg += 1
-        deg_f = np.float32(max(deg, 1))
         ret = 0.0
         for h in range(horizon):
+            r = t + h if per_frame else 0
+            deg = 0
+            for j in range(n_nodes):
+                if adj[i, r, n, j]:
+                    deg += 1
+            deg_f = np.float32(max(deg, 1))
             for d in range(4):
                 x[o, h, d] = obs[i, t + h, n, d]
                 s = 0
                 for j in range(n_nodes):
-                    if adj[i, n, j]:
+                    if adj[i, r, n, j]:
                         s += obs[i, t + h, j, d]
                 xbar[o, h, d] = np.float32(s) / deg_f
             a_out[o, h] = act[i, t + h, n]
@@ -96,7 +100,13 @@ class _Group:
     rewards: np.ndarray  # (T, F, N) float32, the chosen reward (macdmp.data.rewards)
     seeds: np.ndarray  # (T,) int64
     starts: int  # valid starts per (trajectory, agent): F - H + 1
+    adjacency_t: np.ndarray | None = None  # (T, F+1, N, N) bool: mobile scenarios only
     _rtg: np.ndarray | None = None
+
+    @property
+    def graphs(self) -> np.ndarray:
+        """(T, F+1, N, N) the graph of each obs row, or (T, 1, N, N) when it never changes."""
+        return self.adjacency[:, None] if self.adjacency_t is None else self.adjacency_t
 
     @property
     def rtg(self) -> np.ndarray:
@@ -193,7 +203,7 @@ class WindowDataset:
             rest = local // g.starts
             n_nodes = g.obs.shape[2]
             agent, traj = rest % n_nodes, rest // n_nodes
-            _gather(g.obs, g.adjacency, g.actions, g.rewards, traj, agent, start,
+            _gather(g.obs, g.graphs, g.actions, g.rewards, traj, agent, start,
                     self._discounts, pos, out["x"], out["xbar"], out["act"], out["y"])  # fmt: skip
             frames = start[:, None] + np.arange(h)
             out["rtg"][pos] = g.rtg[traj[:, None], frames, agent[:, None]]
@@ -293,6 +303,7 @@ class TorchWindows:
         f_max = max(g.obs.shape[1] for g in groups)
         big = max(int(g.obs.max(initial=0)) for g in groups)
         odt = np.int16 if big < 2**15 else np.int32
+        per_frame = any(g.adjacency_t is not None for g in groups)  # then every graph per row
         obs, adj, act, rew, rtg = [], [], [], [], []
         pair_traj, pair_agent, pair_count = [], [], []
         t0 = 0
@@ -300,8 +311,12 @@ class TorchWindows:
             t, f1, n, _ = g.obs.shape
             o = np.zeros((t, f_max, n_max, 4), dtype=odt)
             o[:, :f1, :n] = g.obs
-            a = np.zeros((t, n_max, n_max), dtype=np.float32)
-            a[:, :n, :n] = g.adjacency
+            if per_frame:  # uint8 (the mean field's weights are made per window)
+                a = np.zeros((t, f_max, n_max, n_max), dtype=np.uint8)
+                a[:, :f1, :n, :n] = g.graphs
+            else:
+                a = np.zeros((t, n_max, n_max), dtype=np.float32)
+                a[:, :n, :n] = g.adjacency
             ac = np.zeros((t, f_max - 1, n_max), dtype=np.float32)
             ac[:, : f1 - 1, :n] = g.actions
             rw = np.zeros_like(ac)
@@ -318,9 +333,13 @@ class TorchWindows:
             t0 += t
         as_t = lambda v, dt=None: torch.as_tensor(np.concatenate(v), dtype=dt, device=device)  # noqa: E731
         self._obs = as_t(obs)
-        self._adj = as_t(adj)
-        deg = self._adj.sum(dim=2).clamp(min=1.0)
-        self._adj_norm = self._adj / deg[..., None]  # row i: 1/deg_i on i's neighbours
+        self._per_frame = per_frame
+        if per_frame:
+            self._adj_t = as_t(adj)  # (T, F+1, N, N) uint8
+        else:
+            adj_s = as_t(adj)
+            deg = adj_s.sum(dim=2).clamp(min=1.0)
+            self._adj_norm = adj_s / deg[..., None]  # row i: 1/deg_i on i's neighbours
         self._act = as_t(act) if {"act", "jact"} & set(keys) else None
         self._rew = as_t(rew) if {"rew", "y", "jy"} & set(keys) else None
         self._rtg = as_t(rtg) if "rtg" in keys else None
@@ -354,8 +373,13 @@ class TorchWindows:
                 rows = torch.arange(len(index), device=index.device)
                 out["x"] = seq[rows, :, agent].float()
             if "xbar" in self.keys:
-                w = self._adj_norm[traj, agent]  # (B, N)
-                out["xbar"] = torch.einsum("bn,bhnd->bhd", w, seq.float())
+                if self._per_frame:  # each frame's own neighbours (mobile scenarios)
+                    w = self._adj_t[traj[:, None], frames, agent[:, None]].float()  # (B, H, N)
+                    w = w / w.sum(dim=2, keepdim=True).clamp(min=1.0)
+                    out["xbar"] = torch.einsum("bhn,bhnd->bhd", w, seq.float())
+                else:
+                    w = self._adj_norm[traj, agent]  # (B, N)
+                    out["xbar"] = torch.einsum("bn,bhnd->bhd", w, seq.float())
         if "act" in self.keys:
             out["act"] = self._act[traj[:, None], frames, agent[:, None]]
         if "jact" in self.keys:
@@ -396,7 +420,7 @@ def open_windows(
     if not np.isfinite(gamma) or not 0.0 < gamma <= 1.0:
         raise ValueError(f"gamma: must be in (0, 1], got {gamma!r}")
     check_reward(reward)
-    keys = ("obs", "adjacency", "actions", "rewards", "seeds")
+    keys = ("obs", "adjacency", "actions", "rewards", "seeds")  # and adjacency_t where stored
     groups = []
     with open_h5(path) as f:
         header = read_header(f, path)
@@ -415,7 +439,14 @@ def open_windows(
                     f"{header.format_version} files lack; re-collect the data with `macdmp collect`"
                 )
             arrays["rewards"] = frame_rewards(reward, arrays)
-            groups.append(_Group(name, *(arrays[k] for k in keys), starts=s.n_frames - horizon + 1))
+            groups.append(
+                _Group(
+                    name,
+                    *(arrays[k] for k in keys),
+                    starts=s.n_frames - horizon + 1,
+                    adjacency_t=arrays.get("adjacency_t"),
+                )
+            )
         seeds = all_seeds(header, f)
         if len(np.unique(seeds)) != len(seeds):
             raise DatasetError(f"{path}: two trajectories share an env seed")

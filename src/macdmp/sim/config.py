@@ -399,6 +399,7 @@ def scenario_from_toml(path: Path) -> ScenarioConfig:
         if base not in SCENARIOS:
             raise ConfigError(f"base: unknown preset {base!r}; allowed: {', '.join(SCENARIOS)}")
         merged = SCENARIOS[base].to_dict()
+        del merged["name"]  # the file's scenario is named after the file unless it says
         merged.update(data)
         data = merged
     data.setdefault("name", path.stem)
