@@ -27,6 +27,7 @@ one candidate:
                    guidance only: a CFG model runs both halves at every level regardless
     compile, bf16  the backbones compiled, under bf16 autocast (on a GPU inside the CUDA graph)
     onnx           the backbones in ONNX Runtime (CPU)
+    fused          the whole planning call as one ONNX graph, one ONNX Runtime call (CPU)
 e.g. warm+skip+compile+bf16, or warm0.2+skip0.5.
 """
 
@@ -52,7 +53,12 @@ from macdmp.planner.synthetic import SyntheticWindows
 FRAME_MS = 5.0
 GUIDE_SIGMA = 0.3
 WARM = 0.3
-PARTS = {"compile": dict(compile=True), "bf16": dict(bf16=True), "onnx": dict(backend="onnx")}
+PARTS = {
+    "compile": dict(compile=True),
+    "bf16": dict(bf16=True),
+    "onnx": dict(backend="onnx"),
+    "fused": dict(backend="fused"),
+}
 
 
 def parse_setting(name: str) -> dict:
@@ -126,6 +132,22 @@ def time_setting(models, agents: int, opts: dict, repeats: int, cpu_time: bool =
     return statistics.median(ts)
 
 
+def demand_error(models, opts: dict, frames: int = 20) -> str:
+    """Mean and max |action - action of the eager torch planner| in RBs, one agent, the same
+    seed and observations, over ``frames`` frames of one episode (warm frames included, each
+    setting starting from its own previous plans)."""
+    rng = np.random.default_rng(2)
+    obs = rng.normal(20, 5, (frames, 1, 4)).astype(np.float32)
+    mf = rng.normal(20, 5, (frames, 1, 4)).astype(np.float32)
+    out = []
+    for o in (opts, {**opts, "backend": "torch"}):
+        actor = PlannerActor(models, seed=0, **o)
+        actor.reset(1)
+        out.append(np.concatenate([actor.act(obs[t], mf[t]) for t in range(frames)]))
+    d = np.abs(out[0] - out[1])
+    return f"{d.mean():.5f} (max {d.max():.5f})"
+
+
 def bf16_error(models, opts: dict, agents: int = 100) -> str:
     """Mean and max |action(bf16) - action(float32)| in RBs, same draws, one cold frame."""
     from macdmp.planner.plan import Speed, plan_batch
@@ -195,6 +217,9 @@ def main() -> None:
     )
     ap.add_argument("--cpu1", action="store_true", help="also one agent on one CPU core")
     ap.add_argument("--cpu-settings", default="cold10,warm+skip,cold10+onnx,warm+skip+onnx")
+    ap.add_argument(
+        "--cpu-rounds", type=int, default=1, help="--cpu1: time every setting this many times"
+    )
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="5 repeats (a smoke run)")
     ap.add_argument("--run", default=None, help="trained run folder: its weights, and quality")
@@ -271,17 +296,22 @@ def main() -> None:
         say()
         say(
             "| setting | 1 agent, 1 core: wall (ms) | CPU time (ms) | CPU time within 5 ms | "
-            "within 1 ms |"
+            "within 1 ms | demand vs eager torch (RBs): mean (max) |"
         )
-        say("|---|---|---|---|---|")
-        for name in (s for s in a.cpu_settings.split(",") if s):
-            opts = parse_setting(name)
-            t = time_setting(cpu_models, 1, opts, a.repeats)
-            c = time_setting(cpu_models, 1, opts, a.repeats, cpu_time=True)
-            say(
-                f"| {name} | {t:.2f} | {c:.2f} | {'yes' if c <= 5 else 'no'} | "
-                f"{'yes' if c <= 1 else 'no'} |"
-            )
+        say("|---|---|---|---|---|---|")
+        cpu_names = [s for s in a.cpu_settings.split(",") if s]
+        for _ in range(a.cpu_rounds):  # rounds interleave the settings: the same load for all
+            for name in cpu_names:
+                opts = parse_setting(name)
+                t = time_setting(cpu_models, 1, opts, a.repeats)
+                c = time_setting(cpu_models, 1, opts, a.repeats, cpu_time=True)
+                err = "-" if opts.get("backend", "torch") == "torch" else demand_error(
+                    cpu_models, opts
+                )  # fmt: skip
+                say(
+                    f"| {name} | {t:.2f} | {c:.2f} | {'yes' if c <= 5 else 'no'} | "
+                    f"{'yes' if c <= 1 else 'no'} | {err} |"
+                )
         torch.set_num_threads(threads)
     qset = a.quality_settings
     if qset is None:

@@ -1,7 +1,7 @@
 """Training throughput of the one trainer: eager, captured (CUDA graph), compiled, and packed.
 
     python benchmarks/train_speed.py [--preset paper|demo] [--method ma-cdmp] [--device DEV]
-                                     [--modes eager,captured,compiled,packed2,packed4,procs4]
+                                     [--modes eager,captured,tf32,bf16,compiled+tf32,...]
                                      [--batch B] [--set KEY=VALUE] [--quick]
 
 Each mode trains fresh runs of the preset on synthetic windows with the real shapes (the step's
@@ -13,6 +13,9 @@ and the one-off preparation time (warm-up steps, compilation and graph capture).
   compiled   the backbones compiled by torch.compile, inside the captured graph
   packedR    R captured runs in one process, each replaying on its own CUDA stream
   procsR     R separate processes, each one captured run, started together
+  MODE+tf32  the mode with TF32 matmuls (the configuration field tf32=true)
+  MODE+bf16  the mode with the loss's forward under bf16 autocast (bf16=true)
+  tf32, bf16, tf32+bf16   short for captured+tf32, captured+bf16, captured+tf32+bf16
 Targets on one H100 (paper preset): 100,000 steps in 12 min (bar) or 3 min (goal); packed runs
 at least 3x the total throughput of one captured run.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -45,10 +49,32 @@ def overrides(a) -> dict:
     return over
 
 
+SWITCHES = ("tf32", "bf16")  # configuration fields of the step's GPU arithmetic
+
+
+def parse_mode(mode: str) -> tuple[str, dict]:
+    """``"compiled+tf32+bf16"`` -> ("compiled", {"tf32": True, "bf16": True}); a mode of
+    switches only is the captured run with them."""
+    parts = mode.split("+")
+    base = "captured" if parts[0] in SWITCHES else parts[0]
+    flags = parts if parts[0] in SWITCHES else parts[1:]
+    bad = [f for f in flags if f not in SWITCHES]
+    if bad or len(set(flags)) != len(flags):
+        raise SystemExit(f"--modes: unknown or repeated switch in {mode!r} (switches: tf32, bf16)")
+    return base, {f: True for f in flags}
+
+
 def measure(
-    method: str, preset: str, device: str, runs: int, capture: bool, compile: bool, a
+    method: str,
+    preset: str,
+    device: str,
+    runs: int,
+    capture: bool,
+    compile: bool,
+    a,
+    switches: dict | None = None,
 ) -> dict:
-    cfg = make_config(method, preset, max_steps=10**9, **overrides(a))
+    cfg = make_config(method, preset, max_steps=10**9, **{**overrides(a), **(switches or {})})
     data = SyntheticWindows(cfg.horizon, cfg.gamma, reward=cfg.reward)
     with tempfile.TemporaryDirectory() as root:
         trs = [
@@ -136,6 +162,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--window", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     dw, dn, dr = (3, 5, 3) if a.quick else (30, 200, 5)
@@ -155,6 +182,13 @@ def main() -> None:
         raise SystemExit(str(e)) from None
     default = "eager,captured,compiled,packed2,packed4,packed8,procs4" if cuda else "eager"
     modes = (a.modes or default).split(",")
+    for mode in modes:  # refuse a bad mode before any measurement
+        kind, sw = parse_mode(mode)
+        known = re.fullmatch(r"eager|captured|compiled|packed\d+|procs\d+", kind) is not None
+        if not known or (kind.startswith("procs") and sw):
+            raise SystemExit(f"--modes: unknown mode {mode!r}")
+    if not cuda and any(parse_mode(m)[1] for m in modes):
+        print("note: tf32 and bf16 act on CUDA only; on this device they change nothing")
     cfg = make_config(a.method, a.preset, **over)
     name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(
@@ -165,29 +199,37 @@ def main() -> None:
     print("| mode | runs | steps/s per run | steps/s all runs | 100k steps, one run | prepare |")
     print("|---|---|---|---|---|---|")
     base = None
+    rows = []
     for mode in modes:
-        if mode == "eager":
-            r = measure(a.method, a.preset, str(dev), 1, False, False, a)
-        elif mode == "captured":
-            r = measure(a.method, a.preset, str(dev), 1, True, False, a)
-        elif mode == "compiled":
-            r = measure(a.method, a.preset, str(dev), 1, True, True, a)
-        elif mode.startswith("packed"):
-            r = measure(a.method, a.preset, str(dev), int(mode[6:]), True, False, a)
-        elif mode.startswith("procs"):
-            r = measure_procs(a, int(mode[5:]))
+        kind, sw = parse_mode(mode)
+        if kind == "eager":
+            r = measure(a.method, a.preset, str(dev), 1, False, False, a, sw)
+        elif kind == "captured":
+            r = measure(a.method, a.preset, str(dev), 1, True, False, a, sw)
+        elif kind == "compiled":
+            r = measure(a.method, a.preset, str(dev), 1, True, True, a, sw)
+        elif kind.startswith("packed"):
+            r = measure(a.method, a.preset, str(dev), int(kind[6:]), True, False, a, sw)
+        elif kind.startswith("procs") and not sw:
+            r = measure_procs(a, int(kind[5:]))
         else:
             raise SystemExit(f"--modes: unknown mode {mode!r}")
         total = r.get("total", r["rate"] * r["runs"])
         if mode == "captured":
             base = total
         proj = TARGET_STEPS / r["rate"]
-        ratio = f" ({total / base:.1f}x captured)" if base and r["runs"] > 1 else ""
+        ratio = f" ({total / base:.2f}x captured)" if base and mode != "captured" else ""
         print(
             f"| {mode} | {r['runs']} | {r['rate']:.1f} | {total:.1f}{ratio} | "
             f"{proj / 60:.1f} min | {r['prepare_s']:.1f} s |",
             flush=True,
         )
+        rows.append({"mode": mode, **r, "total": total, "proj_100k_s": proj})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"method": a.method, "preset": a.preset, "device": name,
+                       "torch": torch.__version__, "window": a.window, "repeats": a.repeats,
+                       "warmup": a.warmup, "rows": rows}, f, indent=1)  # fmt: skip
     print(f"\ntargets (one H100): 100,000 steps in {BAR_S // 60} min (bar), {GOAL_S // 60} min "
           "(goal); packed total >= 3x one captured run")  # fmt: skip
 

@@ -95,6 +95,48 @@ def test_onnx_export_of_a_cfg_model_reproduces_its_plans(w) -> None:
         torch.set_num_threads(threads)
 
 
+FUSED_ATOL = 1e-4  # the fused graph against the eager sampler: plans (data stds) and RBs
+
+
+def test_fused_plan_gives_the_eager_plans_and_decisions() -> None:
+    """backend=fused (the whole planning call as one ONNX graph) against eager torch, on a model
+    trained for classifier-free guidance at w = 1.2 (two rows per eps call): cold and warm
+    plans from the same draws, then an actor's decisions over an episode, frame by frame."""
+    pytest.importorskip("onnxruntime")
+    cfg = make_config("demo", **SMALL, guidance="cfg")
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    torch.manual_seed(0)
+    m = PlannerModels(cfg, data.stats, data.rbs).eval().requires_grad_(False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        obs = _obs(3)
+        out = {}
+        for backend in ("torch", "fused"):
+            speed = Speed(backend=backend)
+            gen = torch.Generator().manual_seed(0)
+            a1, z1 = plan_batch(m, obs, obs, "dpm2", 5, 1.2, generator=gen, speed=speed)
+            a2, z2 = plan_batch(
+                m, obs, obs, "dpm2", 5, 1.2, generator=gen, speed=speed, warm_from=z1, warm=0.3
+            )
+            out[backend] = (a1, z1, a2, z2)
+        for r, o in zip(out["torch"], out["fused"], strict=True):
+            torch.testing.assert_close(o, r, rtol=0, atol=FUSED_ATOL)
+        # the warm plan moved from its start, and the actions are not all clipped to a bound
+        assert (out["fused"][3] - out["fused"][1]).abs().max() > 0.01
+        assert ((out["fused"][0] > 0) & (out["fused"][0] < m.rbs)).any()
+        acts = {}
+        for backend in ("torch", "fused"):  # the same setting: the graphs above are reused
+            actor = m.make_actor(seed=4, backend=backend, steps=5, warm=0.3)
+            actor.reset(3)
+            acts[backend] = np.stack([actor.act(_obs(3, t), _obs(3, t + 9)) for t in range(6)])
+        assert "onnx fused" in actor.label
+        np.testing.assert_allclose(acts["fused"], acts["torch"], rtol=0, atol=FUSED_ATOL)
+        assert np.ptp(acts["fused"], axis=0).max() > 0  # the decisions change frame by frame
+    finally:
+        torch.set_num_threads(threads)
+
+
 BF16_ATOL_RBS = 0.5  # of 40 RBs: bf16 keeps ~3 significant digits
 
 
@@ -148,8 +190,17 @@ def test_actor_warm_starts_after_the_first_frame_of_each_episode(models, monkeyp
         (dict(guide_sigma=-1.0), "guide_sigma"),
         (dict(backend="tensorrt"), "backend"),
         (dict(backend="onnx", bf16=True), "backend"),
+        (dict(backend="fused", compile=True), "backend"),
+        (dict(backend="fused", solver="ddpm", steps=None), "backend"),
     ],
 )
 def test_actor_options_are_checked(models, opts, match) -> None:
     with pytest.raises(ValueError, match=match):
         PlannerActor(models, **opts)
+
+
+def test_fused_refuses_the_classifier_gradient(models) -> None:
+    """The fused graph traces no gradient: classifier guidance with a scale is refused before
+    anything is exported (scale 0 is a plain unguided plan, which it takes)."""
+    with pytest.raises(ValueError, match="backend: 'fused'.*classifier"):
+        plan_batch(models, _obs(2), _obs(2), "dpm2", 5, 0.5, speed=Speed(backend="fused"))

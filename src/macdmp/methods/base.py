@@ -45,7 +45,15 @@ RESUMABLE_KEYS = (
     "eval_every",
     "eval_seeds",
     "eval_frames",
+    # the GPU arithmetic: how a step is computed, like the device (a run resumed on the CPU
+    # ignores both), not which run it is
+    "tf32",
+    "bf16",
 )
+# Fields added after results were recorded, written out (to_dict) only when set: the
+# configuration of a run without them (config.json, checkpoints, the reproduction's unit
+# digests, which hash it) is the one recorded before they existed.
+OMIT_AT_DEFAULT = {"tf32": False, "bf16": False}
 
 
 def _need(obj: Any, ok: bool, name: str, allowed: str) -> None:
@@ -83,6 +91,13 @@ class TrainConfig:
     eval_every: int = 0
     eval_seeds: int = 2
     eval_frames: int = 200
+    # GPU arithmetic of the training step (CUDA only: on the CPU both are ignored and the step
+    # stays float32, so a run moves between devices unchanged). tf32: float32 matmuls in
+    # TensorFloat-32 (convolutions already are, torch's default); bf16: the loss's forward
+    # (its matmuls and convolutions: in effect the backbones) under bf16 autocast. Off by
+    # default: docs/methods.md, "Speed", has the measurement behind each default.
+    tf32: bool = False
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         need = lambda ok, name, allowed: _need(self, ok, name, allowed)  # noqa: E731
@@ -106,15 +121,20 @@ class TrainConfig:
         need(self.eval_every >= 0, "eval_every", ">= 0 (0: no evaluation during training)")
         need(self.eval_seeds >= 1, "eval_seeds", ">= 1")
         need(self.eval_frames >= 1, "eval_frames", ">= 1")
+        need(isinstance(self.tf32, bool), "tf32", "true or false")
+        need(isinstance(self.bf16, bool), "bf16", "true or false")
 
     @property
     def total_steps(self) -> int:
         return self.max_steps or self.n_epochs * self.steps_per_epoch
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of the fields (tuples as lists)."""
+        """A JSON-able dict of the fields (tuples as lists; the fields of OMIT_AT_DEFAULT only
+        when they differ from their default)."""
         return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+            if not (k in OMIT_AT_DEFAULT and v is OMIT_AT_DEFAULT[k])
         }
 
     @classmethod

@@ -21,11 +21,12 @@ step is saved, and the same command resumes it. A resumed run's log is the unint
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ class Trainer:
         if self.capture and not cuda:
             raise ValueError("capture: CUDA-graph capture needs a CUDA device (use capture=off)")
         self.compile = bool(compile)
+        # The step's arithmetic (cfg.tf32, cfg.bf16): on CUDA only; the CPU step stays float32.
+        self.tf32 = cuda and cfg.tf32
+        self.bf16 = cuda and cfg.bf16
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
         self.log_path = self.run_dir / "losses.jsonl"
         self.eval_path = self.run_dir / "evals.jsonl"
@@ -225,11 +229,35 @@ class Trainer:
                 path.write_text("".join(ln + "\n" for ln in keep))
 
     # -- one step ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _arithmetic(self) -> Iterator[None]:
+        """TF32 matmuls (cfg.tf32) for the step only: the setting is process-wide, so it is
+        restored after each eager step and after the capture (a captured graph keeps the
+        kernels chosen when it was captured); evaluation and other runs keep their own."""
+        if not self.tf32:
+            yield
+            return
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(before)
+
     def _body(self, capturing: bool) -> None:
         """The whole step, with no host synchronisation (capturable)."""
         cfg = self.cfg
         batch = self.sampler.sample(cfg.batch_size, self.gen)
-        losses = self.method.loss(batch, self.gen)
+        # bf16: the loss's forward under autocast (matmuls and convolutions in bf16, reductions
+        # and losses in float32); backward outside it, as autocast wants. No weight cache: it
+        # would be filled during capture and is not meant for CUDA graphs.
+        amp = (
+            torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+            if self.bf16
+            else contextlib.nullcontext()
+        )
+        with amp:
+            losses = self.method.loss(batch, self.gen)
         if not capturing:
             self.opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -257,7 +285,8 @@ class Trainer:
         if self.device.type != "cuda":
             for group in self.opt.param_groups:
                 group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
-        self._body(capturing=False)
+        with self._arithmetic():
+            self._body(capturing=False)
         self.step += 1
 
     def prepare(self, end: int | None = None) -> None:
@@ -287,7 +316,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(self.gen)
-        with torch.cuda.graph(graph, stream=self.stream):
+        with self._arithmetic(), torch.cuda.graph(graph, stream=self.stream):
             self._body(capturing=True)
         torch.cuda.synchronize(dev)
         self.graph = graph

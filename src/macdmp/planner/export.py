@@ -180,3 +180,107 @@ class OnnxBackbones:
     def value_grad(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """d sum(J(x, k)) / d x, as the autograd gradient of ``models.classifier``."""
         return self._run(self._session("grad", x.shape[0]), x=x, k=k)
+
+
+# --- The whole plan as one graph (backend "fused") ------------------------------------------
+#
+# backend "onnx" calls ONNX Runtime once per solver step (twice the rows for classifier-free
+# guidance) and runs the solver, the pinning and the inverse dynamics in Python between the
+# calls: on one core that glue cost as much as the backbones. Backend "fused" traces one whole
+# planning call (normalisation, the warm start's shift and re-noising, every solver step with
+# its guidance, the inverse dynamics) with ``make_fx`` into a single graph of ATen operators, for
+# one setting (solver, steps, warm level, guidance, target) and batch shape, and exports it; a
+# decision is then one ``session.run``. The traced code is the eager one (``sample`` and the
+# models), so the plans are the eager plans to float rounding. The levels, the time embeddings
+# and the return condition are constants of the graph, which ONNX Runtime folds away. Two
+# rewrites make ONNX Runtime's kernels fast at these sizes, with the same arithmetic:
+# - 1-D convolutions become 2-D ones of height 1: ONNX Runtime's blocked (NCHWc) convolution
+#   kernels handle 2-D only, and are 3-8x faster than its 1-D path here;
+# - Mish becomes x tanh(log(1 + e^x)): ONNX Runtime has no CPU kernel for Mish (it expands it
+#   into a slow Softplus and cannot fold it where its input is constant).
+
+
+def _conv_as_2d(inp, weight, bias, stride, padding, dilation, transposed, out_pad, groups):  # type: ignore[no-untyped-def]
+    if inp.dim() != 3:
+        return NotImplemented
+    y = aten.convolution.default(
+        inp.unsqueeze(2),
+        weight.unsqueeze(2),
+        bias,
+        [1, *stride],
+        [0, *padding],
+        [1, *dilation],
+        transposed,
+        [0, *out_pad],
+        groups,
+    )
+    return y.squeeze(2)
+
+
+def _mish(x: torch.Tensor) -> torch.Tensor:
+    # exp overflows to inf for x > 88, where log gives inf and tanh 1: mish(x) = x, as it is
+    return x * torch.tanh(torch.log(torch.exp(x) + 1.0))
+
+
+class _Fused(torch.nn.Module):
+    def __init__(self, gm: torch.nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.gm = gm
+        self.names = names
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gm(*args)
+
+
+class FusedPlanner:
+    """One planning call of :func:`macdmp.planner.plan.plan_batch` for one setting and batch
+    shape as one ONNX Runtime session on the CPU (backend "fused").
+
+    ``plan_fn(obs, mf, noise, prev)`` is the eager planning call on tensors: (A, obs) raw
+    observations, their (A, obs) mean fields (None for a model without the mean field), the
+    solver's one Gaussian draw (B, H, C), the previous plans (A, H, C) (None for a cold start);
+    it returns (actions (A,), plans (B', H, C) in model space). It is traced once, here, with
+    example inputs of those shapes, and exported (tens of seconds for ``fast-steer`` on a
+    shared 2-core machine). The call must not take gradients: classifier guidance's gradient is not
+    traced here (backend "onnx" exports it); classifier-free guidance, unguided plans and
+    candidates scored by the classifier's forward are."""
+
+    def __init__(self, plan_fn, examples: dict[str, torch.Tensor], threads: int = 1) -> None:  # type: ignore[no-untyped-def]
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a dependency; the GPU image lacks it
+            raise ValueError(
+                "backend: 'fused' needs the onnxruntime package (pip install onnxruntime)"
+            ) from exc
+        names = tuple(examples)
+        # Forward operators only (no classifier gradient): group norm stays whole and exports
+        # as one InstanceNormalization.
+        table = {aten.convolution.default: _conv_as_2d, aten.mish.default: _mish}
+
+        def fn(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return plan_fn(**dict(zip(names, args, strict=True)))
+
+        with torch.no_grad():
+            # the schedule's constants are read with .item() while tracing: real tensors, so
+            # their values go into the graph as constants
+            traced = make_fx(
+                fn, decomposition_table=table, tracing_mode="real",
+                _error_on_data_dependent_ops=False,
+            )(*examples.values())  # fmt: skip
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # constant folding reports every node it leaves alone
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "plan.onnx"
+            _export(_Fused(traced, names).eval(), dict(examples), path)
+            self.session = ort.InferenceSession(str(path), opts)
+        self.names = names
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, **inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(actions, plans) for float32 numpy inputs named as the examples."""
+        actions, z = self.session.run(self.outputs, inputs)
+        return actions, z

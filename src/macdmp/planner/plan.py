@@ -14,7 +14,7 @@ from macdmp.diffusion.schedule import NoiseSchedule
 # `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
 # module builds actors from this one, so importing it here would make the two import each other.
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "fused")
 # how plans are steered towards a high return (PlannerConfig.guidance, the actor's `guidance`)
 GUIDANCE = ("classifier", "cfg")
 
@@ -35,7 +35,10 @@ class Speed:
     ``compile``: the noise model and classifier through torch.compile (inside the CUDA graph on
     a GPU). ``bf16``: their forward (and the classifier's backward) under bf16 autocast, the
     solver's arithmetic in float32. ``backend``: "torch", or "onnx" for the backbones exported
-    to ONNX and run by ONNX Runtime on the CPU (one export per batch shape; macdmp.planner.export).
+    to ONNX and run by ONNX Runtime on the CPU (one export per batch shape; macdmp.planner.export),
+    or "fused" for the whole planning call (every solver step, guidance, inverse dynamics) as
+    one ONNX graph, one ONNX Runtime call per decision (one export per setting and batch shape;
+    DPM solvers only).
     """
 
     compile: bool = False
@@ -45,8 +48,10 @@ class Speed:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: must be one of {BACKENDS} (got {self.backend!r})")
-        if self.backend == "onnx" and (self.compile or self.bf16):
-            raise ValueError("backend: 'onnx' runs float32 ONNX Runtime; drop compile and bf16")
+        if self.backend in ("onnx", "fused") and (self.compile or self.bf16):
+            raise ValueError(
+                f"backend: {self.backend!r} runs float32 ONNX Runtime; drop compile and bf16"
+            )
 
 
 # Keyed by id(models); the values hold the models too, so that an id is never reused.
@@ -161,6 +166,111 @@ def shift_plans(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([z[:, 1:], z[:, -1:]], dim=1)
 
 
+def _guidance_weights(
+    models: torch.nn.Module, guidance: str, guidance_scale: float, target: float | None
+) -> tuple[float | None, float, float]:
+    """(the target return y or None, the CFG weight w, the classifier guidance scale)."""
+    # Classifier-free guidance: every sample asks for the target return, weight w = scale
+    # and no classifier gradient; classifier guidance on a cfg-trained model: w = 0 (the
+    # unconditional noise model, one call per step) with the classifier's gradient.
+    y, cfg_weight, scale = None, 1.0, float(guidance_scale)
+    if models.cfg.cond_dim:
+        y = models.default_target if target is None else float(target)
+        if not np.isfinite(y):
+            raise ValueError(f"target: must be a finite return (got {y})")
+        if guidance == "cfg":
+            cfg_weight, scale = scale, 0.0
+        else:
+            cfg_weight = 0.0
+    return y, cfg_weight, scale
+
+
+class _FusedRuns:
+    """The fused planners (backend "fused") of one model, batch and solver setting, one per
+    guidance setting: each the whole planning call as one ONNX Runtime session."""
+
+    def __init__(self, models, a, n_candidates, solver, steps, scale, clip_x0, start) -> None:  # type: ignore[no-untyped-def]
+        self.args = (models, a, n_candidates, solver, steps, scale, clip_x0, start)
+        self.runs: dict[tuple, object] = {}
+
+    def _build(self, guide_min_sigma: float, y: float | None, cfg_weight: float):  # type: ignore[no-untyped-def]
+        from macdmp.planner.export import FusedPlanner
+
+        models, a, n_candidates, solver, steps, scale, clip_x0, start = self.args
+        cfg = models.cfg
+        h, c = cfg.horizon, cfg.channels
+        shape = (a * n_candidates, h, c)
+        sch = _schedule(models, torch.device("cpu"))
+
+        def plan_fn(obs, noise, mf=None, prev=None):  # type: ignore[no-untyped-def]
+            # plan_batch's eager planning call, as one function of its inputs
+            first = models.to_model_space(obs[:, None], None if mf is None else mf[:, None])
+            first = first[:, 0].repeat_interleave(n_candidates, dim=0)
+            x_start = None
+            if prev is not None:
+                x_start = shift_plans(prev).repeat_interleave(n_candidates, dim=0)
+            condition = None
+            if y is not None:
+                condition = models.normalizer.ret(torch.full((shape[0], 1), y))
+            z = sample(
+                models.eps,
+                sch,
+                shape,
+                solver=solver,
+                steps=steps,
+                cond=Conditioning.first_step(first, h),
+                value=models.classifier,
+                guidance_scale=scale,
+                clip_x0=clip_x0,
+                noise=noise[None],
+                start_level=start,
+                x_start=x_start,
+                guide_min_sigma=guide_min_sigma,
+                condition=condition,
+                cfg_weight=cfg_weight,
+            )
+            if n_candidates > 1:
+                k1 = torch.zeros(z.shape[0], dtype=torch.long)
+                best = models.classifier(z, k1).view(a, n_candidates).argmax(dim=1)
+                z = z.view(a, n_candidates, h, -1)[torch.arange(a), best]
+            own, _ = models.from_model_space(z)
+            return models.action_rbs(obs, own[:, 1]), z
+
+        examples = {"obs": torch.zeros(a, cfg.obs_dim), "noise": torch.zeros(shape)}
+        if cfg.use_mf:
+            examples["mf"] = torch.zeros(a, cfg.obs_dim)
+        if start is not None:
+            examples["prev"] = torch.zeros(a, h, c)
+        return FusedPlanner(plan_fn, examples, torch.get_num_threads())
+
+    def __call__(self, key, o, mf, warm_from, generator):  # type: ignore[no-untyped-def]
+        run = self.runs.get(key)
+        if run is None:
+            run = self.runs[key] = self._build(*key)
+        models, a, n_candidates = self.args[:3]
+        cfg = models.cfg
+        noise = torch.randn((a * n_candidates, cfg.horizon, cfg.channels), generator=generator)
+        feed = {"obs": o.numpy(), "noise": noise.numpy()}
+        if mf is not None:
+            feed["mf"] = mf.numpy()
+        if warm_from is not None:
+            feed["prev"] = warm_from.detach().cpu().numpy()
+        actions, z = run(**feed)  # type: ignore[operator]
+        return torch.from_numpy(actions), torch.from_numpy(z)
+
+
+# Keyed by id(models) and the setting; the values hold the models too (an id is never reused).
+_FUSED: dict[tuple, tuple[torch.nn.Module, _FusedRuns]] = {}
+
+
+def _fused(models, a, n_candidates, solver, steps, scale, clip_x0, start) -> _FusedRuns:  # type: ignore[no-untyped-def]
+    key = (id(models), a, n_candidates, solver, steps, scale, clip_x0, start)
+    key += (torch.get_num_threads(),)
+    if key not in _FUSED:
+        _FUSED[key] = (models, _FusedRuns(models, *key[1:-1]))
+    return _FUSED[key][1]
+
+
 def plan_batch(
     models: torch.nn.Module,
     obs: np.ndarray | torch.Tensor,
@@ -228,25 +338,29 @@ def plan_batch(
                 f"warm_from: expected shape {(a, h, cfg.channels)} (got {tuple(warm_from.shape)})"
             )
         start = dpm_warm_level(sch, steps or cfg.n_diffusion_steps, warm)
+    y, cfg_weight, scale = _guidance_weights(models, guidance, guidance_scale, target)
+    if speed.backend == "fused":
+        if device.type != "cpu":
+            raise ValueError("backend: 'fused' runs on the CPU; use device=cpu")
+        if solver == "ddpm":
+            raise ValueError("backend: 'fused' needs a DPM solver ('dpm1' or 'dpm2')")
+        if scale != 0.0:
+            raise ValueError(
+                "backend: 'fused' takes classifier-free guidance or none, not the classifier's "
+                "gradient (guidance=classifier with guide != 0); use backend=onnx"
+            )
+        run = _fused(models, a, n_candidates, solver, steps, scale, clip_x0, start)
+        run_key = (float(guide_min_sigma), y, cfg_weight)
+        return run(run_key, o, mf, warm_from, generator)
     with torch.inference_mode():
         first = models.to_model_space(o[:, None], None if mf is None else mf[:, None])[:, 0]
         if warm_from is not None:
             x_start = shift_plans(warm_from)
             x_start = x_start.repeat_interleave(n_candidates, dim=0)
         first = first.repeat_interleave(n_candidates, dim=0)
-        # Classifier-free guidance: every sample asks for the target return, weight w = scale
-        # and no classifier gradient; classifier guidance on a cfg-trained model: w = 0 (the
-        # unconditional noise model, one call per step) with the classifier's gradient.
-        condition, cfg_weight, scale = None, 1.0, float(guidance_scale)
-        if cfg.cond_dim:
-            y = models.default_target if target is None else float(target)
-            if not np.isfinite(y):
-                raise ValueError(f"target: must be a finite return (got {y})")
+        condition = None
+        if y is not None:
             condition = models.normalizer.ret(torch.full((shape[0], 1), y, device=device))
-            if guidance == "cfg":
-                cfg_weight, scale = scale, 0.0
-            else:
-                cfg_weight = 0.0
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
     nets = _backbones(models, speed, shape, device)

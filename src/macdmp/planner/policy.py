@@ -25,7 +25,9 @@ All agents given to one call are planned in one batch. Options, as in
     guide_sigma  guide only at solver levels with sigma_k >= this (default 0: at every level)
     bf16         1: the backbones under bf16 autocast (default 0)
     compile      1: the backbones through torch.compile (default 0; inside the CUDA graph)
-    backend      torch | onnx (the backbones exported to ONNX Runtime, CPU only; default torch)
+    backend      torch | onnx | fused (onnx: the backbones exported to ONNX Runtime; fused: the
+                 whole planning call as one ONNX graph, one ONNX Runtime call per frame, DPM
+                 solvers only; both CPU only; default torch)
 
 plus the options every run folder takes (device, threads, weights: ``macdmp.methods.policy``);
 README.md, "Policies for `--policy`", explains each with its default.
@@ -106,8 +108,10 @@ class PlannerActor(Actor):
         if not guide_sigma >= 0.0:
             raise ValueError(f"guide_sigma: must be >= 0 (got {guide_sigma})")
         self.speed = Speed(compile=bool(compile), bf16=bool(bf16), backend=backend)
-        if backend == "onnx" and models.normalizer.obs_mean.device.type != "cpu":
-            raise ValueError("backend: 'onnx' runs on the CPU; add device=cpu")
+        if backend in ("onnx", "fused") and models.normalizer.obs_mean.device.type != "cpu":
+            raise ValueError(f"backend: {backend!r} runs on the CPU; add device=cpu")
+        if backend == "fused" and solver == "ddpm":
+            raise ValueError("backend: 'fused' needs a DPM solver (dpm1 or dpm2)")
         self.guidance = guidance
         self.target = None if target is None else float(target)
         self.warm = float(warm)
@@ -131,6 +135,7 @@ class PlannerActor(Actor):
         extras += "" if self.warm == 0.0 else f", warm {self.warm:g}"
         extras += "" if self.guide_sigma == 0.0 else f", guide sigma >= {self.guide_sigma:g}"
         tags = (("bf16", bf16), ("compiled", compile), ("onnx", backend == "onnx"))
+        tags += (("onnx fused", backend == "fused"),)
         extras += "".join(f", {n}" for n, on in tags if on)
         reward = getattr(models.cfg, "reward", "delay")
         extras += "" if reward == "delay" else f", reward {reward}"
