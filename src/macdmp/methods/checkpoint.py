@@ -350,14 +350,18 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def load_run(
-    run_dir: str | Path, device: str | torch.device | None = None, weights: str = "ema"
+    run_dir: str | Path,
+    device: str | torch.device | None = None,
+    weights: str = "ema",
+    checkpoint: dict[str, Any] | None = None,
 ) -> Method:
-    """The trained method of a run folder (EMA weights by default), on ``device``."""
+    """The trained method of a run folder (EMA weights by default), on ``device``;
+    ``checkpoint``: its checkpoint when the caller has already read (and so checked) it."""
     run = Path(run_dir)
     if not is_run_dir(run):
         raise FileNotFoundError(
             f"run: {run} is not a training run folder (no {CHECKPOINT_NAME}); train one with "
             "`macdmp train --data FILE --out RUN_DIR`"
         )
-    ckpt = read_checkpoint(run / CHECKPOINT_NAME, "cpu")
+    ckpt = checkpoint if checkpoint is not None else read_checkpoint(run / CHECKPOINT_NAME, "cpu")
     return method_from_checkpoint(ckpt, weights, pick_device(device))

@@ -76,13 +76,14 @@ class RunPolicy(ActorPolicy):
         threads: int = 1,
         weights: str = "ema",
         label: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
         run = Path(run_dir)
         if threads < 1:
             raise PolicyError(f"policy threads: must be >= 1 (got {threads})")
         try:
-            self.method = load_run(run, device, weights)
+            self.method = load_run(run, device, weights, checkpoint=checkpoint)
             if self.method.device.type == "cpu":
                 # A frame's decision is many small kernels: intra-op threads gain little and,
                 # when another process holds a core, their barriers stall every op (measured:
@@ -107,7 +108,8 @@ class RunPolicy(ActorPolicy):
                 f"policy: {run!r} is neither a policy name nor a training run folder (no "
                 f"{CHECKPOINT_NAME})"
             )
-        method = get_method(read_checkpoint(Path(run) / CHECKPOINT_NAME)["method"])
+        ckpt = read_checkpoint(Path(run) / CHECKPOINT_NAME)  # read and checked once
+        method = get_method(ckpt["method"])
         kinds = {**COMMON_OPTIONS, **method.actor_options}
         kwargs: dict[str, Any] = {}
         for opt in opts:
@@ -124,7 +126,7 @@ class RunPolicy(ActorPolicy):
                 raise PolicyError(
                     f"policy {run}: {key}={value!r} is not a valid {kind.__name__}"
                 ) from None
-        return cls(run, seed=seed, **kwargs)
+        return cls(run, seed=seed, checkpoint=ckpt, **kwargs)
 
     def describe(self) -> dict:
         return {
