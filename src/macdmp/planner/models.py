@@ -116,8 +116,9 @@ PRESETS: dict[str, PlannerConfig] = {
     # 256) so that one agent's plan fits a 5 ms frame on one CPU core (docs/realtime.md).
     "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
     # Fast-steer: STEER_CHANGES on the fast architecture: one agent's warm-started CFG plan in
-    # ONNX Runtime takes about 4 ms of one CPU core, and 1,000 agents' plans about 3 ms of an
-    # H200, at a better delay than the paper preset's cold plans (docs/realtime.md).
+    # one ONNX graph (backend=fused) takes about 1 ms of one CPU core, and 1,000 agents' plans
+    # about 3 ms of an H200, at a better delay than the paper preset's cold plans
+    # (docs/realtime.md).
     "fast-steer": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128, **STEER_CHANGES),
     # Demo: small enough to train on a 2-core CPU in a few minutes.
     "demo": PlannerConfig(
