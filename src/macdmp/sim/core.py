@@ -30,7 +30,7 @@ import numpy as np
 
 from . import dynamics as dyn
 from .config import ScenarioConfig
-from .network import Network, build_network
+from .network import Network, build_network, push_along_routes
 from .rng import exp_ms as _exp_ms
 from .rng import splitmix64_states as _splitmix64_states
 from .rng import uniform as _uniform
@@ -517,7 +517,7 @@ class BatchedNetworks:
     def carried_now_ppf(self) -> np.ndarray:
         """Packets per frame each node would carry (own + relayed) at today's rates and routes."""
         own = np.ascontiguousarray(self.offered_by_destination())
-        return dyn.push_along_routes(own, self.next_hop, self.hops).sum(axis=2)
+        return push_along_routes(own, self.next_hop, self.hops).sum(axis=2)
 
     def queued_by_destination(self) -> np.ndarray:
         """Q[b, i, d]: packets queued at node i (both queues) toward destination d."""

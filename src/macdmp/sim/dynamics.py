@@ -288,30 +288,6 @@ def draw_waypoints(way, area_m, rng):
 
 
 @nb.njit(cache=True)
-def push_along_routes(own, next_hop, hops):
-    """T[b, i, d]: packets that node i sends toward d when every node s offers own[b, s, d].
-
-    The batched form of `network.transit_matrix`, for any per-destination amounts (rates,
-    or the packets queued now); sources without a route to d contribute nothing.
-    """
-    n_env, n = own.shape[0], own.shape[1]
-    out = np.zeros_like(own)
-    order = np.empty(n, dtype=np.int64)
-    for b in range(n_env):
-        for d in range(n):
-            for s in range(n):
-                if s != d and hops[b, s, d] > 0:
-                    out[b, s, d] = own[b, s, d]
-            order[:] = np.argsort(-hops[b, :, d], kind="mergesort")
-            for k in order:
-                if k != d and hops[b, k, d] > 0:
-                    nh = next_hop[b, k, d]
-                    if nh != d:
-                        out[b, nh, d] += out[b, k, d]
-    return out
-
-
-@nb.njit(cache=True)
 def queued_by_destination(q_dst, q_head, q_len, cap, n):
     """Q[b, i, d]: packets queued at node i (both queues) toward destination d."""
     n_env = q_dst.shape[0]

@@ -9,6 +9,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from .config import ConfigError, RFConfig, ScenarioConfig
@@ -138,14 +139,33 @@ def transit_matrix(
         else:
             own[s] = rates_ppf[s] / (n - 1)
             own[s, s] = 0.0
-    transit = own.copy()
-    for d in range(n):
-        # push traffic toward d from the farthest nodes inward (next hops are one hop closer)
-        for k in np.argsort(-hops[:, d], kind="stable"):
-            if k != d:
-                transit[next_hop[k, d], d] += transit[k, d]
-    np.fill_diagonal(transit, 0.0)
-    return transit
+    return push_along_routes(own[None], next_hop[None], hops[None])[0]
+
+
+@nb.njit(cache=True)
+def push_along_routes(own, next_hop, hops):
+    """T[b, i, d]: packets that node i sends toward d when every node s offers own[b, s, d].
+
+    For any per-destination amounts: the long-run rates (`transit_matrix`), the rates of now
+    or the packets queued now (`BatchedNetworks`); sources without a route to d contribute
+    nothing. Each destination's amounts are pushed from the farthest nodes inward (a next hop
+    is one hop closer).
+    """
+    n_env, n = own.shape[0], own.shape[1]
+    out = np.zeros_like(own)
+    order = np.empty(n, dtype=np.int64)
+    for b in range(n_env):
+        for d in range(n):
+            for s in range(n):
+                if s != d and hops[b, s, d] > 0:
+                    out[b, s, d] = own[b, s, d]
+            order[:] = np.argsort(-hops[b, :, d], kind="mergesort")
+            for k in order:
+                if k != d and hops[b, k, d] > 0:
+                    nh = next_hop[b, k, d]
+                    if nh != d:
+                        out[b, nh, d] += out[b, k, d]
+    return out
 
 
 def link_traffic(transit: np.ndarray, next_hop: np.ndarray) -> np.ndarray:
