@@ -9,7 +9,7 @@ BIN = $(VENV)/bin
 # in a fresh clone (or after `make clean`); it is passed to pip as --index-url.
 TORCH_INDEX ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean docs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest -q
+
+# the docs site (mkdocs.yml) into site/; --strict: a broken link or docstring fails the build
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

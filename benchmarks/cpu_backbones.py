@@ -1,5 +1,5 @@
 """One noise-model forward for one agent on one CPU core: eager PyTorch, ONNX Runtime and
-torch.compile (inductor), which is why `backend=onnx` is the CPU path (docs/realtime.md).
+torch.compile (inductor), which is why `backend=onnx` is the CPU path (docs/guide/realtime.md).
 
     python benchmarks/cpu_backbones.py [--preset paper] [--no-compile]
 

@@ -1,6 +1,6 @@
 """Dataset speed: collection env-frames/s, compression filters, and windows/s of the sampler.
 
-    .venv/bin/python benchmarks/dataset_speed.py                    # the tables in docs/dataset.md
+    .venv/bin/python benchmarks/dataset_speed.py        # the tables in docs/guide/datasets.md
     .venv/bin/python benchmarks/dataset_speed.py --quick            # a smaller, faster run
     .venv/bin/python benchmarks/dataset_speed.py --file paper.h5    # sample from an existing file
 
@@ -26,7 +26,7 @@ import numpy as np
 from macdmp.data.collect import CollectSettings, collect, run_batch
 from macdmp.data.format import COMPRESSIONS, _compression_kwargs
 from macdmp.data.windows import open_windows
-from macdmp.policies.allocators import make_policy
+from macdmp.policies import make_policy
 from macdmp.sim.config import PRESETS
 
 

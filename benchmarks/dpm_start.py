@@ -4,7 +4,7 @@
 
 Trains the small model of tests/test_train.py (600 steps, K = 20, synthetic windows) and prints,
 for each solver, the ratio of the samples' std to the data's (1 is right) and the mean error,
-for the two starting levels. docs/models.md quotes this table.
+for the two starting levels. docs/guide/models.md quotes this table.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def overrides(preset: str, sets: list[str]) -> dict:
 
 def policy_spec(run: str, opts: dict) -> str:
     """The ``--policy RUN,k=v`` spec of a setting (what `macdmp evaluate` takes)."""
-    keys = {"guidance_scale": "guide", "n_candidates": "candidates"}
+    keys = {"n_candidates": "candidates"}
     vals = []
     for k, v in opts.items():
         if isinstance(v, bool):

@@ -1,6 +1,6 @@
 """Simulator speed: env-frames/s and agent-frames/s of the batched core, and PettingZoo frames/s.
 
-    .venv/bin/python benchmarks/sim_throughput.py            # the table in docs/simulator.md
+    .venv/bin/python benchmarks/sim_throughput.py            # the table in docs/guide/simulator.md
     .venv/bin/python benchmarks/sim_throughput.py --quick    # a smaller, faster run
     .venv/bin/python benchmarks/sim_throughput.py --families # env-frames/s per scenario family
 

@@ -1,7 +1,7 @@
 """Early checkpoints of a reproduction training run, evaluated as the report evaluates the run.
 
 Every MA-CDMP and MA-DD in-loop learning curve of the paper-scale reproduction peaks within its
-first 15,000 steps and ends lower (docs/results/gpu-2026-11-30h/curves.txt). The in-loop
+first 15,000 steps and ends lower (docs/notes/results/gpu-2026-11-30h/curves.txt). The in-loop
 protocol is short (2 held-out seeds x 200 frames, ideal RF); this asks whether the early model
 also plans better by Fig. 4's protocol (4 scenarios x 3 held-out seeds x 1,000 frames).
 
@@ -37,6 +37,17 @@ import sys
 import time
 from pathlib import Path
 
+from macdmp.methods.base import get_method
+from macdmp.methods.checkpoint import (
+    CHECKPOINT_NAME,
+    pick_device,
+    read_checkpoint,
+    write_checkpoint,
+)
+from macdmp.methods.trainer import open_trainers, read_evals
+from macdmp.reproduce.plan import build_plan
+from macdmp.reproduce.units import data_path, run_data, run_eval
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,18 +65,6 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     ap.add_argument("--no-compile", action="store_true", help="do not torch.compile (on CUDA)")
     a = ap.parse_args()
-
-    from macdmp.data.windows import open_windows
-    from macdmp.methods.base import get_method
-    from macdmp.methods.checkpoint import (
-        CHECKPOINT_NAME,
-        pick_device,
-        read_checkpoint,
-        write_checkpoint,
-    )
-    from macdmp.methods.trainer import Trainer, read_evals
-    from macdmp.reproduce.plan import build_plan
-    from macdmp.reproduce.units import data_path, run_data, run_eval
 
     try:
         plan = build_plan(a.scale)
@@ -113,9 +112,9 @@ def main() -> None:
 
     folder = work / "runs" / a.key
     shutil.rmtree(folder, ignore_errors=True)
-    windows = open_windows(data, horizon=cfg.horizon, gamma=cfg.gamma, reward=cfg.reward)
     dev = pick_device(a.device)
-    tr = Trainer(method, cfg, windows, folder, dev, compile=dev.type == "cuda" and not a.no_compile)
+    compile_ = dev.type == "cuda" and not a.no_compile
+    (tr,) = open_trainers([(method, cfg, data, folder)], dev, compile=compile_)
     if a.swap:
         parts = sorted({k.split(".")[0] for k in tr.method.state_dict()})
         if a.swap not in parts or len(steps) < 2:
@@ -143,7 +142,8 @@ def main() -> None:
         )
     )
     device = str(tr.device)
-    del tr, windows
+    tr.close()
+    del tr
     models = {f"step{s}": (s, None, snaps[s]) for s in steps}
     for s in steps if a.swap else []:
         ckpt = read_checkpoint(snaps[s] / CHECKPOINT_NAME)

@@ -1,5 +1,5 @@
 """Where the time of one MA-CDMP forward goes on a GPU: wall time against GPU time, and the torch
-profiler's top operators (docs/models.md, "Measured numbers (GPU)").
+profiler's top operators (docs/notes/planner-speed.md, "GPU").
 
     PYTHONPATH=src python3 experiments/gpu_probe.py
 """

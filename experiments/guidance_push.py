@@ -61,7 +61,7 @@ def push_table(
         gen.manual_seed(seed)
         t0 = time.perf_counter()
         act, plans = plan(models, obs, mf if models.cfg.use_mf else None, solver=solver,
-                          steps=steps, guidance_scale=s, generator=gen)  # fmt: skip
+                          steps=steps, guide=s, generator=gen)  # fmt: skip
         runs[s] = (act, plans, time.perf_counter() - t0)
     a0, p0, _ = runs[0.0]
     d = models.cfg.obs_dim

@@ -43,7 +43,7 @@ THREADS="${THREADS:-6}"  # Numba threads of each of the two collections
 EVAL_EVERY="${EVAL_EVERY:-10000}"  # in-loop evaluation (learning curve); 0 saves ~1 min
 PUSH_STATES="${PUSH_STATES:-2048}"  # states planned from by guidance_push.py (0: none)
 mkdir -p "$W" "$OUT" "$W/eval"
-macdmp() { python3 -m macdmp.cli "$@"; }
+macdmp() { python3 -m macdmp.app "$@"; }
 
 # run folder name -> dataset, reward, w/o MF
 RUNS=(delay own ownnb delay-nomf own-nomf ownnb-nomf mixed-delay mixed-ownnb cfg-ownnb
@@ -112,7 +112,7 @@ train)
   } > "$W/plan.toml"
   rc=0
   # shellcheck disable=SC2086
-  timeout -s TERM "${2:-540}" python3 -m macdmp.cli train --plan "$W/plan.toml" $COMPILE \
+  timeout -s TERM "${2:-540}" python3 -m macdmp.app train --plan "$W/plan.toml" $COMPILE \
       --quiet || rc=$?
   for r in "${RUNS[@]}"; do echo "$r: $(tail -n 1 "$W/runs/$r/losses.jsonl")"; done
   case $rc in 0) echo "training finished";; 124|130) echo "stopped; run again to resume";;
@@ -121,10 +121,10 @@ train)
 eval)
   # one unit per run (every scenario, seed and both RF conditions plan as one batch: ~30 s of
   # planning per unit alone on an H100), plus the allocators on the CPU
-  unit allocators python3 -m macdmp.cli evaluate "${COMMON[@]}" --policy behaviour \
+  unit allocators python3 -m macdmp.app evaluate "${COMMON[@]}" --policy behaviour \
       --policy carried --policy maxweight --policy proportional --policy backpressure
   for r in "${EVAL_RUNS[@]}"; do
-    unit "$r" python3 -m macdmp.cli evaluate "${COMMON[@]}" \
+    unit "$r" python3 -m macdmp.app evaluate "${COMMON[@]}" \
         --policy "$W/runs/$r,label=$(label_of "$r")"
   done
   wait
@@ -145,7 +145,7 @@ sweep)
   for u in ${SWEEP:-ownnb:1 ownnb:3 ownnb:10 ownnb:30 ownnb-nomf:3 ownnb-nomf:10 delay:10 own:10 \
       mixed-ownnb:10 cfg-ownnb:1 cfg-ownnb:3}; do
     r=${u%%:*}; g=${u##*:}
-    unit "sweep-$r-g$g" python3 -m macdmp.cli evaluate "${COMMON[@]}" \
+    unit "sweep-$r-g$g" python3 -m macdmp.app evaluate "${COMMON[@]}" \
         --policy "$W/runs/$r,guide=$g,label=$(label_of "$r") guide $g"
   done
   wait
@@ -155,10 +155,10 @@ sweep)
 confirm)
   # the steer variant over training seeds, on held-out seeds that picked none of its settings
   CONFIRM_SET="${CONFIRM_SET:-warm=0.15}" set_txt="${CONFIRM_SET//[=,]/ }"
-  unit confirm-allocators python3 -m macdmp.cli evaluate "${COMMON[@]}" --seed-offset 3 \
+  unit confirm-allocators python3 -m macdmp.app evaluate "${COMMON[@]}" --seed-offset 3 \
       --policy behaviour --policy carried --policy maxweight --policy proportional
   for r in ${CONFIRM:-cfg-ownnb cfg-ownnb-nomf}; do
-    unit "confirm-$r${CONFIRM_TAG:+-$CONFIRM_TAG}" python3 -m macdmp.cli evaluate \
+    unit "confirm-$r${CONFIRM_TAG:+-$CONFIRM_TAG}" python3 -m macdmp.app evaluate \
         "${COMMON[@]}" --seed-offset 3 --policy "$W/runs/$r,$CONFIRM_SET,label=$(label_of "$r") $set_txt"
   done
   wait

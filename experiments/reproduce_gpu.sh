@@ -19,7 +19,7 @@
 # for the detached chains (at most SECONDS), prints their progress and brings the results back.
 # Call `wait` again within the machine's 30 s warm window to keep the chains running.
 #
-# Blocks (docs/reproduction.md gives their measured and estimated times, and which were run):
+# Blocks (docs/notes/paper-scale-leases.md gives their measured and estimated times, and which were run):
 #   baselines   allocators, MA-CQL, MA-TD3+BC and MA-DT x 3 seeds, packed, and their evaluations
 #   cdmp-s0     MA-CDMP seed 0 (compiled) and its evaluations of Figs. 4 and 6 (Fig. 7: H = 16)
 #   guide-s0    the guidance-scale sweep of Fig. 8 on MA-CDMP seed 0 (waits for a chain that
@@ -92,7 +92,7 @@ seconds() {  # seconds NAME VALUE: VALUE must be a whole number of seconds
 }
 
 reproduce() {
-  python3 -m macdmp.cli reproduce --scale "$SCALE" --out "$RES" --work "$W" "$@"
+  python3 -m macdmp.app reproduce --scale "$SCALE" --out "$RES" --work "$W" "$@"
 }
 
 # block_units BLOCK: sets UNITS, PACK, COMPILE and AFTER (a unit another chain may be making)
@@ -209,7 +209,7 @@ case "${1:-}" in
 smoke-gpu)
   nvidia-smi -L
   rc=0
-  python3 -m macdmp.cli reproduce --scale smoke --out "$W/smoke" --device cuda --pack 4 \
+  python3 -m macdmp.app reproduce --scale smoke --out "$W/smoke" --device cuda --pack 4 \
       --time-limit "${2:-540}" || rc=$?
   python3 -m pytest -q tests/test_reproduce.py -m gpu || rc=$?
   tar czf "$OUT/smoke-gpu.tgz" -C "$W/smoke" --exclude work .
@@ -224,7 +224,7 @@ ray-check)
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .raybundle/*.whl
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
   python3 -c "import ray, torch; print('ray', ray.__version__, 'GPUs', torch.cuda.device_count())"
-  python3 -m macdmp.cli reproduce --scale smoke --out "$W/ray-smoke" --ray auto --device cuda \
+  python3 -m macdmp.app reproduce --scale smoke --out "$W/ray-smoke" --ray auto --device cuda \
     --units 'eval-ma-cdmp-s0-guide*' --train-gpus 0.5 --eval-gpus 0.25 --no-plots
   exit ;;
 chain)  # (internal) chain NAME BLOCK[+BLOCK...]: what `detach` runs in each process session

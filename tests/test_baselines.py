@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from macdmp.cli import main
+from macdmp.app.main import main
 from macdmp.eval.evaluate import evaluate
 from macdmp.methods import load_run, read_losses, train
 from macdmp.methods.base import get_method, make_config
-from macdmp.methods.policy import RunPolicy
-from macdmp.policies import make_policy
+from macdmp.methods.policy import RunPolicy, load_policy
 
 METHODS = ("ma-cql", "ma-td3bc", "ma-dt")
 RBS = 40.0
@@ -206,7 +205,7 @@ def test_run_folders_train_reload_and_evaluate(name, dataset, tmp_path):
     sets = ["--set", "max_steps=12", "log_every=6", "batch_size=16", *CLI_SETS[name]]
     assert main([*args, *sets]) == 0
     assert [r["step"] for r in read_losses(run)] == [6, 12]
-    pol = make_policy(str(run))
+    pol = load_policy(str(run))
     assert isinstance(pol, RunPolicy) and pol.decentralized and pol.name == name
     res = evaluate([str(run), "carried"], ["n8-2to6"], ["ideal"], n_seeds=1, frames=25)
     rows = res["rows"]
@@ -215,4 +214,4 @@ def test_run_folders_train_reload_and_evaluate(name, dataset, tmp_path):
     cmd = ["evaluate", "--policy", str(run), "--scenarios", "n9-2to7", "--seeds", "1"]
     assert main([*cmd, "--frames", "10"]) == 0
     if name == "ma-dt":
-        assert make_policy(f"{run},target=-50").actor.target == -50.0
+        assert load_policy(f"{run},target=-50").actor.target == -50.0

@@ -44,7 +44,7 @@ def test_cfg_moves_samples_to_the_condition_and_beyond(solver, steps):
         calls.clear()
         gen = torch.Generator().manual_seed(0)
         z = sample(_cfg_toy_model(sch, calls), sch, (b, 4, 2), solver=solver, steps=steps,
-                   condition=cond, cfg_weight=w, generator=gen)  # fmt: skip
+                   condition=cond, cfg=w, generator=gen)  # fmt: skip
         means[w] = float(z.mean())
         # w in {0, 1}: one call of the batch; otherwise cond and uncond in one call of 2B
         assert set(calls) == ({b} if w in (0.0, 1.0) else {2 * b})
@@ -59,10 +59,10 @@ def test_sampler_without_condition_is_unchanged_and_validates():
     eps = lambda x, k: 0.1 * x  # noqa: E731
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     a = sample(eps, sch, (5, 4, 2), generator=g())
-    b = sample(eps, sch, (5, 4, 2), generator=g(), cfg_weight=1.0)
+    b = sample(eps, sch, (5, 4, 2), generator=g(), cfg=1.0)
     torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError, match="cfg_weight"):
-        sample(eps, sch, (5, 4, 2), cfg_weight=2.0)
+    with pytest.raises(ValueError, match="cfg"):
+        sample(eps, sch, (5, 4, 2), cfg=2.0)
     with pytest.raises(ValueError, match="condition"):
         sample(lambda x, k, c, m: x, sch, (5, 4, 2), condition=torch.zeros(4, 1))
 
@@ -89,12 +89,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from test_baselines import RBS, BanditWindows, policy_reward  # noqa: E402
 
-from macdmp.cli import main  # noqa: E402
+from macdmp.app.main import main  # noqa: E402
 from macdmp.diffusion import AgentAttentionUNet  # noqa: E402
 from macdmp.methods import load_run, read_losses, train  # noqa: E402
 from macdmp.methods.base import get_method, make_config  # noqa: E402
-from macdmp.methods.policy import RunPolicy  # noqa: E402
-from macdmp.policies import make_policy  # noqa: E402
+from macdmp.methods.policy import RunPolicy, load_policy  # noqa: E402
 
 METHODS = ("ma-diffuser", "ma-dd", "madiff")
 TINY = {"dim": 8, "dim_mults": (1, 2), "groups": 4, "horizon": 4, "n_diffusion_steps": 6}
@@ -317,7 +316,7 @@ SETS = {"ma-diffuser": ["candidates=2"], "ma-dd": [], "madiff": ["batch_size=4"]
 
 @pytest.mark.parametrize("name", METHODS)
 def test_run_folders_train_on_a_dataset_and_evaluate(name, dataset, tmp_path):
-    from macdmp.eval.episodes import run_groups
+    from macdmp.policies.episodes import run_groups
     from macdmp.sim.config import load_scenario
 
     run = tmp_path / name
@@ -325,7 +324,7 @@ def test_run_folders_train_on_a_dataset_and_evaluate(name, dataset, tmp_path):
     sets = ["--set", "max_steps=4", "log_every=2", "batch_size=8", "dim=8", "groups=4",
             "n_diffusion_steps=6", *SETS[name]]  # fmt: skip
     assert main([*args, *sets]) == 0
-    pol = make_policy(str(run))
+    pol = load_policy(str(run))
     assert isinstance(pol, RunPolicy) and pol.decentralized and pol.name == name
     groups = [(load_scenario("n8-2to6"), [11]), (load_scenario("n9-2to7"), [12, 13])]
     res = run_groups(groups, pol, frames=3)

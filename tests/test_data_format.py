@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from macdmp.cli import main
+from macdmp.app.main import main
 from macdmp.data.collect import CollectSettings, collect, trajectory_seed
 from macdmp.data.format import (
     FORMAT_VERSION,
@@ -194,7 +194,7 @@ def test_existing_file_survives_failed_overwrite(dataset, tmp_path, monkeypatch)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_killed_collection_leaves_no_file_under_final_name(tmp_path, sig):
     out = tmp_path / "killed.h5"
-    cmd = [sys.executable, "-m", "macdmp.cli", "collect", "--quiet",
+    cmd = [sys.executable, "-m", "macdmp.app", "collect", "--quiet",
            "--scenarios", "n9-2to7", "--trajectories", "8"]  # fmt: skip
     # The same collection, short, first: it compiles the frame kernel of this batch shape into
     # numba's cache. On a fresh clone that compilation takes long enough to delay the signal

@@ -152,7 +152,7 @@ def test_pinned_entries_never_move(solver: str, steps) -> None:
         steps=steps,
         cond=cond,
         value=value,
-        guidance_scale=5.0,
+        guide=5.0,
         generator=torch.Generator().manual_seed(1),
     )
     assert len(seen) == (steps or 20)
@@ -178,7 +178,7 @@ def test_guidance_moves_samples_up_the_value(solver: str, steps) -> None:
             solver=solver,
             steps=steps,
             value=value,
-            guidance_scale=scale,
+            guide=scale,
             clip_x0=5.0,
             generator=torch.Generator().manual_seed(0),
         )
@@ -199,8 +199,8 @@ def test_sample_validates_arguments() -> None:
         sample(eps, s, (1, 8, 4), solver="ddpm", steps=10)
     with pytest.raises(ValueError, match="steps"):
         sample(eps, s, (1, 8, 4), solver="dpm2", steps=21)
-    with pytest.raises(ValueError, match="guidance_scale"):
-        sample(eps, s, (1, 8, 4), guidance_scale=1.0)
+    with pytest.raises(ValueError, match="guide"):
+        sample(eps, s, (1, 8, 4), guide=1.0)
 
 
 def test_sampling_is_reproducible_with_a_generator() -> None:

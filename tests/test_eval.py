@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from macdmp.cli import main
-from macdmp.eval.episodes import run_episodes, run_groups
+from macdmp.app.main import main
 from macdmp.eval.evaluate import evaluate
-from macdmp.eval.protocol import EVAL_SEED_BASE, check_disjoint, eval_seeds
 from macdmp.policies import Policy
+from macdmp.policies.episodes import run_episodes, run_groups
 from macdmp.sim.config import PRESETS
+from macdmp.sim.seeds import EVAL_SEED_BASE, check_disjoint, eval_seeds
 
 
 def test_eval_seeds_are_held_out():
@@ -116,7 +116,7 @@ def test_evaluate_trial_frame_leaves_results_unchanged():
 
 
 def test_every_option_has_help():
-    from macdmp.cli import build_parser
+    from macdmp.app.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -126,33 +126,34 @@ def test_every_option_has_help():
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
-    import macdmp.eval.cli as ecli
+    import macdmp.app.demo as demo_app
+    from macdmp.app.evaluate import ALLOCATOR_SET
 
     tiny = {
         "runs": "runs-tiny",
-        "train_sets": (
-            "dim=8",
-            "dim_mults=1,2",
-            "n_diffusion_steps=6",
-            "n_epochs=1",
-            "steps_per_epoch=3",
-            "inv_hidden=16",
-            "warmup_steps=1",
-            "ema_start=0",
-            "log_every=1",
-            "ckpt_every=3",
-        ),  # fmt: skip
+        "train_sets": {
+            "dim": 8,
+            "dim_mults": (1, 2),
+            "n_diffusion_steps": 6,
+            "n_epochs": 1,
+            "steps_per_epoch": 3,
+            "inv_hidden": 16,
+            "warmup_steps": 1,
+            "ema_start": 0,
+            "log_every": 1,
+            "ckpt_every": 3,
+        },
         "describe": "tiny",
         "planner": ",steps=2",
         "frames": 4,
     }
-    monkeypatch.setitem(ecli.DEMO, "fast", tiny)
+    monkeypatch.setitem(demo_app.DEMO, "fast", tiny)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seeds", "1", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "MA-CDMP w/o MF (dpm2 2)" in text and "carried" in text
     data = json.loads((out / "results.json").read_text())
-    assert len(data["rows"]) == 2 * (3 + len(ecli.ALLOCATOR_SET)) and data["frames"] == 4
+    assert len(data["rows"]) == 2 * (3 + len(ALLOCATOR_SET)) and data["frames"] == 4
     steer = json.loads((out / "runs-tiny/macdmp-steer/config.json").read_text())["config"]
     assert steer["guidance"] == "cfg" and steer["warm"] == 0.15
     assert "warm 0.15" in text  # the steer run plans with its warm-start default
@@ -164,7 +165,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
 
 
 def test_progress_bar_writes_whole_lines_to_a_log(capsys):
-    from macdmp.progress import progress_bar
+    from macdmp.common.progress import progress_bar
 
     with progress_bar(1000, "work") as bar:
         for _ in range(1000):
@@ -177,8 +178,8 @@ def test_progress_bar_writes_whole_lines_to_a_log(capsys):
 
 
 def test_report_aggregates_training_seeds():
-    from macdmp.eval.episodes import METRICS
     from macdmp.eval.report import training_seed_table
+    from macdmp.policies.episodes import METRICS
 
     def row(policy, rf, delay):
         r = {"policy": policy, "rf": rf, "frames": 10}
@@ -207,18 +208,18 @@ def test_report_aggregates_training_seeds():
 
 
 def test_loss_aware_delay_counts_each_lost_packet_at_the_penalty():
-    """The loss-aware delay (docs/results.md): (1 - loss) x delay + loss x 1,000 ms, per network,
-    in every summary, evaluation row (with per-seed values) and report table; a policy that
+    """The loss-aware delay (docs/guide/evaluating.md): (1 - loss) x delay + loss x 1,000 ms, per
+    network, in every summary, evaluation row (with per-seed values) and report table; a policy that
     loses a third of its packets can no longer look better than one that loses none."""
-    from macdmp.eval.episodes import (
+    from macdmp.eval.report import markdown_tables
+    from macdmp.policies import make_policy
+    from macdmp.policies.episodes import (
         LOSS_AWARE,
         LOSS_PENALTY_MS,
         format_table,
         loss_aware_delay,
         with_loss_aware,
     )
-    from macdmp.eval.report import markdown_tables
-    from macdmp.policies import make_policy
 
     class Starve(Policy):
         """maxweight, with one node given nothing: its buffer (16 packets) fills and drops."""

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import macdmp
-from macdmp.cli import main
+from macdmp.app.main import main
 from macdmp.data.format import validate
 from macdmp.eval.sim_study import family_map, family_markdown, family_statements
 from macdmp.policies import make_policy
@@ -18,6 +17,7 @@ from macdmp.policies.base import PolicyError
 from macdmp.sim.config import SCENARIOS, ConfigError, load_scenario
 from macdmp.sim.core import DELIV, DROP_COLUMNS, DROP_ROUTE, GEN, TX, BatchedNetworks
 from macdmp.sim.dynamics import profile_load
+from macdmp.sim.env import parallel_env
 from macdmp.sim.families import FAMILIES, family
 from macdmp.sim.network import transit_matrix
 
@@ -153,7 +153,7 @@ def test_same_seed_same_bits_whatever_the_batch(name):
 
 @pytest.mark.parametrize("name", DYNAMIC)
 def test_pettingzoo_matches_batched_core_on_the_new_processes(name):
-    env = macdmp.parallel_env(scenario=name, seed=21, frames=120)
+    env = parallel_env(scenario=name, seed=21, frames=120)
     env.reset()
     sim = BatchedNetworks(SCENARIOS[name], [21])
     while env.agents:

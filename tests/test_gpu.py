@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from macdmp.diffusion.graphs import GraphedCall
 from macdmp.diffusion.sampler import Conditioning, dpm_warm_level, noise_draws, sample
 from macdmp.planner import PlannerModels, make_config, plan
-from macdmp.planner.plan import Speed, _backbones, _GraphedSampler, plan_batch
+from macdmp.planner.plan import Speed, _backbones, plan_batch, sampling_call
 from macdmp.planner.synthetic import SyntheticWindows
 
 pytestmark = [
@@ -38,17 +39,16 @@ def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
     shape = (12, cfg.horizon, cfg.channels)
     nets = _backbones(models, Speed(), shape, sch.device)
     warm = dpm_warm_level(sch, steps, warm) if warm else None
-    graphed = _GraphedSampler(nets, sch, shape, solver, steps, 0.3, 5.0, warm, min_sigma)
+    run = sampling_call(nets, sch, shape, solver, steps, 0.3, 5.0, warm, min_sigma)
+    graphed = None
     for seed in (1, 2):  # two replays with new inputs
         g = torch.Generator(device="cuda").manual_seed(seed)
         first = torch.randn(shape[0], shape[2], device="cuda", generator=g)
         noise = torch.randn(noise_draws(solver, sch.n_steps), *shape, device="cuda", generator=g)
         x_start = torch.randn(shape, device="cuda", generator=g) if warm else None
-        graphed.first.copy_(first)
-        graphed.noise.copy_(noise)
-        if warm:
-            graphed.x_start.copy_(x_start)
-        graphed.graph.replay()
+        inputs = [first, noise] + ([x_start] if warm else [])
+        graphed = graphed or GraphedCall(run, inputs, warmup=3)
+        replayed = graphed(*inputs)
         eager = sample(
             models.eps,
             sch,
@@ -57,14 +57,14 @@ def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
             steps=steps,
             cond=Conditioning.first_step(first, shape[1]),
             value=models.classifier,
-            guidance_scale=0.3,
+            guide=0.3,
             clip_x0=5.0,
             noise=noise,
             start_level=warm,
             x_start=x_start,
             guide_min_sigma=min_sigma,
         )
-        torch.testing.assert_close(graphed.out, eager, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -81,23 +81,22 @@ def test_cuda_graph_replays_the_eager_cfg_sampler(solver, steps, cfg_weight, sca
     sch = models.schedule()
     shape = (12, cfg.horizon, cfg.channels)
     nets = _backbones(models, Speed(), shape, sch.device)
-    graphed = _GraphedSampler(nets, sch, shape, solver, steps, scale, 5.0, None, 0.0, 1, cfg_weight)
+    run = sampling_call(nets, sch, shape, solver, steps, scale, 5.0, None, 0.0, 1, cfg_weight)
+    graphed = None
     for seed in (1, 2):  # two replays with new inputs
         g = torch.Generator(device="cuda").manual_seed(seed)
         first = torch.randn(shape[0], shape[2], device="cuda", generator=g)
         noise = torch.randn(noise_draws(solver, sch.n_steps), *shape, device="cuda", generator=g)
         condition = torch.randn(shape[0], 1, device="cuda", generator=g)
-        graphed.first.copy_(first)
-        graphed.noise.copy_(noise)
-        graphed.condition.copy_(condition)
-        graphed.graph.replay()
+        graphed = graphed or GraphedCall(run, [first, noise, condition], warmup=3)
+        replayed = graphed(first, noise, condition)
         eager = sample(
             models.eps, sch, shape, solver=solver, steps=steps,
             cond=Conditioning.first_step(first, shape[1]), value=models.classifier,
-            guidance_scale=scale, clip_x0=5.0, noise=noise, condition=condition,
-            cfg_weight=cfg_weight,
+            guide=scale, clip_x0=5.0, noise=noise, condition=condition,
+            cfg=cfg_weight,
         )  # fmt: skip
-        torch.testing.assert_close(graphed.out, eager, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-4)
 
 
 def test_the_cfg_actor_plans_through_graphs_in_range():
@@ -106,7 +105,7 @@ def test_the_cfg_actor_plans_through_graphs_in_range():
     obs = np.random.default_rng(0).uniform(0, 20, (9, 4)).astype(np.float32)
     out = []
     for target in (None, models.default_target - 20.0):
-        actor = models.make_actor(seed=0, target=target, guidance_scale=1.5)
+        actor = models.make_actor(seed=0, target=target, cfg=1.5)
         actor.reset(9)
         out.append(np.stack([actor.act(obs, obs) for _ in range(2)]))
         assert np.all((out[-1] >= 0) & (out[-1] <= models.rbs))
@@ -118,7 +117,7 @@ def test_compiled_and_bf16_graphs_stay_close_to_float32(speed):
     """Compiled backbones and bf16 inside the captured graph, cold and warm-started: actions
     within 0.05 RB (compiled: 0.01 RB) of the float32 graph's plan with the same draws.
 
-    bf16's bound: docs/realtime.md measured bf16 against float32 on the GPU at 0.001-0.002 RB
+    bf16's bound: docs/guide/realtime.md measured bf16 against float32 on the GPU at 0.001-0.002 RB
     mean and 0.009-0.023 RB at most (100 and 1,000 agents, every +bf16 setting), and this
     test's comparison, repeated for the observation seeds 0-9 on an H200 (2026-12-02), moved
     the actions by 0.0072 RB at most (bf16) and 0.0067 RB (compiled and bf16). 0.05 RB is about
@@ -312,11 +311,11 @@ def test_diffusion_baselines_act_through_cuda_graphs_as_eagerly(method, monkeypa
     np.testing.assert_allclose(np.stack(out[0]), np.stack(out[1]), rtol=1e-4, atol=1e-4)
 
 
-# The step's GPU arithmetic (TrainConfig.tf32, .bf16; docs/methods.md, "Speed"). TF32 keeps 10
-# mantissa bits and bf16 7, so the steps are not float32's: after 25 steps of the tiny model
+# The step's GPU arithmetic (TrainConfig.tf32, .bf16; docs/guide/training.md, "Speed"). TF32 keeps
+# 10 mantissa bits and bf16 7, so the steps are not float32's: after 25 steps of the tiny model
 # the summed losses stay within 2% (TF32) and 5% (bf16) of float32's, and the process-wide
 # matmul precision is restored after each step. Whether the difference matters for training is
-# measured against the seed spread (docs/results/gpu-2026-12-02-speed), not here.
+# measured against the seed spread (docs/notes/results/gpu-2026-12-02-speed), not here.
 ARITH_RTOL = {"tf32": 2e-2, "bf16": 5e-2, "tf32+bf16": 5e-2}
 
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from macdmp.cli import main
+from macdmp.app.main import main
 from macdmp.eval.evaluate import evaluate
 from macdmp.methods import load_run, read_evals, read_losses, train
 from macdmp.methods.checkpoint import CHECKPOINT_NAME, pick_device
-from macdmp.methods.policy import RunPolicy
+from macdmp.methods.policy import RunPolicy, load_policy
 from macdmp.planner import make_config
 from macdmp.planner.synthetic import SyntheticWindows
-from macdmp.policies import make_policy
 from macdmp.sim.config import PRESETS
 from macdmp.sim.core import BatchedNetworks
 
@@ -72,7 +71,7 @@ def test_second_method_trains_and_its_run_folder_is_a_policy(bc_run, capsys):
 
 
 def test_decentralised_actor_shapes_and_locality(bc_run):
-    pol = make_policy(str(bc_run))
+    pol = load_policy(str(bc_run))
     assert isinstance(pol, RunPolicy) and pol.decentralized
     # agents of an 8- and a 9-node network in one call
     obs = np.random.default_rng(0).integers(0, 30, size=(17, 4)).astype(np.float32)
@@ -90,14 +89,14 @@ def test_decentralised_actor_shapes_and_locality(bc_run):
 
 def test_run_policy_options_and_errors(bc_run, tmp_path):
     with pytest.raises(ValueError, match="keys device, threads, weights"):
-        make_policy(f"{bc_run},solver=dpm2")  # an MA-CDMP option; BC has none of its own
+        load_policy(f"{bc_run},solver=dpm2")  # an MA-CDMP option; BC has none of its own
     with pytest.raises(ValueError, match="bc takes no options"):
         RunPolicy(bc_run, solver="dpm2")
     with pytest.raises(ValueError, match="threads"):
-        make_policy(f"{bc_run},threads=0")
-    assert make_policy(f"macdmp:{bc_run},weights=raw").label == "BC"
+        load_policy(f"{bc_run},threads=0")
+    assert load_policy(f"macdmp:{bc_run},weights=raw").label == "BC"
     with pytest.raises(ValueError, match="unknown policy"):
-        make_policy(str(tmp_path / "nothing"))
+        load_policy(str(tmp_path / "nothing"))
 
 
 def test_cli_refuses_bad_method_options(dataset, tmp_path, capsys):

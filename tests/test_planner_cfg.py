@@ -57,8 +57,8 @@ def test_cfg_trains_and_round_trips_through_the_checkpoint(tmp_path):
     m = load_run(tmp_path / "run", "cpu")
     assert m.cfg == cfg and m.cfg.guidance == "cfg" and m.cfg.cond_dropout == 0.5
     assert m.eps.embed.cond_dim == 1
-    pol = RunPolicy.from_spec(f"{tmp_path / 'run'},guidance=cfg,guide=1.5,target=-40,steps=3")
-    assert pol.actor.describe()["target"] == -40.0 and pol.actor.guidance_scale == 1.5
+    pol = RunPolicy.from_spec(f"{tmp_path / 'run'},guidance=cfg,cfg=1.5,target=-40,steps=3")
+    assert pol.actor.describe()["target"] == -40.0 and pol.actor.cfg == 1.5
     with pytest.raises(PolicyError, match="guidance"):
         RunPolicy.from_spec(f"{tmp_path / 'run'},guidance=free")
     # the loss is a function of the trainer's generator alone: same draws, same loss
@@ -74,18 +74,18 @@ def test_cfg_trains_and_round_trips_through_the_checkpoint(tmp_path):
 def test_the_cfg_actor_acts_and_describes_itself():
     m, data = tiny(guidance="cfg")
     actor = m.make_actor(seed=1)
-    assert actor.guidance == "cfg" and actor.guidance_scale == 1.2
+    assert actor.guidance == "cfg" and actor.cfg == 1.2
     assert actor.describe()["target"] == pytest.approx(m.default_target)
     assert ", cfg" in actor.label
     obs = np.random.default_rng(0).uniform(5, 35, (7, 4)).astype(np.float32)
     actor.reset(7)
     a = actor.act(obs, obs)
     assert a.shape == (7,) and a.dtype == np.float64 and np.all((a >= 0) & (a <= data.rbs))
-    other = m.make_actor(seed=1, guidance="classifier", guidance_scale=0.3)
-    assert other.describe()["target"] is None and other.describe()["guidance_scale"] == 0.3
+    other = m.make_actor(seed=1, guidance="classifier", guide=0.3)
+    assert other.describe()["target"] is None and other.describe()["guide"] == 0.3
     other.reset(7)
     assert other.act(obs, obs).shape == (7,)
-    t = m.make_actor(seed=1, target=-10.0, guidance_scale=2.0)
+    t = m.make_actor(seed=1, target=-10.0, cfg=2.0)
     assert t.describe()["target"] == -10.0 and "target -10" in t.label and "guide 2" in t.label
 
 
@@ -99,13 +99,13 @@ def test_weight_and_target_steer_the_plan_with_the_same_noise():
     obs = np.random.default_rng(1).uniform(5, 35, (5, 4)).astype(np.float32)
     lo, hi = m.default_target - 50.0, m.default_target + 50.0
     # w = 0 is the unconditional model: the target does not matter
-    w0 = _plans(m, obs, guidance="cfg", guidance_scale=0.0, target=lo)
-    torch.testing.assert_close(w0, _plans(m, obs, guidance="cfg", guidance_scale=0.0, target=hi))
+    w0 = _plans(m, obs, guidance="cfg", cfg=0.0, target=lo)
+    torch.testing.assert_close(w0, _plans(m, obs, guidance="cfg", cfg=0.0, target=hi))
     # ... and it is what classifier guidance at scale 0 samples on a cfg-trained model
-    torch.testing.assert_close(w0, _plans(m, obs, guidance="classifier", guidance_scale=0.0))
-    w2 = _plans(m, obs, guidance="cfg", guidance_scale=2.0, target=hi)
+    torch.testing.assert_close(w0, _plans(m, obs, guidance="classifier", guide=0.0))
+    w2 = _plans(m, obs, guidance="cfg", cfg=2.0, target=hi)
     assert (w2 - w0)[:, 1:].abs().max() > 1e-4
-    assert (w2 - _plans(m, obs, guidance="cfg", guidance_scale=2.0, target=lo)).abs().max() > 1e-4
+    assert (w2 - _plans(m, obs, guidance="cfg", cfg=2.0, target=lo)).abs().max() > 1e-4
     torch.testing.assert_close(w2[:, 0], w0[:, 0])  # the current observation stays pinned
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from macdmp.planner import Normalizer, PlannerConfig, PlannerModels, make_config, plan
+from macdmp.methods.learners import Normalizer
+from macdmp.planner import PlannerConfig, PlannerModels, make_config, plan
 from macdmp.planner.models import STEER_CHANGES
 from macdmp.planner.synthetic import SyntheticWindows
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from macdmp.cli import main
+from macdmp.app.main import main
 from macdmp.eval.evaluate import evaluate
-from macdmp.methods.policy import RunPolicy
-from macdmp.policies import PolicyError, make_policy
+from macdmp.methods.policy import RunPolicy, load_policy
+from macdmp.policies import PolicyError
 from macdmp.sim.config import PRESETS
 from macdmp.sim.core import BatchedNetworks
 
@@ -109,12 +109,12 @@ def test_planner_evaluation_is_reproducible(runs):
 
 def test_bad_run_folders_and_options(runs, tmp_path):
     with pytest.raises(PolicyError, match="training run folder"):
-        make_policy(f"macdmp:{tmp_path / 'missing'}")
+        load_policy(f"macdmp:{tmp_path / 'missing'}")
     with pytest.raises(PolicyError, match="not understood"):
-        make_policy(f"macdmp:{runs['mf']},zeta=3")
+        load_policy(f"macdmp:{runs['mf']},zeta=3")
     with pytest.raises(PolicyError, match="solver"):
-        make_policy(f"macdmp:{runs['mf']},solver=euler")
+        load_policy(f"macdmp:{runs['mf']},solver=euler")
     other = PRESETS["n8-2to6"].replace(channels=2)  # 20 RBs per frame, not the trained 40
-    pol = make_policy(f"macdmp:{runs['mf']}")
+    pol = load_policy(f"macdmp:{runs['mf']}")
     with pytest.raises(PolicyError, match="M x L"):
         pol.reset(BatchedNetworks(other, [0]))

@@ -1,4 +1,4 @@
-"""The real-time planning paths (docs/realtime.md): the ONNX Runtime export against the eager
+"""The real-time planning paths (docs/guide/realtime.md): the ONNX Runtime export against the eager
 model, bf16 against float32, and the actor's warm start across frames and episodes."""
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def test_fused_plan_gives_the_eager_plans_and_decisions() -> None:
         torch.set_num_threads(threads)
 
 
-# of 40 RBs: about twice the largest bf16 error documented (0.023 RB, docs/realtime.md); this
+# of 40 RBs: about twice the largest bf16 error documented (0.023 RB, docs/guide/realtime.md); this
 # test measured 0.0076 RB on the CPU
 BF16_ATOL_RBS = 0.05
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from macdmp.cli import main
+from macdmp.app.main import main
 from macdmp.reproduce.figures import (
     HOLDS,
     NOT,
@@ -488,7 +488,7 @@ def test_processes_sharing_a_work_folder_make_each_unit_once(tmp_path):
     assert keys[:2] == ["data", "train-ma-cql-s0"] and len(keys) == 4
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     other = subprocess.Popen(
-        [sys.executable, "-m", "macdmp.cli", "reproduce", "--scale", "smoke", "--out",
+        [sys.executable, "-m", "macdmp.app", "reproduce", "--scale", "smoke", "--out",
          str(out_dir), "--work", str(work), "--units", "train-ma-cql-s0", "--no-plots"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -635,7 +635,7 @@ def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):
 
 def test_paper_results_script_reads_the_committed_results(capsys):
     """experiments/paper_results.py, on the committed paper-scale results: paper-steer's standing
-    as committed in docs/results (made on the results of then), and a curve line per run."""
+    as committed in docs/notes/results (made on the results of then), and a curve line per run."""
     import importlib.util
 
     root = Path(__file__).parents[1]
@@ -646,7 +646,7 @@ def test_paper_results_script_reads_the_committed_results(capsys):
     spec.loader.exec_module(mod)
     old = ["ma-cdmp-s0", "ma-cql-s0", "ma-td3bc-s0", "ma-dt-s0", "carried"]
     mod.standing("ma-cdmp-steer-s0", old)
-    committed = root / "docs" / "results" / "gpu-2026-11-30f" / "steer_standing.txt"
+    committed = root / "docs" / "notes" / "results" / "gpu-2026-11-30f" / "steer_standing.txt"
     assert capsys.readouterr().out == committed.read_text()
     mod.curves(["train-ma-cdmp-s*"])
     lines = capsys.readouterr().out.splitlines()
@@ -656,7 +656,7 @@ def test_paper_results_script_reads_the_committed_results(capsys):
     with pytest.raises(SystemExit, match="policy 'nobody'"):
         mod.standing("nobody", None)
     # a result file made elsewhere (experiments/early_checkpoints.py) stands in for a policy
-    early = root / "docs" / "results" / "gpu-2026-11-30h" / "early"
+    early = root / "docs" / "notes" / "results" / "gpu-2026-11-30h" / "early"
     cdmp10k, dd10k = (early / f"{r}-step10000-ideal.json" for r in ("ma-cdmp-s0", "ma-dd-s0"))
     mod.standing(str(cdmp10k), [str(dd10k), "ma-cdmp-s0"])
     out = capsys.readouterr().out.splitlines()
@@ -669,8 +669,8 @@ def test_paper_results_script_reads_the_committed_results(capsys):
         ["limited", "ma-cdmp-s0                "],
     ]
     assert "delay   8.95 +- 0.27 ms" in lines[0] and "delay   9.76 +- 0.44 ms" in lines[1]
-    # the next block's hybrids (docs/results/gpu-2026-11-30i): its standing-swap.txt, rebuilt
-    early = root / "docs" / "results" / "gpu-2026-11-30i" / "early"
+    # the next block's hybrids (docs/notes/results/gpu-2026-11-30i): its standing-swap.txt, rebuilt
+    early = root / "docs" / "notes" / "results" / "gpu-2026-11-30i" / "early"
     pairs = [("step10000-invdyn100000", ["step10000", "step100000"])]
     pairs += [
         ("step100000-invdyn10000", ["step100000", "step10000"]),

@@ -158,7 +158,7 @@ def test_bad_policy_mixes_are_refused(policies, message):
 
 
 def test_bad_collect_options_are_refused(tmp_path, capsys):
-    from macdmp.cli import main
+    from macdmp.app.main import main
 
     out = str(tmp_path / "x.h5")
     s = CollectSettings(out=out, scenarios=["n8-4to4"], trajectories=2, frames=5,
@@ -231,7 +231,7 @@ def test_reward_diagnostic_script(mixed, tmp_path, capsys):
 
 
 def test_a_plan_packs_runs_on_different_datasets_and_rewards(mixed, tmp_path):
-    from macdmp.cli import main
+    from macdmp.app.main import main
 
     other = tmp_path / "other.h5"
     collect(CollectSettings(out=str(other), scenarios=["n8-4to4"], trajectories=2, frames=24,

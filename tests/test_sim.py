@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-import macdmp
-from macdmp.cli import main
+from macdmp.app.main import main
 from macdmp.policies import make_policy
 from macdmp.sim.config import PRESETS, ConfigError, ScenarioConfig, load_scenario, rf_preset
 from macdmp.sim.core import DELIV, DROP_BUF, DROP_RETRY, GEN, TX, ActionError, BatchedNetworks
+from macdmp.sim.env import parallel_env
 from macdmp.sim.network import TopologyError, build_network, packet_error_rate, received_power_dbm
 
 
@@ -252,12 +252,12 @@ def test_mean_field_is_neighbour_mean():
 def test_pettingzoo_parallel_api():
     from pettingzoo.test import parallel_api_test
 
-    env = macdmp.parallel_env(scenario="n8-4to4", rf="limited", seed=2, frames=50)
+    env = parallel_env(scenario="n8-4to4", rf="limited", seed=2, frames=50)
     parallel_api_test(env, num_cycles=60)
 
 
 def test_pettingzoo_matches_batched_core():
-    env = macdmp.parallel_env(scenario="n9-2to7", seed=21, frames=40)
+    env = parallel_env(scenario="n9-2to7", seed=21, frames=40)
     obs, infos = env.reset()
     sim = BatchedNetworks(PRESETS["n9-2to7"], [21])
     while env.agents:
@@ -285,7 +285,7 @@ def test_bad_actions_are_rejected(demands, match):
 
 
 def test_bad_env_actions_are_rejected():
-    env = macdmp.parallel_env(seed=0)
+    env = parallel_env(seed=0)
     env.reset()
     with pytest.raises(ActionError, match="missing"):
         env.step({"node_0": 1.0})
@@ -390,7 +390,7 @@ def test_cli_bad_input_is_one_clear_line(capsys):
 
 
 def test_pettingzoo_infos_report_the_frame():
-    env = macdmp.parallel_env(scenario="n9-2to7", seed=5, frames=200)
+    env = parallel_env(scenario="n9-2to7", seed=5, frames=200)
     _, infos = env.reset()
     assert infos["node_0"]["delivered"] == 0 and math.isnan(infos["node_0"]["delay_ms"])
     sim = BatchedNetworks(PRESETS["n9-2to7"], [5])
@@ -415,7 +415,7 @@ def test_pettingzoo_infos_report_the_frame():
 
 
 def test_pettingzoo_render_rgb_array():
-    env = macdmp.parallel_env(scenario="n8-2to6", seed=1, frames=100, render_mode="rgb_array")
+    env = parallel_env(scenario="n8-2to6", seed=1, frames=100, render_mode="rgb_array")
     env.reset()
     first = env.render()
     assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
@@ -429,8 +429,8 @@ def test_pettingzoo_render_rgb_array():
 
 def test_pettingzoo_render_modes_are_checked(monkeypatch):
     with pytest.raises(ValueError, match="render_mode"):
-        macdmp.parallel_env(render_mode="ascii")
-    env = macdmp.parallel_env()
+        parallel_env(render_mode="ascii")
+    env = parallel_env()
     env.reset()
     with pytest.warns(UserWarning, match="render_mode"):
         assert env.render() is None
@@ -438,4 +438,4 @@ def test_pettingzoo_render_modes_are_checked(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(RuntimeError, match="display"):
-        macdmp.parallel_env(render_mode="human")
+        parallel_env(render_mode="human")

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from macdmp.app import train as train_cli
+from macdmp.methods import trainer as trainer_module
 from macdmp.diffusion import Conditioning, dpm_levels, dpm_warm_level, sample
 from macdmp.methods import (
     CheckpointMismatchError,
@@ -22,7 +24,7 @@ from macdmp.methods import (
     read_losses,
     train,
 )
-from macdmp.methods import cli as train_cli
+from macdmp.methods.config import parse_sets
 from macdmp.planner import make_config, plan
 from macdmp.planner.plan import shift_plans
 from macdmp.planner.synthetic import SyntheticWindows
@@ -180,8 +182,8 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path: Path) -> None:
 
 def test_cli_train_and_errors(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(
-        train_cli,
-        "open_dataset",
+        trainer_module,
+        "open_windows",
         lambda path, horizon, gamma, reward="delay": SyntheticWindows(horizon, gamma),
     )
     parser = argparse.ArgumentParser(prog="macdmp")
@@ -304,7 +306,7 @@ def test_guidance_raises_predicted_return(trained, solver: str, steps) -> None:
     assert guided > base, (base, guided)
 
 
-# Real-time planning (docs/realtime.md) on the same trained toy model.
+# Real-time planning (docs/guide/realtime.md) on the same trained toy model.
 @pytest.mark.slow
 def test_warm_started_plans_match_cold_ones_in_distribution(trained) -> None:
     """Re-noising a previous plan (shifted one frame) to ~0.3 K and denoising from there gives
@@ -374,7 +376,7 @@ def test_guidance_skipped_at_low_noise_barely_changes_the_plan(trained) -> None:
             steps=10,
             cond=cond,
             value=value,
-            guidance_scale=scale,
+            guide=scale,
             guide_min_sigma=min_sigma,
             generator=torch.Generator().manual_seed(0),
             clip_x0=5.0,
@@ -404,7 +406,7 @@ def test_warm_start_arguments_are_checked(trained) -> None:
 
 
 def test_gpu_arithmetic_fields_are_checked_and_the_cpu_step_stays_float32(tmp_path: Path) -> None:
-    """``tf32`` and ``bf16`` (docs/methods.md, "Speed") are booleans, refused by name otherwise;
+    """``tf32`` and ``bf16`` (docs/guide/training.md) are booleans, refused by name otherwise;
     on the CPU they are ignored: a run with both set trains exactly as one without, and leaves
     torch's process-wide matmul precision as it was. Like the device, they say how a step is
     computed, not which run it is: a run resumes with other values, and a configuration without
@@ -413,7 +415,7 @@ def test_gpu_arithmetic_fields_are_checked_and_the_cpu_step_stays_float32(tmp_pa
         tiny_cfg(tf32="yes")
     with pytest.raises(ValueError, match="bf16: must be true or false"):
         tiny_cfg(bf16=1)
-    sets = train_cli.parse_sets("ma-cdmp", ["tf32=true", "bf16=off"])
+    sets = parse_sets("ma-cdmp", ["tf32=true", "bf16=off"])
     assert sets == {"tf32": True, "bf16": False}
     cfg = tiny_cfg(n_epochs=1)
     assert cfg.tf32 is False and cfg.bf16 is False  # the defaults: today's arithmetic

@@ -1,4 +1,4 @@
-"""Signals, faults, output paths and plan files (issue 30, items 4-7; docs/trust.md)."""
+"""Signals, faults, output paths and plan files (issue 30, items 4-7; docs/guide/trust.md)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from macdmp.cli import main
-from macdmp.data.collect import CollectSettings, collect
-from macdmp.outputs import (
+from macdmp.app.main import main
+from macdmp.common.outputs import (
     WriteError,
     check_output_dir,
     check_output_file,
@@ -25,7 +24,8 @@ from macdmp.outputs import (
     read_jsonl,
     sweep_partials,
 )
-from macdmp.signals import Stopped, check_stop, stop_at_safe_points, stop_requests
+from macdmp.common.signals import Stopped, check_stop, stop_at_safe_points, stop_requests
+from macdmp.data.collect import CollectSettings, collect
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -47,7 +47,7 @@ TRIALS_DRIVER = textwrap.dedent(
     """
     import json, os, random, signal, sys, time, traceback
     from pathlib import Path
-    from macdmp.cli import build_parser, main
+    from macdmp.app.main import build_parser, main
 
     build_parser()  # imports every stage once, here, not in each trial
     folder, n, args = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
@@ -230,7 +230,7 @@ def test_collect_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(
 
 
 def test_hdf5_disk_errors_are_recognised():
-    from macdmp.outputs import is_disk_error, write_error
+    from macdmp.common.outputs import is_disk_error, write_error
 
     # as h5py raises it, errno only in the text
     exc = OSError("Can't write data (file write failed: errno = 28, error message = 'No space')")
@@ -285,7 +285,7 @@ def test_partial_files_of_dead_processes_are_swept_by_the_next_writer(tmp_path):
 def test_sigkilled_collection_leaves_a_partial_file_that_the_next_run_removes(tmp_path):
     out = tmp_path / "d.h5"
     env = {**os.environ, "PYTHONPATH": SRC}
-    cmd = [sys.executable, "-m", "macdmp.cli", "collect", "--quiet", "--scenarios", "n9-2to7",
+    cmd = [sys.executable, "-m", "macdmp.app", "collect", "--quiet", "--scenarios", "n9-2to7",
            "--trajectories", "2", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen([*cmd, "--frames", "1000000"], env=env, stderr=subprocess.DEVNULL)
     for _ in range(1200):
@@ -338,7 +338,7 @@ def test_output_paths_are_refused_by_option_before_any_work(tmp_path, capsys, mo
 
 
 def test_an_unwritable_folder_is_found_before_the_work(tmp_path, capsys, monkeypatch):
-    import macdmp.outputs as outputs
+    import macdmp.common.outputs as outputs
     from macdmp.sim.core import BatchedNetworks
 
     def no_work(*a, **k):
@@ -393,7 +393,7 @@ def test_check_output_helpers(tmp_path):
 def _plan_specs(tmp_path: Path, text: str):
     import argparse
 
-    from macdmp.methods.cli import _specs, register
+    from macdmp.app.train import _specs, register
 
     plan = tmp_path / "plan.toml"
     plan.write_text(text)
@@ -404,7 +404,7 @@ def _plan_specs(tmp_path: Path, text: str):
 
 
 def test_plan_values_are_typed_as_set_reads_them(tmp_path):
-    from macdmp.methods.cli import build_config
+    from macdmp.methods.config import build_config
 
     out = tmp_path / "r"
     specs = _plan_specs(tmp_path, f'[[run]]\nout = "{out}"\nno_mf = "false"\n')
@@ -552,7 +552,7 @@ def test_train_on_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path, monkey
 def test_a_blocking_wait_of_our_own_is_ended_by_the_signal():
     import threading
 
-    from macdmp.signals import interruptible
+    from macdmp.common.signals import interruptible
 
     timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
     t0 = time.perf_counter()

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from macdmp.cli import main
+from macdmp.app.main import main
+from macdmp.common.locking import OutputLockedError, lock_output, lock_path_for_file
 from macdmp.data.format import DatasetError, validate
-from macdmp.locking import OutputLockedError, lock_output, lock_path_for_file
 from macdmp.methods import load_run
 from macdmp.methods.checkpoint import (
     CHECKPOINT_NAME,
@@ -218,7 +218,7 @@ def test_output_lock_is_reentrant_in_process_and_released(tmp_path):
 
 def _holder(lock_file: Path) -> subprocess.Popen:
     code = (
-        "import sys, time; from macdmp.locking import lock_output; "
+        "import sys, time; from macdmp.common.locking import lock_output; "
         "lock_output(sys.argv[1], 'held'); print('locked', flush=True); time.sleep(120)"
     )
     env = {**os.environ, "PYTHONPATH": SRC}
@@ -232,7 +232,7 @@ def _holder(lock_file: Path) -> subprocess.Popen:
 def test_second_train_on_the_same_out_is_refused_at_once(dataset, tmp_path, capsys):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC}
-    code = "import sys; from macdmp.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from macdmp.app.main import main; sys.exit(main(sys.argv[1:]))"
     cmd = ["train", "--method", "bc", "--data", str(dataset), "--out", str(out), "--quiet"]
     sets = ["--set", "n_epochs=1", "steps_per_epoch=1000000", "log_every=1000", "hidden=16"]
     first = subprocess.Popen([sys.executable, "-c", code, *cmd, *sets], env=env)

@@ -1,4 +1,4 @@
-"""Behaviour cloning: the simplest learned method, and the worked example of docs/methods.md.
+"""Behaviour cloning: the simplest learned method, and the worked example of docs/guide/adding-a-method.md.
 
 Each agent maps its own current observation (normalised) to the demand its data took, by an
 MLP with parameters shared across agents and a mean-squared error on the normalised action.
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from macdmp.methods.base import Actor, Method, TrainConfig
+from macdmp.methods.base import DEMO_SCHEDULE, Actor, Method, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -34,25 +34,20 @@ class BCConfig(TrainConfig):
             raise ValueError(f"layers: must be >= 1 (got {self.layers})")
 
 
-PRESETS = {
-    "paper": BCConfig(n_epochs=20, steps_per_epoch=1000, batch_size=256, lr=1e-3),
-    "demo": BCConfig(
-        hidden=64,
-        n_epochs=4,
-        steps_per_epoch=250,
-        batch_size=256,
-        lr=1e-3,
-        log_every=50,
-        ckpt_every=250,
-    ),  # fmt: skip
-}
-
-
 class BehaviourCloning(Method):
     name = "bc"
     version = 1
     config_class = BCConfig
-    presets = PRESETS
+    presets = {
+        "paper": BCConfig(n_epochs=20, steps_per_epoch=1000, batch_size=256, lr=1e-3),
+        "demo": BCConfig(
+            hidden=64,
+            n_epochs=4,
+            batch_size=256,
+            lr=1e-3,
+            **DEMO_SCHEDULE,
+        ),
+    }
     loss_names = ("loss",)
 
     def __init__(self, cfg: BCConfig, stats: Mapping[str, Any], rbs: float) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from macdmp.baselines.td3 import TD3Base, TD3Config
+from macdmp.methods.base import DEMO_SCHEDULE
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,15 @@ class CQLConfig(TD3Config):
             raise ValueError(f"act_l2: must be >= 0 (got {self.act_l2})")
 
 
-PRESETS = {
-    "paper": CQLConfig(n_epochs=100, steps_per_epoch=1000),
-    "demo": CQLConfig(
-        hidden=64, n_epochs=4, steps_per_epoch=250, log_every=50, ckpt_every=250
-    ),  # fmt: skip
-}
-
-
 class MACQL(TD3Base):
     name = "ma-cql"
     label = "MA-CQL"
     version = 1
     config_class = CQLConfig
-    presets = PRESETS
+    presets = {
+        "paper": CQLConfig(n_epochs=100, steps_per_epoch=1000),
+        "demo": CQLConfig(hidden=64, n_epochs=4, **DEMO_SCHEDULE),
+    }
     loss_names = ("loss", "critic", "actor", "q", "cql")
 
     def loss(self, batch, generator=None):

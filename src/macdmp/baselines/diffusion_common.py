@@ -18,10 +18,17 @@ import torch
 
 from macdmp.diffusion.backbones import check_unet_shape
 from macdmp.diffusion.graphs import run_maybe_graphed
-from macdmp.diffusion.sampler import SOLVERS, dpm_levels, dpm_max_steps, noise_draws, sample
+from macdmp.diffusion.sampler import (
+    DEFAULT_CFG,
+    SOLVERS,
+    dpm_levels,
+    dpm_max_steps,
+    noise_draws,
+    sample,
+)
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
-from macdmp.methods.base import Actor, TrainConfig
-from macdmp.planner.models import default_target
+from macdmp.methods.base import DEMO_DIFFUSION, Actor, TrainConfig
+from macdmp.methods.learners import default_target
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class ReturnConditionedConfig(DiffusionConfig):
     """Decision Diffuser's return condition: classifier-free guidance, inverse dynamics."""
 
     condition_dropout: float = 0.25  # Decision Diffuser's reference
-    cfg_weight: float = 1.2  # the guidance weight w at execution (reference), an actor option
+    cfg_weight: float = DEFAULT_CFG  # the actor's default of its option cfg, the weight w
     inv_hidden: int = 256
     inv_layers: int = 2
     solver: str = "dpm2"  # the actor's default solver and steps (MA-CDMP's)
@@ -79,6 +86,13 @@ class ReturnConditionedConfig(DiffusionConfig):
         self.need(self.inv_layers >= 1, "inv_layers", ">= 1")
         self.need(self.solver in SOLVERS, "solver", f"one of {SOLVERS}")
         self.need(self.sample_steps >= 1, "sample_steps", ">= 1")
+
+    @classmethod
+    def demo(cls, **changes: Any) -> Any:
+        """The ``demo`` preset of MA-DD and MADiff: MA-CDMP's demo size (H 8, width 16, K 20)
+        and the demo schedule, with ``changes``."""
+        size = {"horizon": 8, "dim": 16, "inv_hidden": 128, "n_diffusion_steps": 20}
+        return cls(**{**size, "batch_size": 64, "n_epochs": 4, **DEMO_DIFFUSION, **changes})
 
 
 def check_solver(
@@ -99,7 +113,7 @@ def check_solver(
 
 class ReturnConditionedActor(Actor):
     """The options and state MA-DD's and MADiff's actors share: solver and steps, the
-    classifier-free guidance weight ``cfg_weight`` (option ``cfg``), the target return
+    classifier-free guidance weight ``cfg`` (default the config's ``cfg_weight``), the target return
     ``target`` (default the model's), and a generator reset with every episode."""
 
     label_name = ""
@@ -107,7 +121,7 @@ class ReturnConditionedActor(Actor):
     options = {
         "solver": ("solver", str),
         "steps": ("steps", int),
-        "cfg": ("cfg_weight", float),
+        "cfg": ("cfg", float),
         "target": ("target", float),
     }
 
@@ -117,23 +131,23 @@ class ReturnConditionedActor(Actor):
         seed: int = 0,
         solver: str | None = None,
         steps: int | None = None,
-        cfg_weight: float | None = None,
+        cfg: float | None = None,
         target: float | None = None,
     ) -> None:
-        cfg = model.cfg
+        mc = model.cfg
         self.model = model
-        self.solver = cfg.solver if solver is None else solver
-        self.steps = check_solver(model.schedule(), self.solver, steps, cfg.sample_steps)
-        self.cfg_weight = cfg.cfg_weight if cfg_weight is None else float(cfg_weight)
-        if not np.isfinite(self.cfg_weight):
-            raise ValueError(f"cfg: must be a finite number (got {self.cfg_weight})")
+        self.solver = mc.solver if solver is None else solver
+        self.steps = check_solver(model.schedule(), self.solver, steps, mc.sample_steps)
+        self.cfg = mc.cfg_weight if cfg is None else float(cfg)
+        if not np.isfinite(self.cfg):
+            raise ValueError(f"cfg: must be a finite number (got {self.cfg})")
         self.target = float(model.target) if target is None else float(target)
         if not np.isfinite(self.target):
             raise ValueError(f"target: must be a finite return in ms (got {self.target})")
         self.seed = int(seed)
         self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
-        k = cfg.n_diffusion_steps if self.solver == "ddpm" else self.steps
-        self.label = f"{self.label_name} ({self.solver} {k}, w {self.cfg_weight:g})"
+        k = mc.n_diffusion_steps if self.solver == "ddpm" else self.steps
+        self.label = f"{self.label_name} ({self.solver} {k}, w {self.cfg:g})"
 
     def reset(self, n_agents: int) -> None:
         self.generator.manual_seed(self.seed)

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from macdmp.baselines.td3 import mlp, stat
-from macdmp.methods.base import Actor, Method, TrainConfig
+from macdmp.methods.base import DEMO_SCHEDULE, Actor, Method, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -65,20 +65,6 @@ class DTConfig(TrainConfig):
         for ok, name, allowed in need:
             if not ok:
                 raise ValueError(f"{name}: must be {allowed} (got {getattr(self, name)!r})")
-
-
-PRESETS = {
-    "paper": DTConfig(n_epochs=100, steps_per_epoch=1000),
-    "demo": DTConfig(
-        embed=64,
-        layers=2,
-        warmup_steps=100,
-        n_epochs=4,
-        steps_per_epoch=250,
-        log_every=50,
-        ckpt_every=250,
-    ),  # fmt: skip
-}
 
 
 def _dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -114,7 +100,16 @@ class MADT(Method):
     label = "MA-DT"
     version = 1
     config_class = DTConfig
-    presets = PRESETS
+    presets = {
+        "paper": DTConfig(n_epochs=100, steps_per_epoch=1000),
+        "demo": DTConfig(
+            embed=64,
+            layers=2,
+            warmup_steps=100,
+            n_epochs=4,
+            **DEMO_SCHEDULE,
+        ),
+    }
     loss_names = ("loss", "act", "rew")
     actor_options = {"target": ("target", float)}
 

@@ -34,7 +34,7 @@ from macdmp.diffusion.backbones import TemporalUNet, condition_keep
 from macdmp.diffusion.sampler import Conditioning
 from macdmp.diffusion.schedule import NoiseSchedule
 from macdmp.methods.base import Actor, Method, TrainConfig
-from macdmp.planner.models import InverseDynamics, Normalizer
+from macdmp.methods.learners import InverseDynamics, Normalizer
 
 OBS = 4
 
@@ -44,32 +44,17 @@ class MADDConfig(ReturnConditionedConfig):
     pass
 
 
-PRESETS = {
-    # 100 epochs x 1,000 steps (the paper); Decision Diffuser's method settings, MA-CDMP's
-    # task settings (H 16, K 100, the U-Net widths): docs/baselines.md
-    "paper": MADDConfig(),
-    "demo": MADDConfig(
-        horizon=8,
-        dim=16,
-        inv_hidden=128,
-        n_diffusion_steps=20,
-        batch_size=64,
-        warmup_steps=100,
-        ema_start=200,
-        n_epochs=4,
-        steps_per_epoch=250,
-        log_every=50,
-        ckpt_every=250,
-    ),
-}
-
-
 class MADD(Method):
     name = "ma-dd"
     label = "MA-DD"
     version = 1
     config_class = MADDConfig
-    presets = PRESETS
+    presets = {
+        # 100 epochs x 1,000 steps (the paper); Decision Diffuser's method settings, MA-CDMP's
+        # task settings (H 16, K 100, the U-Net widths): docs/baselines.md
+        "paper": MADDConfig(),
+        "demo": MADDConfig.demo(),
+    }
     loss_names = ("loss", "diff", "inv")
     compile_modules = ("eps",)
     actor_options = ReturnConditionedActor.options
@@ -136,12 +121,12 @@ class MADDActor(ReturnConditionedActor):
         with torch.inference_mode():
             first = m.normalizer.obs(o)
             cond = m.normalizer.ret(torch.full((a, 1), self.target, device=o.device))
-        solver, steps, w = self.solver, self.steps, self.cfg_weight
+        solver, steps, w = self.solver, self.steps, self.cfg
 
         def build(first: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
             return sample(m.eps, sch, shape, solver=solver, steps=steps,
                           cond=Conditioning.first_step(first, h), condition=cond,
-                          cfg_weight=w, clip_x0=5.0, noise=noise)  # fmt: skip
+                          cfg=w, clip_x0=5.0, noise=noise)  # fmt: skip
 
         key = ("ma-dd", id(m), shape, solver, steps, w)
         z = sample_plans(key, build, sch, shape, solver, [first, cond], self.generator)
@@ -153,4 +138,4 @@ class MADDActor(ReturnConditionedActor):
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "solver": self.solver, "steps": self.steps,
-                "cfg_weight": self.cfg_weight, "target": self.target}  # fmt: skip
+                "cfg": self.cfg, "target": self.target}  # fmt: skip

@@ -41,7 +41,7 @@ from macdmp.diffusion.backbones import AgentAttentionUNet, condition_keep
 from macdmp.diffusion.sampler import Conditioning
 from macdmp.diffusion.schedule import NoiseSchedule
 from macdmp.methods.base import Actor, Method, TrainConfig
-from macdmp.planner.models import InverseDynamics, Normalizer
+from macdmp.methods.learners import InverseDynamics, Normalizer
 
 OBS = 4
 
@@ -55,25 +55,6 @@ class MADiffConfig(ReturnConditionedConfig):
         super().__post_init__()
         self.need(self.heads >= 1 and self.dim % self.heads == 0, "heads", ">= 1, dividing dim")
         self.need(self.team_size >= 1, "team_size", ">= 1")
-
-
-PRESETS = {
-    # 100 epochs x 1,000 steps (the paper); a batch of 32 joint windows (up to 288 agents)
-    "paper": MADiffConfig(),
-    "demo": MADiffConfig(
-        horizon=8,
-        dim=16,
-        inv_hidden=128,
-        n_diffusion_steps=20,
-        batch_size=16,
-        warmup_steps=100,
-        ema_start=200,
-        n_epochs=4,
-        steps_per_epoch=250,
-        log_every=50,
-        ckpt_every=250,
-    ),
-}
 
 
 def pin_self(first: torch.Tensor, slot: torch.Tensor, n: int, horizon: int) -> Conditioning:
@@ -91,7 +72,11 @@ class MADiff(Method):
     label = "MADiff"
     version = 1
     config_class = MADiffConfig
-    presets = PRESETS
+    presets = {
+        # 100 epochs x 1,000 steps (the paper); a batch of 32 joint windows (up to 288 agents)
+        "paper": MADiffConfig(),
+        "demo": MADiffConfig.demo(batch_size=16),
+    }
     loss_names = ("loss", "diff", "inv")
     compile_modules = ("eps",)
     actor_options = ReturnConditionedActor.options
@@ -184,7 +169,7 @@ class MADiffActor(ReturnConditionedActor):
         with torch.inference_mode():
             first = m.normalizer.obs(o)
             cond = m.normalizer.ret(torch.full((a, 1), self.target, device=dev))
-        solver, steps, w = self.solver, self.steps, self.cfg_weight
+        solver, steps, w = self.solver, self.steps, self.cfg
 
         def build(first, cond, mask, noise):
             # every tensor the sampling reads is an input or made here: a tensor made outside
@@ -195,7 +180,7 @@ class MADiffActor(ReturnConditionedActor):
                 return m.eps(x, k, mask.repeat(x.shape[0] // a, 1), c, keep)
 
             return sample(eps, sch, shape, solver=solver, steps=steps,
-                          cond=pin_self(first, slot, n, h), condition=cond, cfg_weight=w,
+                          cond=pin_self(first, slot, n, h), condition=cond, cfg=w,
                           clip_x0=5.0, noise=noise)  # fmt: skip
 
         key = ("madiff", id(m), shape, solver, steps, w)
@@ -208,4 +193,4 @@ class MADiffActor(ReturnConditionedActor):
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "solver": self.solver, "steps": self.steps,
-                "cfg_weight": self.cfg_weight, "target": self.target}  # fmt: skip
+                "cfg": self.cfg, "target": self.target}  # fmt: skip

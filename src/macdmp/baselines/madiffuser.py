@@ -26,10 +26,10 @@ import torch
 
 from macdmp.baselines.diffusion_common import DiffusionConfig, check_solver, sample, sample_plans
 from macdmp.diffusion.backbones import HalfUNet, TemporalUNet
-from macdmp.diffusion.sampler import Conditioning
+from macdmp.diffusion.sampler import DEFAULT_GUIDE, Conditioning
 from macdmp.diffusion.schedule import NoiseSchedule
-from macdmp.methods.base import Actor, Method, TrainConfig
-from macdmp.planner.models import Normalizer
+from macdmp.methods.base import DEMO_DIFFUSION, Actor, Method, TrainConfig
+from macdmp.methods.learners import Normalizer
 
 OBS = 4
 CHANNELS = OBS + 1  # (o, a) per frame
@@ -42,7 +42,7 @@ class MADiffuserConfig(DiffusionConfig):
     action_weight: float = 10.0  # Diffuser: the loss weight of the first action
     w_value: float = 1.0
     # execution (actor options): guidance scale, steps without guidance, candidates
-    guidance_scale: float = 0.1
+    guidance_scale: float = DEFAULT_GUIDE  # the actor's default of its option guide
     stop_grad: int = 2
     candidates: int = 64
 
@@ -53,26 +53,6 @@ class MADiffuserConfig(DiffusionConfig):
         self.need(np.isfinite(self.guidance_scale), "guidance_scale", "a finite number")
         self.need(0 <= self.stop_grad <= self.n_diffusion_steps, "stop_grad", "in [0, K]")
         self.need(self.candidates >= 1, "candidates", ">= 1")
-
-
-PRESETS = {
-    # Diffuser's locomotion settings, 100 epochs x 1,000 steps (the paper); 8 candidates
-    # instead of 64 per agent and frame (docs/baselines.md: the cost of a frame's decision)
-    "paper": MADiffuserConfig(candidates=8),
-    "demo": MADiffuserConfig(
-        horizon=8,
-        dim=16,
-        n_diffusion_steps=10,
-        candidates=4,
-        batch_size=64,
-        warmup_steps=100,
-        ema_start=200,
-        n_epochs=4,
-        steps_per_epoch=250,
-        log_every=50,
-        ckpt_every=250,
-    ),
-}
 
 
 def pin_first_obs(first: torch.Tensor, horizon: int) -> Conditioning:
@@ -90,11 +70,24 @@ class MADiffuser(Method):
     label = "MA-Diffuser"
     version = 1
     config_class = MADiffuserConfig
-    presets = PRESETS
+    presets = {
+        # Diffuser's locomotion settings, 100 epochs x 1,000 steps (the paper); 8 candidates
+        # instead of 64 per agent and frame (docs/baselines.md: the cost of a frame's decision)
+        "paper": MADiffuserConfig(candidates=8),
+        "demo": MADiffuserConfig(
+            horizon=8,
+            dim=16,
+            n_diffusion_steps=10,
+            candidates=4,
+            batch_size=64,
+            n_epochs=4,
+            **DEMO_DIFFUSION,
+        ),
+    }
     loss_names = ("loss", "diff", "value")
     compile_modules = ("eps", "value")
     actor_options = {
-        "guide": ("guidance_scale", float),
+        "guide": ("guide", float),
         "candidates": ("candidates", int),
         "solver": ("solver", str),
         "steps": ("steps", int),
@@ -153,16 +146,16 @@ class MADiffuserActor(Actor):
         self,
         model: MADiffuser,
         seed: int = 0,
-        guidance_scale: float | None = None,
+        guide: float | None = None,
         candidates: int | None = None,
         solver: str = "ddpm",
         steps: int | None = None,
     ) -> None:
         cfg = model.cfg
         self.model = model
-        self.guidance_scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
-        if not np.isfinite(self.guidance_scale):
-            raise ValueError(f"guide: must be a finite number (got {self.guidance_scale})")
+        self.guide = cfg.guidance_scale if guide is None else float(guide)
+        if not np.isfinite(self.guide):
+            raise ValueError(f"guide: must be a finite number (got {self.guide})")
         self.candidates = cfg.candidates if candidates is None else int(candidates)
         if self.candidates < 1:
             raise ValueError(f"candidates: must be >= 1 (got {self.candidates})")
@@ -191,11 +184,11 @@ class MADiffuserActor(Actor):
         shape = (a * c, h, CHANNELS)
         with torch.inference_mode():
             first = m.normalizer.obs(o).repeat_interleave(c, dim=0)
-        solver, steps, scale = self.solver, self.steps, float(self.guidance_scale)
+        solver, steps, guide = self.solver, self.steps, self.guide
 
         def build(first: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
             z = sample(m.eps, sch, shape, solver=solver, steps=steps,
-                       cond=pin_first_obs(first, h), value=self._value, guidance_scale=scale,
+                       cond=pin_first_obs(first, h), value=self._value, guide=guide,
                        clip_x0=5.0, noise=noise)  # fmt: skip
             with torch.no_grad():
                 if c == 1:
@@ -204,7 +197,7 @@ class MADiffuserActor(Actor):
                 best = m.value(z, k0).view(a, c).argmax(dim=1)
                 return z.view(a, c, h, CHANNELS)[torch.arange(a, device=z.device), best]
 
-        key = ("ma-diffuser", id(m), shape, solver, steps, scale)
+        key = ("ma-diffuser", id(m), shape, solver, steps, guide)
         z = sample_plans(key, build, sch, shape, solver, [first], self.generator)
         self.last_plan = z  # normalised, one row per agent (its best plan)
         with torch.inference_mode():
@@ -213,4 +206,4 @@ class MADiffuserActor(Actor):
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "solver": self.solver, "steps": self.steps,
-                "guidance_scale": self.guidance_scale, "candidates": self.candidates}  # fmt: skip
+                "guide": self.guide, "candidates": self.candidates}  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from macdmp.baselines.td3 import TD3Base, TD3Config
+from macdmp.methods.base import DEMO_SCHEDULE
 
 
 @dataclass(frozen=True)
@@ -25,20 +26,15 @@ class TD3BCConfig(TD3Config):
             raise ValueError(f"alpha: must be > 0 (got {self.alpha})")
 
 
-PRESETS = {
-    "paper": TD3BCConfig(n_epochs=100, steps_per_epoch=1000),
-    "demo": TD3BCConfig(
-        hidden=64, n_epochs=4, steps_per_epoch=250, log_every=50, ckpt_every=250
-    ),  # fmt: skip
-}
-
-
 class MATD3BC(TD3Base):
     name = "ma-td3bc"
     label = "MA-TD3+BC"
     version = 1
     config_class = TD3BCConfig
-    presets = PRESETS
+    presets = {
+        "paper": TD3BCConfig(n_epochs=100, steps_per_epoch=1000),
+        "demo": TD3BCConfig(hidden=64, n_epochs=4, **DEMO_SCHEDULE),
+    }
     loss_names = ("loss", "critic", "actor", "q", "bc")
 
     def loss(self, batch, generator=None):

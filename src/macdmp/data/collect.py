@@ -1,7 +1,7 @@
 """Offline data collection: the behaviour policy run on many networks at once, written to HDF5.
 
 Trajectories are grouped by scenario and stepped in batches of `batch_size` networks through
-the batched core. Seed scheme (documented in `docs/dataset.md`): with the dataset seed S and the
+the batched core. Seed scheme (documented in `docs/guide/datasets.md`): with the dataset seed S and the
 trajectories numbered k = 0, 1, ... across the scenarios in the order given, trajectory k runs
 on the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds therefore never
 share a trajectory, and every training env seed is below 2**31; [2**31, 2**32) is reserved for
@@ -16,6 +16,7 @@ trajectory's policy (`policy`, indexing the root attribute `policies`).
 from __future__ import annotations
 
 import shlex
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,10 @@ from typing import Any
 import numba
 import numpy as np
 
+from macdmp.common.locking import lock_output, lock_path_for_file
+from macdmp.common.outputs import check_output_file
+from macdmp.common.progress import progress_bar
+from macdmp.common.signals import check_stop, stop_at_safe_points
 from macdmp.data.format import (
     COMPRESSIONS,
     DEFAULT_COMPRESSION,
@@ -34,10 +39,8 @@ from macdmp.data.format import (
     TRAIN_SEED_LIMIT,
     atomic_dataset,
 )
-from macdmp.locking import lock_output, lock_path_for_file
 from macdmp.policies import make_policy
 from macdmp.policies.allocators import ALLOCATORS
-from macdmp.signals import check_stop, stop_at_safe_points
 from macdmp.sim.config import PAPER_SCENARIOS, RF_MODES, ScenarioConfig, load_scenario
 from macdmp.sim.core import STAT_FIELDS, BatchedNetworks
 
@@ -70,7 +73,7 @@ COLLECT_PRESETS: dict[str, CollectPreset] = {
 
 # Dataset qualities in the manner of OG-MARL's Good / Medium / Poor / Replay and D4RL's
 # medium-replay: which policies produce the trajectories, with weights (shares of each
-# scenario's trajectories). docs/dataset.md gives each one's QoS.
+# scenario's trajectories). docs/guide/datasets.md gives each one's QoS.
 QUALITY_PRESETS: dict[str, tuple[str, ...]] = {
     "good": ("behaviour:0.1",),  # close to the static carried split
     "medium": ("behaviour:0.5",),  # the paper's data
@@ -138,7 +141,7 @@ class CollectSettings:
     compression: str = DEFAULT_COMPRESSION
     # Numba threads of the core. 1 by default: the core synchronises its threads every frame,
     # and when another process competes for the cores that barrier makes 2 threads ~10x
-    # slower than 1 (docs/dataset.md). The data do not depend on it.
+    # slower than 1 (docs/guide/datasets.md). The data do not depend on it.
     threads: int = 1
 
     def check(self) -> None:
@@ -251,8 +254,6 @@ def trajectory_seed(dataset_seed: int, k: int) -> int:
 
 def _check_resources(settings: CollectSettings, cfgs: list[ScenarioConfig], out: Path) -> None:
     """Refuse, before any work, a batch too large for memory and a nearly full disk."""
-    import shutil
-
     n_max = max(c.n_nodes for c in cfgs)
     batch = min(settings.batch_size, settings.trajectories)
     need = batch * (settings.frames + 1) * n_max * BATCH_BYTES_PER_NODE_FRAME
@@ -308,7 +309,7 @@ def run_batch(
     obs = sim.obs
     tick = max(1, 20_000 // b)  # progress updates every ~20k env-frames
     for t in range(frames):
-        check_stop()  # a safe point: SIGINT/SIGTERM stop here (macdmp.signals)
+        check_stop()  # a safe point: SIGINT/SIGTERM stop here (macdmp.common.signals)
         # rounded to float32 before the step, so the stored actions are exactly those simulated
         demands = policy.act(obs, sim.mean_field(obs)).astype(np.float32)
         res = sim.step(demands)
@@ -354,9 +355,6 @@ def run_batch(
 @stop_at_safe_points()  # SIGINT/SIGTERM stop at the next frame; the partial file is removed
 def collect(settings: CollectSettings, force: bool = False, progress: bool = True) -> CollectResult:
     """Collect the dataset described by `settings` into `settings.out` (atomically)."""
-    from macdmp.outputs import check_output_file
-    from macdmp.progress import progress_bar
-
     settings.check()
     out = check_output_file("--out", settings.out, force=force)
     cfgs = [load_scenario(s, rf=settings.rf) for s in settings.scenarios]

@@ -1,7 +1,7 @@
 """The offline dataset file: schema, atomic writing, reading and validation.
 
 One HDF5 file (h5py), one group per scenario under `/scenarios`, arrays stacked over that
-scenario's trajectories and chunked one trajectory at a time. `docs/dataset.md` documents every
+scenario's trajectories and chunked one trajectory at a time. `docs/guide/datasets.md` documents every
 dataset and attribute with its dtype, shape and unit; `SCHEMA` below is the same table in code
 and is what `validate` checks.
 
@@ -28,11 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
-from macdmp.eval.protocol import EVAL_SEED_BASE
+from macdmp.common.outputs import (
+    check_output_file,
+    disk_errors_named,
+    partial_path,
+    sweep_partials,
+)
+from macdmp.common.signals import check_stop
 from macdmp.sim.config import ConfigError, ScenarioConfig
 from macdmp.sim.core import STAT_FIELDS
+from macdmp.sim.seeds import EVAL_SEED_BASE
 
 FORMAT_NAME = "macdmp-offline-dataset"
 # Version 2 adds per-frame drops per node (`dropped`), the policy of each trajectory (`policy`)
@@ -113,12 +121,6 @@ MOBILE_ONLY = ("adjacency_t",)
 ROOT_ATTRS_V2 = ("policies",)
 MAX_POLICIES = 255  # `policy` is uint8
 GROUP_ATTRS = ("config", "n_trajectories", "n_frames", "n_nodes", "complete")
-
-
-def _h5py():
-    import h5py
-
-    return h5py
 
 
 def _compression_kwargs(name: str) -> dict[str, Any]:
@@ -218,14 +220,10 @@ def atomic_dataset(
 ) -> Iterator[DatasetWriter]:
     """Write a dataset to `path` atomically: the file appears there complete or not at all.
 
-    The hidden partial file (``macdmp.outputs.partial_path``) is removed on any failure, a
-    pending SIGINT/SIGTERM stops the write before the rename (``macdmp.signals.check_stop``),
+    The hidden partial file (``macdmp.common.outputs.partial_path``) is removed on any failure, a
+    pending SIGINT/SIGTERM stops the write before the rename (``macdmp.common.signals.check_stop``),
     stale partial files of dead processes in the folder are swept first, and a full disk (or a
     read-only one) is a one-line ``WriteError`` naming `path`."""
-    from macdmp.outputs import check_output_file, disk_errors_named, partial_path, sweep_partials
-    from macdmp.signals import check_stop
-
-    h5py = _h5py()
     path = Path(path)
     if path.exists() and not force:
         raise DatasetError(f"--out: {path} exists; pass --force to overwrite it")
@@ -369,7 +367,6 @@ def _fail(path: Path, what: str) -> DatasetError:
 @contextmanager
 def open_h5(path: str | os.PathLike) -> Iterator[Any]:
     """Open a dataset file read-only; unreadable files raise DatasetError, not h5py's OSError."""
-    h5py = _h5py()
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset {path} does not exist")

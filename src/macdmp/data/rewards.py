@@ -1,5 +1,5 @@
 """The per-frame reward a training window's return is built from: a choice made when the windows
-are built, not when the data is collected (``docs/dataset.md``, "Reward choices";
+are built, not when the data is collected (``docs/guide/datasets.md``, "Reward choices";
 ``docs/guidance-study.md`` says why each exists).
 
 Every choice maps one scenario's stored arrays to r[t, n] (T, F, N) float32, the reward of the

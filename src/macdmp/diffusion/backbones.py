@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -158,16 +159,9 @@ class _DownPath(nn.Module):
         return h, skips
 
 
-class TemporalUNet(nn.Module):
-    """eps_theta: a 1-D U-Net over the horizon with len(dim_mults) down- and up-sampling levels.
-
-    Input and output are (B, H, C). The diffusion index (and an optional condition vector) is
-    embedded and added after the first temporal convolution of every residual block. With
-    ``cond_dim`` > 0, ``keep`` (B,) (1 keeps, 0 drops each row's condition) gives the
-    unconditional model of classifier-free guidance: train with a random keep mask
-    (:func:`condition_keep`), sample with :func:`macdmp.diffusion.sampler.sample`'s
-    ``condition`` and ``cfg_weight``.
-    """
+class _Stem(nn.Module):
+    """What the U-Net and its down-sampling half share: the shape check, the embedding of the
+    diffusion index (and condition) and the down path (``embed`` and ``down`` in state dicts)."""
 
     def __init__(
         self,
@@ -181,9 +175,27 @@ class TemporalUNet(nn.Module):
     ) -> None:
         super().__init__()
         check_unet_shape(horizon, dim, dim_mults, kernel_size, groups)
+        self.shape = (horizon, channels, dim, tuple(dim_mults), kernel_size, groups)
         self.embed = _Embedding(dim, cond_dim)
+        self.down = _DownPath(channels, dim, dim_mults, self.embed.out_dim, kernel_size, groups)
+
+
+class TemporalUNet(_Stem):
+    """eps_theta: a 1-D U-Net over the horizon with len(dim_mults) down- and up-sampling levels.
+
+    Input and output are (B, H, C). The diffusion index (and an optional condition vector) is
+    embedded and added after the first temporal convolution of every residual block. With
+    ``cond_dim`` > 0, ``keep`` (B,) (1 keeps, 0 drops each row's condition) gives the
+    unconditional model of classifier-free guidance: train with a random keep mask
+    (:func:`condition_keep`), sample with :func:`macdmp.diffusion.sampler.sample`'s
+    ``condition`` and ``cfg``. ``unet``: dim, dim_mults, kernel_size, groups, cond_dim (the
+    defaults of the shared stem: 32, (1, 2, 4, 8), 5, 8, 0).
+    """
+
+    def __init__(self, horizon: int, channels: int, **unet: Any) -> None:
+        super().__init__(horizon, channels, **unet)
+        _, _, dim, dim_mults, kernel_size, groups = self.shape
         e = self.embed.out_dim
-        self.down = _DownPath(channels, dim, dim_mults, e, kernel_size, groups)
         mid = self.down.out_ch
         self.mid1 = ResidualTemporalBlock(mid, mid, e, kernel_size, groups)
         self.mid2 = ResidualTemporalBlock(mid, mid, e, kernel_size, groups)
@@ -225,23 +237,13 @@ class TemporalUNet(nn.Module):
         return self.final(h).transpose(1, 2)
 
 
-class HalfUNet(nn.Module):
-    """J_psi: the down-sampling half of :class:`TemporalUNet` and a linear head to one scalar."""
+class HalfUNet(_Stem):
+    """J_psi: the down-sampling half of :class:`TemporalUNet` and a linear head to one scalar;
+    ``unet`` as the U-Net's."""
 
-    def __init__(
-        self,
-        horizon: int,
-        channels: int,
-        dim: int = 32,
-        dim_mults: Sequence[int] = (1, 2, 4, 8),
-        kernel_size: int = 5,
-        groups: int = 8,
-        cond_dim: int = 0,
-    ) -> None:
-        super().__init__()
-        check_unet_shape(horizon, dim, dim_mults, kernel_size, groups)
-        self.embed = _Embedding(dim, cond_dim)
-        self.down = _DownPath(channels, dim, dim_mults, self.embed.out_dim, kernel_size, groups)
+    def __init__(self, horizon: int, channels: int, **unet: Any) -> None:
+        super().__init__(horizon, channels, **unet)
+        dim_mults = self.shape[3]
         length = horizon // 2 ** (len(dim_mults) - 1)
         self.head = nn.Linear(self.down.out_ch * length, 1)
 
@@ -285,21 +287,13 @@ class AgentAttentionUNet(TemporalUNet):
     """MADiff's noise model: one :class:`TemporalUNet` shared by every agent, with attention
     between the agents on each skip connection (after each down level, before the up path
     reads it). Input and output (B, N, H, C) with a (B, N) mask of real agents; no agent
-    index is embedded, so the model is equivariant to the order of the agents.
+    index is embedded, so the model is equivariant to the order of the agents. ``heads``:
+    attention heads; ``unet`` as :class:`TemporalUNet`'s.
     """
 
-    def __init__(
-        self,
-        horizon: int,
-        channels: int,
-        dim: int = 32,
-        dim_mults: Sequence[int] = (1, 2, 4, 8),
-        kernel_size: int = 5,
-        groups: int = 8,
-        cond_dim: int = 0,
-        heads: int = 4,
-    ) -> None:
-        super().__init__(horizon, channels, dim, dim_mults, kernel_size, groups, cond_dim)
+    def __init__(self, horizon: int, channels: int, heads: int = 4, **unet: Any) -> None:
+        super().__init__(horizon, channels, **unet)
+        dim, dim_mults = self.shape[2], self.shape[3]
         self.attn = nn.ModuleList(AgentAttention(dim * m, heads) for m in dim_mults)
 
     def forward(  # type: ignore[override]

@@ -1,11 +1,11 @@
 """A function of fixed-shape tensors replayed as one captured CUDA graph.
 
 A sampling loop is hundreds of small kernels per solver step; launched one by one from Python
-they cost several times their GPU time (docs/models.md). :class:`GraphedCall` captures any such
+they cost several times their GPU time (docs/notes/planner-speed.md). :class:`GraphedCall` captures any such
 function once for one set of input shapes and replays it: inputs are copied into static buffers,
 the graph is replayed, and the output is cloned. The diffusion baselines' actors use it for
-their whole :func:`macdmp.diffusion.sampler.sample` call (MA-CDMP's planner has its own
-``_GraphedSampler`` in ``planner/plan.py``, the same technique).
+their whole :func:`macdmp.diffusion.sampler.sample` call, and so does MA-CDMP's planner
+(``planner/plan.py``): the one captured-sampling helper of the package.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ class GraphedCall:
     caller), since a replay repeats the captured kernels exactly.
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor], examples: Sequence[torch.Tensor]):
+    def __init__(
+        self, fn: Callable[..., torch.Tensor], examples: Sequence[torch.Tensor], warmup: int = 2
+    ):
         dev = examples[0].device
         if dev.type != "cuda":
             raise ValueError("cuda_graph: needs the inputs on a CUDA device")
@@ -32,7 +34,7 @@ class GraphedCall:
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: allocator pools and cuDNN choices before capture
+            for _ in range(warmup):  # allocator pools, cuDNN choices, compilation: before capture
                 fn(*self.inputs)
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
@@ -52,6 +54,7 @@ def run_maybe_graphed(
     fn: Callable[..., torch.Tensor],
     inputs: Sequence[torch.Tensor],
     enabled: bool = True,
+    warmup: int = 2,
 ) -> torch.Tensor:
     """``fn(*inputs)``, replayed from a graph captured on first use of ``key`` when the inputs
     are on a CUDA device (and ``enabled``), called eagerly otherwise. ``key`` must name
@@ -60,5 +63,5 @@ def run_maybe_graphed(
     if not enabled or inputs[0].device.type != "cuda":
         return fn(*inputs)
     if key not in cache:
-        cache[key] = GraphedCall(fn, inputs)
+        cache[key] = GraphedCall(fn, inputs, warmup)
     return cache[key](*inputs)

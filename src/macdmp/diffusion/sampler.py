@@ -20,6 +20,11 @@ import torch
 from macdmp.diffusion.schedule import NoiseSchedule
 
 SOLVERS = ("ddpm", "dpm1", "dpm2")
+# The guidance weights' defaults, for MA-CDMP and the baselines alike: ``guide`` is classifier
+# guidance's scale zeta (the paper's 0.1), ``cfg`` classifier-free guidance's weight w in
+# eps_u + w (eps_c - eps_u) (Decision Diffuser's 1.2; 0 unconditional, 1 conditional alone).
+DEFAULT_GUIDE = 0.1
+DEFAULT_CFG = 1.2
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # eps(x, k, condition, keep) of classifier-free guidance (keep (B,) float: 1 kept, 0 dropped)
@@ -61,16 +66,14 @@ def _autograd_value_grad(value: ValueModel) -> ValueGrad:
     return grad
 
 
-def guided_eps(
-    eps_model: CondEpsModel, condition: torch.Tensor, cfg_weight: float = 1.0
-) -> EpsModel:
-    """The (x, k) -> eps of classifier-free guidance with weight w = ``cfg_weight``:
+def guided_eps(eps_model: CondEpsModel, condition: torch.Tensor, cfg: float = 1.0) -> EpsModel:
+    """The (x, k) -> eps of classifier-free guidance with weight w = ``cfg``:
     eps_uncond + w (eps_cond - eps_uncond), the conditional and unconditional halves computed
     in one batched call of ``eps_model``. w = 1 is the conditional model alone (one call of the
     batch size), w = 0 the unconditional one. ``condition`` is (B, D), one row per sample."""
-    if not math.isfinite(cfg_weight):
-        raise ValueError(f"cfg_weight: must be a finite number (got {cfg_weight})")
-    w = float(cfg_weight)
+    if not math.isfinite(cfg):
+        raise ValueError(f"cfg: must be a finite number (got {cfg})")
+    w = float(cfg)
     b = condition.shape[0]
     dev = condition.device
     if w == 1.0 or w == 0.0:
@@ -96,12 +99,12 @@ def sample(
     steps: int | None = None,
     cond: Conditioning | None = None,
     value: ValueModel | None = None,
-    guidance_scale: float = 0.0,
+    guide: float = 0.0,
     generator: torch.Generator | None = None,
     clip_x0: float | None = None,
     noise: torch.Tensor | None = None,
     condition: torch.Tensor | None = None,
-    cfg_weight: float = 1.0,
+    cfg: float = 1.0,
     start_level: int | None = None,
     x_start: torch.Tensor | None = None,
     guide_min_sigma: float = 0.0,
@@ -114,13 +117,13 @@ def sample(
     this way makes no host-device round trip and can be captured in a CUDA graph.
     ``solver``: "ddpm" (ancestral, K steps, Eq. 20), "dpm1" (first-order DPM-Solver, i.e. DDIM)
     or "dpm2" (second-order multistep DPM-Solver++) with ``steps`` model calls (default K).
-    ``value`` (x, k-1) -> (B,) is the classifier; it is only called when guidance_scale != 0.
+    ``value`` (x, k-1) -> (B,) is the classifier; it is only called when guide != 0.
     ``clip_x0`` clamps each step's prediction of x_0 to [-clip_x0, clip_x0]: with few levels the
     last betas approach 1 and small noise-prediction errors are amplified by 1 / sqrt(alpha_k).
     ``condition`` (B, D), if given, makes this classifier-free guided sampling: ``eps_model``
     is then called as (x, k, condition, keep) and combined by :func:`guided_eps` with weight
-    ``cfg_weight`` (1: conditional only; > 1 pushes beyond the condition). Without it the
-    sampler calls ``eps_model(x, k)`` and ``cfg_weight`` must stay 1.
+    ``cfg`` (1: conditional only; > 1 pushes beyond the condition). Without it the
+    sampler calls ``eps_model(x, k)`` and ``cfg`` must stay 1.
 
     Warm start (DPM solvers): ``start_level`` k_s, one of ``dpm_levels(schedule, steps)``, and
     ``x_start`` of ``shape``, an estimate of x_0 (the previous frame's plan, shifted): the solver
@@ -143,18 +146,18 @@ def sample(
             f"steps: DDPM runs all K = {big_k} steps (got {steps}); use solver='dpm1' or 'dpm2' "
             "for fewer"
         )
-    if guidance_scale != 0.0 and value is None and value_grad is None:
-        raise ValueError("guidance_scale: non-zero guidance needs a value (classifier) model")
+    if guide != 0.0 and value is None and value_grad is None:
+        raise ValueError("guide: non-zero guidance needs a value (classifier) model")
     if condition is None:
-        if cfg_weight != 1.0:
-            raise ValueError("cfg_weight: classifier-free guidance needs a condition vector")
+        if cfg != 1.0:
+            raise ValueError("cfg: classifier-free guidance needs a condition vector")
         eps_fn = eps_model
     else:
         if condition.dim() != 2 or condition.shape[0] != shape[0]:
             raise ValueError(
                 f"condition: expected a ({shape[0]}, D) tensor (got {tuple(condition.shape)})"
             )
-        eps_fn = guided_eps(eps_model, condition, cfg_weight)  # type: ignore[arg-type]
+        eps_fn = guided_eps(eps_model, condition, cfg)  # type: ignore[arg-type]
     if not guide_min_sigma >= 0.0:
         raise ValueError(f"guide_min_sigma: must be >= 0 (got {guide_min_sigma})")
     if (start_level is None) != (x_start is None):
@@ -170,7 +173,7 @@ def sample(
     if value_grad is None and value is not None:
         value_grad = _autograd_value_grad(value)
     device = schedule.device
-    guided = guidance_scale != 0.0
+    guided = guide != 0.0
     if noise is not None and tuple(noise.shape) != (noise_draws(solver, big_k), *shape):
         raise ValueError(
             f"noise: expected shape {(noise_draws(solver, big_k), *shape)} "
@@ -191,7 +194,7 @@ def sample(
                 x,
                 cond,
                 value_grad,
-                guidance_scale,
+                guide,
                 generator,
                 clip_x0,
                 noise,
@@ -206,7 +209,7 @@ def sample(
             order,
             cond,
             value_grad,
-            guidance_scale,
+            guide,
             clip_x0,
             start_level,
             guide_min_sigma,

@@ -8,14 +8,18 @@ over the seeds (the paper's "3 independent scenario seeds").
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from macdmp.eval.episodes import TABLE_METRICS, EpisodeResult, run_groups
-from macdmp.eval.protocol import check_disjoint, eval_seeds
-from macdmp.policies import make_policy
+from macdmp.common.outputs import atomic_write_text
+from macdmp.methods.policy import load_policy
+from macdmp.policies.episodes import TABLE_METRICS, EpisodeResult, run_groups
 from macdmp.sim.config import load_scenario
+from macdmp.sim.seeds import check_disjoint, eval_seeds
 
 
 def evaluate(
@@ -75,7 +79,7 @@ def check_policy(spec: str, configs: Sequence, seeds: Sequence[int], seed_offset
     Policies are reset before every episode, so this trial leaves no trace in the results.
     """
     try:
-        policy = make_policy(spec, seed=seed_offset)
+        policy = load_policy(spec, seed=seed_offset)
         train_seeds = getattr(policy, "train_seeds", None)
         if train_seeds is not None:
             check_disjoint(seeds, train_seeds)
@@ -101,3 +105,15 @@ def _aggregate(
     row["act_ms_per_frame"] = 1000.0 * everything[0].act_seconds / everything[0].frames
     row["agents_per_call"] = agents
     return row
+
+
+def write_result_json(path: str | Path, result: dict) -> None:
+    """An :func:`evaluate` result as JSON, written atomically; the per-frame traces (lists of
+    plain numbers) one per line, not one number per line."""
+    text = json.dumps(result, indent=1, default=float)
+    text = re.sub(
+        r"\[\s+([-+0-9.eE,\snulNaIfity]+?)\s+\]",
+        lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
+        text,
+    )
+    atomic_write_text(path, text)

@@ -1,4 +1,8 @@
-"""Plots: the topology of a network, per-frame delay traces and QoS bars."""
+"""Plots: the topology of a network, per-frame delay traces and QoS bars.
+
+Every figure of the package is drawn off-screen (the Agg backend, set here); the modules that
+draw import ``plt`` from here.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from macdmp.eval.episodes import LOSS_AWARE  # noqa: E402
+from macdmp.common.outputs import disk_errors_named  # noqa: E402
 from macdmp.policies.allocators import REFERENCES  # noqa: E402
+from macdmp.policies.episodes import LOSS_AWARE, with_loss_aware  # noqa: E402
 from macdmp.sim.config import ScenarioConfig  # noqa: E402
 from macdmp.sim.network import Network  # noqa: E402
 
@@ -77,8 +82,6 @@ def _method_order(rows: list[dict]) -> list[str]:
 def plot_qos_bars(rows: list[dict], path: str | Path, title: str = "", caption: str = "") -> None:
     """Grouped horizontal bars of the QoS metrics (the loss-aware delay the fifth): one group per
     method (best first), one colour per RF condition, error bars of one standard deviation."""
-    from macdmp.eval.episodes import with_loss_aware
-
     rows = [with_loss_aware(r) for r in rows]  # result files written before the metric
     methods = _method_order(rows)
     rfs = list(dict.fromkeys(r.get("rf", "ideal") for r in rows))
@@ -225,3 +228,20 @@ def plot_family_map(rows: list[dict], path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_result(result: dict, folder: str | Path) -> None:
+    """``qos.png`` and ``delay.png`` of an ``evaluate`` result in ``folder`` (made)."""
+    folder = Path(folder)
+    with disk_errors_named(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        n_seeds, n_scen = len(result["seeds"]), len(result["scenarios"])
+        plot_qos_bars(
+            result["rows"],
+            folder / "qos.png",
+            f"QoS on held-out networks ({n_scen} scenarios, {result['frames']}-frame episodes)",
+            caption=f"Bars: mean over {n_seeds} held-out network seeds of the average over the "
+            f"{n_scen} scenarios; error bars: ± 1 standard deviation over the seeds. Methods "
+            "best first (average reward, ideal RF).",
+        )
+        plot_delay_panels(result["frame_delay_ms"], folder / "delay.png", n_seeds)

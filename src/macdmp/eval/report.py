@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from macdmp.eval.episodes import TABLE_METRICS as METRICS
-from macdmp.eval.episodes import with_loss_aware
-from macdmp.outputs import read_json, read_jsonl
+from macdmp.common.outputs import read_json, read_jsonl
+from macdmp.eval.plots import plot_qos_bars, plt
+from macdmp.policies.episodes import TABLE_METRICS as METRICS
+from macdmp.policies.episodes import with_loss_aware
 
 HEADERS = {
     "avg_reward": "avg reward",
@@ -118,11 +119,6 @@ def training_seed_table(rows: list[dict]) -> str:
 
 
 def plot_training(loss_files: list[str | Path], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for f in loss_files:
         recs = read_jsonl(f, "--losses")  # a damaged line is named with its file
@@ -143,8 +139,6 @@ def plot_training(loss_files: list[str | Path], path: Path) -> None:
 
 
 def write_report(json_files, loss_files, out_dir: str | Path, title: str = "Results") -> Path:
-    from macdmp.eval.plots import plot_qos_bars
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = load_results(json_files)

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from macdmp.eval.episodes import LOSS_AWARE, METRICS, run_episodes
-from macdmp.eval.protocol import eval_seeds
+from macdmp.common.progress import progress_bar
 from macdmp.policies.allocators import DEPLOYABLE, REFERENCES
-from macdmp.progress import progress_bar
+from macdmp.policies.episodes import LOSS_AWARE, METRICS, run_episodes
 from macdmp.sim.config import PAPER_SCENARIOS, PRESETS, load_scenario
 from macdmp.sim.families import FAMILIES, family
+from macdmp.sim.seeds import eval_seeds
 
 STUDY_POLICIES = (
     "equal",
@@ -109,7 +109,7 @@ def _pm(row: dict, key: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# The family map: every allocator and reference on every scenario family (docs/families.md)
+# The family map: every allocator and reference on every scenario family (docs/guide/families.md)
 # --------------------------------------------------------------------------------------
 MAP_POLICIES = (*DEPLOYABLE, "behaviour", *REFERENCES)
 MAP_KEYS = ("mean_delay_ms", "loss_rate", LOSS_AWARE)

@@ -16,15 +16,47 @@ A method declares
 One trainer (:mod:`macdmp.methods.trainer`) owns the optimiser, the EMA copy, the learning-rate
 schedule, logging, evaluation and checkpoints for every method; one checkpoint format
 (:mod:`macdmp.methods.checkpoint`) stores every run; a run folder is a policy by itself
-(:mod:`macdmp.methods.policy`). ``docs/methods.md`` shows how to add a method.
+(:mod:`macdmp.methods.policy`). ``docs/guide/adding-a-method.md`` shows how to add a method.
+
+The registry names every method. The built-in ones are in ``_REGISTRY``; a method from outside
+the package (a *plugin*) is registered in one of three ways, all of which reach every command
+(``train``, ``evaluate``, ``simulate``, ``reproduce``, ...) and every process they start:
+
+- an installed distribution's entry point in the group ``macdmp.methods`` (``PLUGIN_GROUP``),
+  named by the method and pointing at its class::
+
+      [project.entry-points."macdmp.methods"]
+      my-linear = "macdmp_linear:LinearMethod"
+
+  Entry points are read once, on the first call of :func:`method_names`, :func:`get_method`,
+  :func:`plugin_methods`, :func:`register_method` or :func:`load_plugins`, without importing
+  anything: the module is imported when the method is first used;
+- ``macdmp --plugin MODULE COMMAND ...`` (:func:`load_plugins`): MODULE is imported and
+  registers its methods at import with ``register_method("my-linear", LinearMethod)`` (a class)
+  or ``register_method("my-linear", "macdmp_linear:LinearMethod")``;
+- the environment variable ``MACDMP_PLUGINS`` (``PLUGINS_ENV``), a comma list of such modules,
+  imported at the same lazy point as the entry points. :func:`load_plugins` appends its modules
+  to it, so that the processes a command starts (the reproduction's workers, Ray workers) see
+  the methods given with ``--plugin``.
+
+:func:`method_names` lists the built-in methods, then the plugins in registration order
+(:func:`plugin_methods`: entry points first, then ``MACDMP_PLUGINS``, ``--plugin`` and direct
+``register_method`` calls). A plugin may not take a built-in method's name, nor a name another
+plugin holds with another class: both are refused, naming the two. Registering a name again
+with the same class (an entry point whose module also registers itself) changes nothing. A
+plugin class's ``name`` must be the name it is registered under (its run folders record it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import math
-from collections.abc import Mapping
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +82,11 @@ RESUMABLE_KEYS = (
     "tf32",
     "bf16",
 )
+# The demo presets' schedule, shared by every method: checkpoints every epoch of 250 steps, a log
+# line every 50; and the diffusion models' warm-up and EMA start at that size.
+DEMO_SCHEDULE: dict[str, int] = {"steps_per_epoch": 250, "log_every": 50, "ckpt_every": 250}
+DEMO_DIFFUSION: dict[str, int] = {"warmup_steps": 100, "ema_start": 200, **DEMO_SCHEDULE}
+
 # Fields added after results were recorded, written out (to_dict) only when set: the
 # configuration of a run without them (config.json, checkpoints, the reproduction's unit
 # digests, which hash it) is the one recorded before they existed.
@@ -95,7 +132,7 @@ class TrainConfig:
     # stays float32, so a run moves between devices unchanged). tf32: float32 matmuls in
     # TensorFloat-32 (convolutions already are, torch's default); bf16: the loss's forward
     # (its matmuls and convolutions: in effect the backbones) under bf16 autocast. Off by
-    # default: docs/methods.md, "Speed", has the measurement behind each default.
+    # default: docs/notes/training-arithmetic.md has the measurement behind each default.
     tf32: bool = False
     bf16: bool = False
 
@@ -258,23 +295,183 @@ class Method(nn.Module):
         return torch.device("cpu")
 
 
+PLUGIN_GROUP = "macdmp.methods"  # the entry-point group of methods from outside the package
+PLUGINS_ENV = "MACDMP_PLUGINS"  # comma list of plugin modules, imported by every process
+_PLUGIN_HINT = (
+    f"to add one, install a package with a {PLUGIN_GROUP!r} entry point, or pass --plugin MODULE "
+    "(a module that calls register_method at import; docs/guide/adding-a-method.md)"
+)
+# a method name: used in run folders, unit keys and `--policy RUN_DIR,key=value` specs
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
+
+# Methods registered from outside the package, in registration order:
+# name -> (target: "module:Class" until first used, then the class; where it was registered)
+_PLUGINS: dict[str, tuple[str | type[Method], str]] = {}
+_discovered = False  # entry points and MACDMP_PLUGINS read (once per process)
+_loading: str | None = None  # the plugin module being imported by load_plugins, if any
+
+
+def _target_text(target: str | type) -> str:
+    if isinstance(target, str):
+        return target
+    return f"{target.__module__}:{target.__qualname__}"
+
+
+def _discover() -> None:
+    """Read the entry points of PLUGIN_GROUP and import the modules of MACDMP_PLUGINS, once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    before = dict(_PLUGINS)
+    try:
+        for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+            dist = getattr(getattr(ep, "dist", None), "name", None)
+            where = f"entry point {ep.name} = {ep.value!r}" + (f" of {dist}" if dist else "")
+            # "module:Class [extra]": the extras name optional dependencies, not the target
+            _register(ep.name, ep.value.split("[")[0].strip(), where)
+        _import_plugins(_env_modules(), PLUGINS_ENV)
+    except BaseException:  # the same error again on the next call, not a half-read registry
+        _discovered = False
+        _PLUGINS.clear()
+        _PLUGINS.update(before)
+        raise
+
+
+def _env_modules() -> list[str]:
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+
+
+def _import_plugins(modules: Sequence[str], option: str) -> None:
+    global _loading
+    for module in modules:
+        if not _MODULE.match(module):
+            raise ValueError(f"{option}: {module!r} is not a module name (a.b.c)")
+        before, _loading = _loading, f"{option} {module}"
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"{option}: cannot import module {module!r} ({exc})") from exc
+        finally:
+            _loading = before
+
+
+def _register(name: str, target: str | type[Method], where: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"method: {name!r} ({where}) is not a valid method name: letters, digits and "
+            "'-', '_', '.', '+', starting with a letter or digit"
+        )
+    if isinstance(target, str):
+        if not _TARGET.match(target):
+            raise ValueError(
+                f"method {name!r} ({where}): target must be 'module:Class' (got {target!r})"
+            )
+    elif not (isinstance(target, type) and issubclass(target, Method)):
+        raise TypeError(
+            f"method {name!r} ({where}): register a Method subclass or a 'module:Class' "
+            f"string (got {target!r})"
+        )
+    text = _target_text(target)
+    if name in _REGISTRY:
+        raise ValueError(
+            f"method {name!r}: {where} registers it as {text}, but {name!r} is the built-in "
+            f"method {_REGISTRY[name]}; a plugin must choose another name"
+        )
+    if name in _PLUGINS:
+        old, old_where = _PLUGINS[name]
+        if _target_text(old) != text:
+            raise ValueError(
+                f"method {name!r}: {where} registers it as {text}, but {old_where} already "
+                f"registered it as {_target_text(old)}; one name, one method"
+            )
+        if isinstance(target, type) and isinstance(old, str):  # the class itself: no import
+            _PLUGINS[name] = (target, old_where)
+        return  # the same method again (an entry point whose module registers itself)
+    _PLUGINS[name] = (target, where)
+
+
+def register_method(name: str, target: str | type[Method]) -> None:
+    """Register a method from outside the package under ``name``: its class, or
+    ``"package.module:Class"`` (imported when first used).
+
+    A built-in method's name, or a name already registered with another class, is refused;
+    the same name and class again is a no-op. A module given to ``--plugin`` (or listed in
+    ``MACDMP_PLUGINS``) calls this at import."""
+    _discover()
+    if _loading is not None:
+        where = _loading
+    else:
+        where = f"register_method() in {sys._getframe(1).f_globals.get('__name__', '?')}"
+    _register(name, target, where)
+
+
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import plugin modules (``--plugin MODULE``), which register their methods at import.
+
+    A module that cannot be imported is a ValueError naming it. Each module imported is added
+    to the environment variable ``MACDMP_PLUGINS``, so that the processes started from here on
+    import it too."""
+    if isinstance(modules, str):
+        modules = [modules]
+    _discover()
+    for module in modules:
+        module = module.strip()
+        _import_plugins([module], "--plugin")
+        env = _env_modules()
+        if module not in env:
+            os.environ[PLUGINS_ENV] = ",".join([*env, module])
+
+
+def plugin_methods() -> tuple[str, ...]:
+    """The methods registered from outside the package, in registration order."""
+    _discover()
+    return tuple(_PLUGINS)
+
+
 def method_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    """Every registered method: the built-in ones, then the plugins (:func:`plugin_methods`)."""
+    _discover()
+    return (*_REGISTRY, *(n for n in _PLUGINS if n not in _REGISTRY))
 
 
 def get_method(name: str) -> type[Method]:
     """The method class registered under ``name``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"method: {name!r} is not one of {', '.join(_REGISTRY)}")
-    module, _, cls = _REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def register_method(name: str, target: str) -> None:
-    """Register a user method as ``"package.module:Class"`` under ``name``."""
-    if ":" not in target:
-        raise ValueError(f"method: target must be 'module:Class' (got {target!r})")
-    _REGISTRY[name] = target
+    _discover()
+    if name in _REGISTRY:
+        module, _, cls = _REGISTRY[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+    if name not in _PLUGINS:
+        raise ValueError(
+            f"method: {name!r} is not one of {', '.join(method_names())}; {_PLUGIN_HINT}"
+        )
+    target, where = _PLUGINS[name]
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(
+                f"method {name!r}: cannot import module {module!r} of {target} ({where}): {exc}"
+            ) from exc
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise ValueError(f"method {name!r}: {target} ({where}): no attribute {part!r}")
+            obj = getattr(obj, part)
+        if not (isinstance(obj, type) and issubclass(obj, Method)):
+            raise ValueError(
+                f"method {name!r}: {target} ({where}) is not a subclass of macdmp.methods.Method"
+            )
+        target = obj
+        _PLUGINS[name] = (target, where)
+    if target.name != name:
+        raise ValueError(
+            f"method {name!r}: {_target_text(target)} ({where}) has name = {target.name!r}; a "
+            f"plugin class must set name = {name!r}, the name its run folders record"
+        )
+    return target
 
 
 def make_config(method: str, preset: str = "demo", **overrides: Any) -> TrainConfig:

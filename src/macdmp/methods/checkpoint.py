@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from macdmp.common.outputs import disk_errors_named, partial_path, sweep_partials
 from macdmp.methods.base import RESUMABLE_KEYS, Method, TrainConfig, get_method
 
 FORMAT = "macdmp-run-v1"
@@ -123,7 +124,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     On CUDA it also turns on cuDNN's autotuner (``torch.backends.cudnn.benchmark``), process-wide:
     without it cuDNN's heuristic picks FFT convolutions for the U-Net's longer sequences, and one
     training step at horizon 64 took 2.6 times as long on an H200 (45.7 against 120.1 steps/s,
-    captured; ``docs/results/gpu-2026-11-30d``). The tuning runs once per input shape; the
+    captured; ``docs/notes/results/gpu-2026-11-30d``). The tuning runs once per input shape; the
     algorithms it picks may differ between processes, so GPU results are not bit-identical
     across runs (they were not before either: CUDA's backward passes use atomics)."""
     if device is not None:
@@ -141,10 +142,8 @@ def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary file beside ``path`` and rename it over ``path``.
 
     Serialised in memory first, so that a full disk fails in ``write`` with ENOSPC, reported in
-    one line naming ``path`` (``macdmp.outputs``), not in torch's zip writer ("unexpected
+    one line naming ``path`` (``macdmp.common.outputs``), not in torch's zip writer ("unexpected
     pos"); the partial file is named and swept as every writer's is."""
-    from macdmp.outputs import disk_errors_named, partial_path, sweep_partials
-
     path = Path(path)
     buf = io.BytesIO()
     torch.save(obj, buf)

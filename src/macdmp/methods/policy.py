@@ -2,6 +2,9 @@
 
     --policy RUN_DIR[,key=value...]        (also macdmp:RUN_DIR[,key=value...])
 
+:func:`load_policy` is how every command reads ``--policy``: a run folder, or any name of
+``macdmp.policies.make_policy`` (the allocators).
+
 Options every run accepts: ``device`` (cpu, cuda, cuda:1; default the GPU if there is one),
 ``threads`` (CPU threads for torch, default 1), ``weights`` (ema or raw, default ema),
 ``label`` (the row's name in result tables, default the actor's own label); the
@@ -21,6 +24,12 @@ import torch
 from macdmp.methods.base import get_method
 from macdmp.methods.checkpoint import CHECKPOINT_NAME, is_run_dir, load_run, read_checkpoint
 from macdmp.policies.base import Policy, PolicyError
+from macdmp.policies.registry import POLICY_NAMES, REFERENCES_HELP, make_policy
+
+POLICY_HELP = (
+    f"one of: {', '.join(POLICY_NAMES)}, or a training run folder RUN_DIR[,key=value...] of any "
+    f"method (also macdmp:RUN_DIR). {REFERENCES_HELP}"
+)
 
 COMMON_OPTIONS: dict[str, tuple[str, type]] = {
     "device": ("device", str),
@@ -135,3 +144,20 @@ class RunPolicy(ActorPolicy):
             "train_step": int(getattr(self.method, "train_step", -1)),
             **self.actor.describe(),
         }
+
+
+def load_policy(spec: str | Policy, seed: int = 0) -> Policy:
+    """Any policy by name: a training run folder ``RUN_DIR[,key=value...]`` (also
+    ``macdmp:RUN_DIR``) or an allocator name of ``macdmp.policies.make_policy``; a Policy is
+    returned as it is."""
+    if isinstance(spec, Policy):
+        return spec
+    spec = str(spec)
+    if spec.startswith("macdmp:"):
+        run = spec.removeprefix("macdmp:")
+        if not run:
+            raise PolicyError("macdmp: give the run folder, e.g. --policy macdmp:runs/demo")
+        return RunPolicy.from_spec(run, seed=seed)
+    if is_run_dir(spec.split(",")[0]):
+        return RunPolicy.from_spec(spec, seed=seed)
+    return make_policy(spec, seed=seed)

@@ -5,7 +5,7 @@ and several runs packed on one GPU.
 Run folder layout: ``config.json`` (method, configuration), ``checkpoint.pt`` (the one format
 of :mod:`macdmp.methods.checkpoint`), ``losses.jsonl`` (one line per logged step) and, with
 ``eval_every``, ``evals.jsonl`` (the EMA policy's QoS on held-out networks: learning curves).
-A trainer holds the folder's lock (``.lock``, :mod:`macdmp.locking`) from before it writes
+A trainer holds the folder's lock (``.lock``, :mod:`macdmp.common.locking`) from before it writes
 anything: a second process on the same folder is refused, naming the holder.
 
 One step: draw a batch of windows on the device, the method's loss, backward, gradient clipping,
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import shutil
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -33,18 +34,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from macdmp.common.locking import RUN_LOCK_NAME, lock_output
+from macdmp.common.outputs import read_jsonl
+from macdmp.common.progress import progress_bar
+from macdmp.common.signals import StopFlag, stop_requests
 from macdmp.data.rewards import DEFAULT_REWARD
-from macdmp.locking import RUN_LOCK_NAME, lock_output
+from macdmp.data.windows import open_windows
 from macdmp.methods.base import Method, TrainConfig, get_method, lr_factor, lr_factor_tensor
 from macdmp.methods.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
+    CheckpointMismatchError,
     check_compatible,
     pick_device,
     read_checkpoint,
     write_checkpoint,
 )
-from macdmp.signals import StopFlag, stop_requests
+from macdmp.methods.loggers import check_logger, make_logger
+from macdmp.methods.policy import ActorPolicy
+from macdmp.policies.episodes import run_groups
+from macdmp.sim.seeds import eval_seeds
 
 WARMUP_STEPS_BEFORE_CAPTURE = 3
 EVAL_SEED_OFFSET = 1_000_000  # in-loop evaluation networks: held out, and apart from the
@@ -83,8 +92,10 @@ class Trainer:
         device: str | torch.device | None = None,
         capture: bool | None = None,
         compile: bool = False,
+        logger: str = "none",
     ) -> None:
         cls = get_method(method) if isinstance(method, str) else method
+        check_logger(logger)  # an unknown or uninstalled logger is refused before any work
         if not isinstance(cfg, cls.config_class):
             raise TypeError(f"cfg: {cls.name} needs a {cls.config_class.__name__}")
         _check_dataset(cfg, data)
@@ -140,13 +151,21 @@ class Trainer:
                 self.log_path.write_text("")
                 if self.eval_path.exists():
                     self.eval_path.unlink()
+            # losses, learning rate and evaluations where people look too (the JSONL files stay
+            # the record); a resumed run's points replace those logged after its checkpoint
+            self.logger = make_logger(
+                logger, self.run_dir, self.run_dir.name, cfg.to_dict(), start_step=self.step
+            )
         except BaseException:
             self.close()
             raise
+        self._close_logger = weakref.finalize(self, self.logger.close)
 
     def close(self) -> None:
-        """Release the run folder's lock (also released when the trainer is collected, or its
-        process ends)."""
+        """Close the logger and release the run folder's lock (both also happen when the
+        trainer is collected, or its process ends)."""
+        if hasattr(self, "_close_logger"):
+            self._close_logger()
         self._unlock()
 
     @property
@@ -216,8 +235,6 @@ class Trainer:
             sums = [acc["sums"].get(k, 0.0) for k in self.loss_names]
             self.acc.copy_(torch.tensor([*sums, acc["n"]], dtype=torch.float64))
         # Drop log lines written after the checkpoint so the resumed curve continues cleanly.
-        from macdmp.outputs import read_jsonl
-
         for path in (self.log_path, self.eval_path):
             if path.exists():
                 read_jsonl(path)  # a damaged line is refused naming the file and the line
@@ -349,6 +366,7 @@ class Trainer:
         rec["wall_s"] = round(self.wall_s, 3)
         with self.log_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
+        self.logger.log("train", self.step, rec)
         self.acc.zero_()
         return rec
 
@@ -357,10 +375,6 @@ class Trainer:
         scenarios = getattr(self.data, "scenario_configs", None)
         if scenarios is None:
             return None
-        from macdmp.eval.episodes import run_groups
-        from macdmp.eval.protocol import eval_seeds
-        from macdmp.methods.policy import ActorPolicy
-
         self.sync()
         t0 = time.perf_counter()
         seeds = eval_seeds(self.cfg.eval_seeds, EVAL_SEED_OFFSET)
@@ -376,6 +390,7 @@ class Trainer:
         rec["eval_s"] = round(time.perf_counter() - t0, 3)
         with self.eval_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
+        self.logger.log("eval", self.step, rec)
         return rec
 
     def after_step(self) -> dict[str, Any] | None:
@@ -406,11 +421,9 @@ def train_packed(
     """Train several runs at once, round-robin, one step each in turn.
 
     On a GPU each run replays its own captured graph on its own CUDA stream, so the runs' small
-    kernels overlap on the device (docs/methods.md has the measurements). Each run keeps its own
+    kernels overlap on the device (docs/guide/training.md has the measurements). Each run keeps its own
     folder, log, generator and checkpoints, exactly as if it had been trained alone.
     """
-    from macdmp.progress import progress_bar
-
     ends = [
         tr.cfg.total_steps if stop_after is None else min(tr.cfg.total_steps, tr.step + stop_after)
         for tr in trainers
@@ -480,17 +493,42 @@ def train(
         tr.close()
 
 
+def open_trainers(
+    runs: Sequence[tuple[str, TrainConfig, str | Path, str | Path]],
+    device: str | torch.device | None = None,
+    capture: bool | None = None,
+    compile: bool = False,
+    restart_mismatched: bool = False,
+    logger: str = "none",
+) -> list[Trainer]:
+    """A Trainer for each ``(method, config, dataset file, run folder)``; runs that read the
+    same file with the same horizon, discount and reward share one set of windows.
+    ``restart_mismatched``: a run folder made with other settings is deleted and started again
+    (the reproduction's work folders) instead of refused."""
+    windows: dict[tuple[str, int, float, str], Any] = {}
+    trainers = []
+    for method, cfg, data_path, run_dir in runs:
+        key = (str(data_path), cfg.horizon, cfg.gamma, cfg.reward)
+        if key not in windows:
+            windows[key] = open_windows(key[0], horizon=key[1], gamma=key[2], reward=key[3])
+        try:
+            tr = Trainer(method, cfg, windows[key], run_dir, device, capture, compile, logger)
+        except CheckpointMismatchError:
+            if not restart_mismatched:
+                raise
+            shutil.rmtree(run_dir)
+            tr = Trainer(method, cfg, windows[key], run_dir, device, capture, compile, logger)
+        trainers.append(tr)
+    return trainers
+
+
 def read_losses(run_dir: str | Path) -> list[dict[str, Any]]:
     """The logged loss records of a run folder, in order."""
-    from macdmp.outputs import read_jsonl  # a damaged line is named with its file
-
     return read_jsonl(Path(run_dir) / "losses.jsonl")
 
 
 def read_evals(run_dir: str | Path) -> list[dict[str, Any]]:
     """The in-loop evaluation records of a run folder (empty without eval_every)."""
-    from macdmp.outputs import read_jsonl  # a damaged line is named with its file
-
     path = Path(run_dir) / "evals.jsonl"
     if not path.exists():
         return []

@@ -2,9 +2,6 @@
 planning."""
 
 from macdmp.planner.models import (
-    PRESETS,
-    InverseDynamics,
-    Normalizer,
     PlannerConfig,
     PlannerModels,
     joint_loss,
@@ -14,9 +11,6 @@ from macdmp.planner.plan import plan
 from macdmp.planner.policy import PlannerActor
 
 __all__ = [
-    "PRESETS",
-    "InverseDynamics",
-    "Normalizer",
     "PlannerActor",
     "PlannerConfig",
     "PlannerModels",

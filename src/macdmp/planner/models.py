@@ -8,27 +8,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape, condition_keep
 from macdmp.diffusion.sampler import Conditioning
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
-from macdmp.methods.base import Actor, Method, TrainConfig
+from macdmp.methods.base import DEMO_DIFFUSION, Actor, Method, TrainConfig
+from macdmp.methods.base import make_config as base_make_config
+from macdmp.methods.learners import InverseDynamics, Normalizer, default_target
 from macdmp.planner.plan import GUIDANCE
-
-STAT_KEYS = (
-    "obs_mean",
-    "obs_std",
-    "mf_mean",
-    "mf_std",
-    "act_mean",
-    "act_std",
-    "ret_mean",
-    "ret_std",
-)
-RET_BEST_FALLBACK_Z = 1.2816  # the 90% quantile of a normal, when a source has no ret_best
+from macdmp.planner.policy import PlannerActor
 
 
 @dataclass(frozen=True)
@@ -106,117 +95,11 @@ STEER_CHANGES: dict[str, Any] = {
     "warm": 0.15,
 }
 
-PRESETS: dict[str, PlannerConfig] = {
-    # Paper: K = 100, 100 epochs x 1,000 steps, Diffuser's reference widths.
-    "paper": PlannerConfig(),
-    # Paper-steer: the paper's models and training with STEER_CHANGES, the guidance study's
-    # best variant at paper scale. `paper` stays the default.
-    "paper-steer": PlannerConfig(**STEER_CHANGES),
-    # Fast: the paper preset with a narrower, shallower U-Net (widths 16, 32, 64 instead of 32 to
-    # 256) so that one agent's plan fits a 5 ms frame on one CPU core (docs/realtime.md).
-    "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
-    # Fast-steer: STEER_CHANGES on the fast architecture: one agent's warm-started CFG plan in
-    # one ONNX graph (backend=fused) takes about 1 ms of one CPU core, and 1,000 agents' plans
-    # about 3 ms of an H200, at a better delay than the paper preset's cold plans
-    # (docs/realtime.md).
-    "fast-steer": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128, **STEER_CHANGES),
-    # Demo: small enough to train on a 2-core CPU in a few minutes.
-    "demo": PlannerConfig(
-        horizon=8,
-        dim=16,
-        inv_hidden=128,
-        n_diffusion_steps=20,
-        warmup_steps=100,
-        ema_start=200,
-        n_epochs=10,
-        steps_per_epoch=250,
-        log_every=50,
-        ckpt_every=250,
-    ),
-}
-
 
 def make_config(preset: str = "demo", **overrides: Any) -> PlannerConfig:
-    """A preset's configuration with fields replaced by ``overrides``."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset: must be one of {tuple(PRESETS)} (got {preset!r})")
-    base = PRESETS[preset].to_dict()
-    base.update(overrides)
-    return PlannerConfig.from_dict(base)
-
-
-class Normalizer(nn.Module):
-    """Per-dimension z-scoring of observations, mean field, actions and returns (dataset stats)."""
-
-    def __init__(self, stats: Mapping[str, Any], obs_dim: int) -> None:
-        super().__init__()
-        missing = [k for k in STAT_KEYS if k not in stats]
-        if missing:
-            raise ValueError(f"stats: missing {missing}; a dataset must provide {STAT_KEYS}")
-        for k in STAT_KEYS:
-            v = torch.as_tensor(np.asarray(stats[k], dtype=np.float32))
-            want = (obs_dim,) if k.startswith(("obs", "mf")) else ()
-            if tuple(v.shape) != want:
-                raise ValueError(f"stats: {k} must have shape {want} (got {tuple(v.shape)})")
-            if k.endswith("std"):
-                # A constant dimension would divide by zero; treat it as unit scale.
-                v = torch.where(v > 1e-6, v, torch.ones_like(v))
-            self.register_buffer(k, v)
-
-    def stats(self) -> dict[str, np.ndarray]:
-        """The statistics as float32 numpy arrays (what the checkpoint records)."""
-        return {k: getattr(self, k).detach().cpu().numpy() for k in STAT_KEYS}
-
-    def obs(self, o: torch.Tensor) -> torch.Tensor:
-        return (o - self.obs_mean) / self.obs_std
-
-    def unobs(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.obs_std + self.obs_mean
-
-    def mf(self, o: torch.Tensor) -> torch.Tensor:
-        return (o - self.mf_mean) / self.mf_std
-
-    def unmf(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.mf_std + self.mf_mean
-
-    def act(self, a: torch.Tensor) -> torch.Tensor:
-        return (a - self.act_mean) / self.act_std
-
-    def unact(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.act_std + self.act_mean
-
-    def ret(self, y: torch.Tensor) -> torch.Tensor:
-        return (y - self.ret_mean) / self.ret_std
-
-    def unret(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.ret_std + self.ret_mean
-
-
-class InverseDynamics(nn.Module):
-    """f_phi: normalised (o_t, o_t+1) -> normalised action, an MLP."""
-
-    def __init__(self, obs_dim: int, hidden: int, layers: int) -> None:
-        super().__init__()
-        mods: list[nn.Module] = []
-        width = 2 * obs_dim
-        for _ in range(layers):
-            mods += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        mods.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*mods)
-
-    def forward(self, o_t: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([o_t, o_next], dim=-1)).squeeze(-1)
-
-
-def default_target(stats: Mapping[str, Any]) -> float:
-    """The default target return (raw units) of return-conditioned sampling: the data's
-    ``ret_best`` (the 90% quantile of the horizon returns y), or mean + 1.28 std for a source
-    without it (Decision Diffuser conditions on a return near the top of its data)."""
-    if "ret_best" in stats:
-        return float(np.asarray(stats["ret_best"]))
-    mean, std = (float(np.asarray(stats[k])) for k in ("ret_mean", "ret_std"))
-    return mean + RET_BEST_FALLBACK_Z * std
+    """MA-CDMP's preset configuration (``PlannerModels.presets``) with fields replaced by
+    ``overrides`` (``macdmp.methods.make_config`` for ``ma-cdmp``)."""
+    return base_make_config("ma-cdmp", preset, **overrides)  # type: ignore[return-value]
 
 
 def flag(value: str) -> bool:
@@ -236,14 +119,39 @@ class PlannerModels(Method):
     name = "ma-cdmp"
     version = 1
     config_class = PlannerConfig
-    presets = PRESETS
+    presets = {
+        # Paper: K = 100, 100 epochs x 1,000 steps, Diffuser's reference widths.
+        "paper": PlannerConfig(),
+        # Paper-steer: the paper's models and training with STEER_CHANGES, the guidance study's
+        # best variant at paper scale. `paper` stays the default.
+        "paper-steer": PlannerConfig(**STEER_CHANGES),
+        # Fast: the paper preset with a narrower, shallower U-Net (widths 16, 32, 64 instead of
+        # 32 to 256) so that one agent's plan fits a 5 ms frame on one CPU core
+        # (docs/guide/realtime.md).
+        "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
+        # Fast-steer: STEER_CHANGES on the fast architecture: one agent's warm-started CFG plan in
+        # one ONNX graph (backend=fused) takes about 1 ms of one CPU core, and 1,000 agents' plans
+        # about 3 ms of an H200, at a better delay than the paper preset's cold plans
+        # (docs/guide/realtime.md).
+        "fast-steer": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128, **STEER_CHANGES),
+        # Demo: small enough to train on a 2-core CPU in a few minutes.
+        "demo": PlannerConfig(
+            horizon=8,
+            dim=16,
+            inv_hidden=128,
+            n_diffusion_steps=20,
+            n_epochs=10,
+            **DEMO_DIFFUSION,
+        ),
+    }
     loss_names = ("loss", "inv", "diff", "cls")
     compile_modules = ("eps", "classifier")
     actor_options = {
         "solver": ("solver", str),
         "steps": ("steps", int),
         "guidance": ("guidance", str),
-        "guide": ("guidance_scale", float),
+        "guide": ("guide", float),
+        "cfg": ("cfg", float),
         "target": ("target", float),
         "candidates": ("n_candidates", int),
         "warm": ("warm", float),
@@ -316,8 +224,6 @@ class PlannerModels(Method):
         return joint_loss(self, self._schedule, batch, generator)
 
     def make_actor(self, seed: int = 0, **options: Any) -> Actor:
-        from macdmp.planner.policy import PlannerActor
-
         return PlannerActor(self, seed=seed, **options)
 
 

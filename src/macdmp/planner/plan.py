@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from macdmp.diffusion.sampler import Conditioning, dpm_warm_level, noise_draws, sample
+from macdmp.diffusion.graphs import GraphedCall, run_maybe_graphed
+from macdmp.diffusion.sampler import (
+    DEFAULT_CFG,
+    DEFAULT_GUIDE,
+    SOLVERS,
+    Conditioning,
+    dpm_warm_level,
+    noise_draws,
+    sample,
+)
 from macdmp.diffusion.schedule import NoiseSchedule
+from macdmp.planner.export import FusedPlanner, OnnxBackbones
 
 # `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
 # module builds actors from this one, so importing it here would make the two import each other.
@@ -74,8 +85,6 @@ def _backbones(
     if speed.backend == "onnx":
         if device.type != "cpu":
             raise ValueError("backend: 'onnx' runs on the CPU; use device=cpu")
-        from macdmp.planner.export import OnnxBackbones
-
         key = (id(models), tuple(shape), torch.get_num_threads())
         if key not in _EXPORTED:
             _EXPORTED[key] = (models, OnnxBackbones(models, shape, threads=torch.get_num_threads()))
@@ -92,73 +101,53 @@ def _backbones(
     return {"eps_model": eps, "value": cls, "value_grad": None}
 
 
-class _GraphedSampler:
-    """One planning call's whole sampling loop captured in a CUDA graph, for one batch shape.
+def sampling_call(
+    nets: dict[str, Callable],
+    sch: NoiseSchedule,
+    shape: tuple[int, ...],
+    solver: str,
+    steps: int | None,
+    guide: float,
+    clip_x0: float | None,
+    start: int | None,
+    min_sigma: float,
+    cond_dim: int = 0,
+    cfg: float = 1.0,
+    generator: torch.Generator | None = None,
+    value_grad: Callable | None = None,
+) -> Callable[..., torch.Tensor]:
+    """One planning call's sampling loop as a function of tensors only, ``(first, noise,
+    [x_start], [condition]) -> plans`` (x_start with a warm start, condition when the noise
+    model takes one), for :func:`~macdmp.diffusion.graphs.run_maybe_graphed` to capture in a
+    CUDA graph: a plan is hundreds of small kernels per solver step, which launched one by one
+    from Python cost about 8x their GPU time (docs/notes/planner-speed.md). Called eagerly, ``noise`` may be
+    None: the sampler then draws from ``generator``."""
 
-    A plan is hundreds of small kernels per solver step; launched one by one from Python they
-    cost about 8x their GPU time (docs/models.md). Replaying a captured graph launches them all
-    at once. Inputs (first observations, Gaussian draws, a warm start's previous plans, the
-    return condition of classifier-free guidance) go through static buffers. ``cond_dim`` > 0:
-    the noise model takes a (B, cond_dim) condition, combined with weight ``cfg_weight``.
-    """
+    def run(first: torch.Tensor, noise: torch.Tensor | None, *rest: torch.Tensor) -> torch.Tensor:
+        return sample(
+            nets["eps_model"],
+            sch,
+            shape,
+            solver=solver,
+            steps=steps,
+            cond=Conditioning.first_step(first, shape[1]),
+            value=nets["value"],
+            guide=guide,
+            generator=generator,
+            clip_x0=clip_x0,
+            noise=noise,
+            start_level=start,
+            x_start=rest[0] if start is not None else None,
+            guide_min_sigma=min_sigma,
+            value_grad=value_grad,
+            condition=rest[-1] if cond_dim else None,
+            cfg=cfg,
+        )
 
-    def __init__(
-        self, nets, sch, shape, solver, steps, scale, clip_x0, start, min_sigma,
-        cond_dim: int = 0, cfg_weight: float = 1.0,
-    ) -> None:  # fmt: skip
-        dev = sch.device
-        self.first = torch.zeros(shape[0], shape[2], device=dev)
-        self.noise = torch.zeros(noise_draws(solver, sch.n_steps), *shape, device=dev)
-        self.x_start = None if start is None else torch.zeros(shape, device=dev)
-        self.condition = torch.zeros(shape[0], cond_dim, device=dev) if cond_dim else None
-
-        def run() -> torch.Tensor:
-            return sample(
-                nets["eps_model"],
-                sch,
-                shape,
-                solver=solver,
-                steps=steps,
-                cond=Conditioning.first_step(self.first, shape[1]),
-                value=nets["value"],
-                guidance_scale=scale,
-                clip_x0=clip_x0,
-                noise=self.noise,
-                start_level=start,
-                x_start=self.x_start,
-                guide_min_sigma=min_sigma,
-                condition=self.condition,
-                cfg_weight=cfg_weight,
-            )
-
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            for _ in range(3):  # warm-up: allocator pools, cuDNN choices, compilation
-                run()
-        torch.cuda.current_stream(dev).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = run()
-
-    def __call__(
-        self,
-        first: torch.Tensor,
-        generator: torch.Generator | None,
-        x_start: torch.Tensor | None = None,
-        condition: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        self.first.copy_(first)
-        self.noise.normal_(generator=generator)
-        if self.x_start is not None:
-            self.x_start.copy_(x_start)  # type: ignore[arg-type]
-        if self.condition is not None:
-            self.condition.copy_(condition)  # type: ignore[arg-type]
-        self.graph.replay()
-        return self.out.clone()
+    return run
 
 
-_GRAPHS: dict[tuple, _GraphedSampler] = {}
+_GRAPHS: dict[tuple, GraphedCall] = {}
 
 
 def shift_plans(z: torch.Tensor) -> torch.Tensor:
@@ -167,38 +156,35 @@ def shift_plans(z: torch.Tensor) -> torch.Tensor:
 
 
 def _guidance_weights(
-    models: torch.nn.Module, guidance: str, guidance_scale: float, target: float | None
+    models: torch.nn.Module, guidance: str, guide: float, cfg: float, target: float | None
 ) -> tuple[float | None, float, float]:
-    """(the target return y or None, the CFG weight w, the classifier guidance scale)."""
-    # Classifier-free guidance: every sample asks for the target return, weight w = scale
-    # and no classifier gradient; classifier guidance on a cfg-trained model: w = 0 (the
-    # unconditional noise model, one call per step) with the classifier's gradient.
-    y, cfg_weight, scale = None, 1.0, float(guidance_scale)
-    if models.cfg.cond_dim:
-        y = models.default_target if target is None else float(target)
-        if not np.isfinite(y):
-            raise ValueError(f"target: must be a finite return (got {y})")
-        if guidance == "cfg":
-            cfg_weight, scale = scale, 0.0
-        else:
-            cfg_weight = 0.0
-    return y, cfg_weight, scale
+    """(the target return y or None, the sampler's cfg weight, the sampler's guide scale).
+
+    Classifier-free guidance: every sample asks for the target return with weight ``cfg`` and
+    no classifier gradient. Classifier guidance with scale ``guide``; on a cfg-trained model
+    with weight 0 (its unconditional noise model, one call per step)."""
+    if not models.cfg.cond_dim:
+        return None, 1.0, float(guide)
+    y = models.default_target if target is None else float(target)
+    if not np.isfinite(y):
+        raise ValueError(f"target: must be a finite return (got {y})")
+    if guidance == "cfg":
+        return y, float(cfg), 0.0
+    return y, 0.0, float(guide)
 
 
 class _FusedRuns:
     """The fused planners (backend "fused") of one model, batch and solver setting, one per
     guidance setting: each the whole planning call as one ONNX Runtime session."""
 
-    def __init__(self, models, a, n_candidates, solver, steps, scale, clip_x0, start) -> None:  # type: ignore[no-untyped-def]
-        self.args = (models, a, n_candidates, solver, steps, scale, clip_x0, start)
+    def __init__(self, models, a, n_candidates, solver, steps, guide, clip_x0, start) -> None:  # type: ignore[no-untyped-def]
+        self.args = (models, a, n_candidates, solver, steps, guide, clip_x0, start)
         self.runs: dict[tuple, object] = {}
 
-    def _build(self, guide_min_sigma: float, y: float | None, cfg_weight: float):  # type: ignore[no-untyped-def]
-        from macdmp.planner.export import FusedPlanner
-
-        models, a, n_candidates, solver, steps, scale, clip_x0, start = self.args
-        cfg = models.cfg
-        h, c = cfg.horizon, cfg.channels
+    def _build(self, guide_min_sigma: float, y: float | None, cfg: float):  # type: ignore[no-untyped-def]
+        models, a, n_candidates, solver, steps, guide, clip_x0, start = self.args
+        mc = models.cfg
+        h, c = mc.horizon, mc.channels
         shape = (a * n_candidates, h, c)
         sch = _schedule(models, torch.device("cpu"))
 
@@ -220,14 +206,14 @@ class _FusedRuns:
                 steps=steps,
                 cond=Conditioning.first_step(first, h),
                 value=models.classifier,
-                guidance_scale=scale,
+                guide=guide,
                 clip_x0=clip_x0,
                 noise=noise[None],
                 start_level=start,
                 x_start=x_start,
                 guide_min_sigma=guide_min_sigma,
                 condition=condition,
-                cfg_weight=cfg_weight,
+                cfg=cfg,
             )
             if n_candidates > 1:
                 k1 = torch.zeros(z.shape[0], dtype=torch.long)
@@ -236,9 +222,9 @@ class _FusedRuns:
             own, _ = models.from_model_space(z)
             return models.action_rbs(obs, own[:, 1]), z
 
-        examples = {"obs": torch.zeros(a, cfg.obs_dim), "noise": torch.zeros(shape)}
-        if cfg.use_mf:
-            examples["mf"] = torch.zeros(a, cfg.obs_dim)
+        examples = {"obs": torch.zeros(a, mc.obs_dim), "noise": torch.zeros(shape)}
+        if mc.use_mf:
+            examples["mf"] = torch.zeros(a, mc.obs_dim)
         if start is not None:
             examples["prev"] = torch.zeros(a, h, c)
         return FusedPlanner(plan_fn, examples, torch.get_num_threads())
@@ -248,8 +234,8 @@ class _FusedRuns:
         if run is None:
             run = self.runs[key] = self._build(*key)
         models, a, n_candidates = self.args[:3]
-        cfg = models.cfg
-        noise = torch.randn((a * n_candidates, cfg.horizon, cfg.channels), generator=generator)
+        mc = models.cfg
+        noise = torch.randn((a * n_candidates, mc.horizon, mc.channels), generator=generator)
         feed = {"obs": o.numpy(), "noise": noise.numpy()}
         if mf is not None:
             feed["mf"] = mf.numpy()
@@ -263,12 +249,57 @@ class _FusedRuns:
 _FUSED: dict[tuple, tuple[torch.nn.Module, _FusedRuns]] = {}
 
 
-def _fused(models, a, n_candidates, solver, steps, scale, clip_x0, start) -> _FusedRuns:  # type: ignore[no-untyped-def]
-    key = (id(models), a, n_candidates, solver, steps, scale, clip_x0, start)
+def _fused(models, a, n_candidates, solver, steps, guide, clip_x0, start) -> _FusedRuns:  # type: ignore[no-untyped-def]
+    key = (id(models), a, n_candidates, solver, steps, guide, clip_x0, start)
     key += (torch.get_num_threads(),)
     if key not in _FUSED:
         _FUSED[key] = (models, _FusedRuns(models, *key[1:-1]))
     return _FUSED[key][1]
+
+
+def check_options(
+    models: torch.nn.Module,
+    solver: str,
+    steps: int | None,
+    guidance: str | None,
+    n_candidates: int,
+    guide: float,
+    cfg: float,
+    target: float | None,
+    backend: str,
+    warm: float = 0.0,
+) -> str:
+    """The checks of the planning options, in one place for :class:`PlannerActor` (when it is
+    built) and :func:`plan_batch` (every call); returns the guidance (the model's by default).
+    Each error names the option and what it allows."""
+    mc = models.cfg
+    guidance = mc.guidance if guidance is None else guidance
+    if guidance not in GUIDANCE:
+        raise ValueError(f"guidance: must be one of {GUIDANCE} (got {guidance!r})")
+    if guidance == "cfg" and not mc.cond_dim:
+        raise ValueError("guidance: 'cfg' needs a model trained with guidance=cfg")
+    if target is not None and guidance != "cfg":
+        raise ValueError("target: only classifier-free guidance (guidance=cfg) takes one")
+    for name, value in (("guide", guide), ("cfg", cfg), ("target", target)):
+        if value is not None and not np.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number (got {value})")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: {solver!r} is not one of {SOLVERS}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps: must be >= 1 (got {steps})")
+    if solver == "ddpm" and steps not in (None, mc.n_diffusion_steps):
+        raise ValueError(f"steps: DDPM runs all K = {mc.n_diffusion_steps} steps (got {steps})")
+    if n_candidates < 1:
+        raise ValueError(f"candidates: must be >= 1 (got {n_candidates})")
+    if warm != 0.0 and solver == "ddpm":
+        raise ValueError("warm: warm starts need a DPM solver (dpm1 or dpm2)")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: must be one of {BACKENDS} (got {backend!r})")
+    if backend in ("onnx", "fused") and models.normalizer.obs_mean.device.type != "cpu":
+        raise ValueError(f"backend: {backend!r} runs on the CPU; add device=cpu")
+    if backend == "fused" and solver == "ddpm":
+        raise ValueError("backend: 'fused' needs a DPM solver (dpm1 or dpm2)")
+    return guidance
 
 
 def plan_batch(
@@ -277,12 +308,13 @@ def plan_batch(
     mean_field: np.ndarray | torch.Tensor | None,
     solver: str = "dpm2",
     steps: int | None = 10,
-    guidance_scale: float = 0.1,
+    guide: float = DEFAULT_GUIDE,
     n_candidates: int = 1,
     generator: torch.Generator | None = None,
     clip_x0: float | None = 5.0,
     cuda_graph: bool | None = None,
     *,
+    cfg: float = DEFAULT_CFG,
     warm_from: torch.Tensor | None = None,
     warm: float = 0.3,
     guide_min_sigma: float = 0.0,
@@ -293,64 +325,53 @@ def plan_batch(
     """:func:`plan` on tensors: (actions (A,) in RBs, chosen plans (A, H, C) in model space).
 
     ``guidance`` (default: the model's ``cfg.guidance``): "classifier", the paper's classifier
-    guidance with scale ``guidance_scale`` (a model trained for "cfg" then runs its noise model
+    guidance with scale ``guide`` (a model trained for "cfg" then runs its noise model
     unconditioned); or "cfg", classifier-free guidance towards the return ``target`` (raw
     units; default the model's ``default_target``, the data's 90% quantile) with weight
-    w = ``guidance_scale`` (needs a model trained with ``guidance="cfg"``).
+    ``cfg`` (needs a model trained with ``guidance="cfg"``).
 
     ``warm_from``: each agent's previous plan in model space (what this returned last frame);
     it is shifted one frame on (:func:`shift_plans`), re-noised to the solver level nearest to
     ``warm`` x K and denoised from there (DPM solvers only). None plans from scratch.
     """
-    if n_candidates < 1:
-        raise ValueError(f"n_candidates: must be >= 1 (got {n_candidates})")
     speed = speed or Speed()
-    cfg = models.cfg
-    guidance = cfg.guidance if guidance is None else guidance
-    if guidance not in GUIDANCE:
-        raise ValueError(f"guidance: must be one of {GUIDANCE} (got {guidance!r})")
-    if guidance == "cfg" and not cfg.cond_dim:
-        raise ValueError("guidance: 'cfg' needs a model trained with guidance=cfg")
+    mc = models.cfg
+    guidance = check_options(
+        models, solver, steps, guidance, n_candidates, guide, cfg, target, speed.backend,
+        0.0 if warm_from is None else warm,
+    )  # fmt: skip
     device = models.normalizer.obs_mean.device
     o = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, device=device)
     o = o.to(torch.float32)
-    if o.dim() != 2 or o.shape[1] != cfg.obs_dim:
-        raise ValueError(f"obs: expected shape (A, {cfg.obs_dim}) (got {tuple(o.shape)})")
+    if o.dim() != 2 or o.shape[1] != mc.obs_dim:
+        raise ValueError(f"obs: expected shape (A, {mc.obs_dim}) (got {tuple(o.shape)})")
     a = o.shape[0]
     mf = None
-    if cfg.use_mf:
+    if mc.use_mf:
         if mean_field is None:
             raise ValueError("mean_field: this model uses the mean field; pass (A, 4) values")
         mf = torch.as_tensor(np.asarray(mean_field), dtype=torch.float32, device=device)
         if mf.shape != o.shape:
             raise ValueError(f"mean_field: expected shape {tuple(o.shape)} (got {tuple(mf.shape)})")
-    if solver == "ddpm" and steps is not None and steps != cfg.n_diffusion_steps:
-        raise ValueError(f"steps: DDPM runs all K = {cfg.n_diffusion_steps} steps (got {steps})")
-    h = cfg.horizon
-    shape = (a * n_candidates, h, cfg.channels)
+    h = mc.horizon
+    shape = (a * n_candidates, h, mc.channels)
     sch = _schedule(models, device)
     start = x_start = None
     if warm_from is not None:
-        if solver == "ddpm":
-            raise ValueError("warm: warm starts need a DPM solver ('dpm1' or 'dpm2')")
-        if tuple(warm_from.shape) != (a, h, cfg.channels):
+        if tuple(warm_from.shape) != (a, h, mc.channels):
             raise ValueError(
-                f"warm_from: expected shape {(a, h, cfg.channels)} (got {tuple(warm_from.shape)})"
+                f"warm_from: expected shape {(a, h, mc.channels)} (got {tuple(warm_from.shape)})"
             )
-        start = dpm_warm_level(sch, steps or cfg.n_diffusion_steps, warm)
-    y, cfg_weight, scale = _guidance_weights(models, guidance, guidance_scale, target)
+        start = dpm_warm_level(sch, steps or mc.n_diffusion_steps, warm)
+    y, w_cfg, w_guide = _guidance_weights(models, guidance, guide, cfg, target)
     if speed.backend == "fused":
-        if device.type != "cpu":
-            raise ValueError("backend: 'fused' runs on the CPU; use device=cpu")
-        if solver == "ddpm":
-            raise ValueError("backend: 'fused' needs a DPM solver ('dpm1' or 'dpm2')")
-        if scale != 0.0:
+        if w_guide != 0.0:
             raise ValueError(
                 "backend: 'fused' takes classifier-free guidance or none, not the classifier's "
                 "gradient (guidance=classifier with guide != 0); use backend=onnx"
             )
-        run = _fused(models, a, n_candidates, solver, steps, scale, clip_x0, start)
-        run_key = (float(guide_min_sigma), y, cfg_weight)
+        run = _fused(models, a, n_candidates, solver, steps, w_guide, clip_x0, start)
+        run_key = (float(guide_min_sigma), y, w_cfg)
         return run(run_key, o, mf, warm_from, generator)
     with torch.inference_mode():
         first = models.to_model_space(o[:, None], None if mf is None else mf[:, None])[:, 0]
@@ -364,36 +385,26 @@ def plan_batch(
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
     nets = _backbones(models, speed, shape, device)
+    rest = [v for v in (x_start, condition) if v is not None]  # the inputs besides first, noise
     if cuda_graph:
         if device.type != "cuda":
             raise ValueError("cuda_graph: needs the models on a CUDA device")
-        key = (id(models), shape, solver, steps, scale, clip_x0, start)
-        key += (float(guide_min_sigma), speed, cfg_weight)
-        if key not in _GRAPHS:
-            _GRAPHS[key] = _GraphedSampler(
-                nets, sch, shape, solver, steps, scale, clip_x0, start, guide_min_sigma,
-                cfg.cond_dim, cfg_weight,
-            )  # fmt: skip
-        z = _GRAPHS[key](first, generator, x_start, condition)
-    else:
-        z = sample(
-            nets["eps_model"],
-            sch,
-            shape,
-            solver=solver,
-            steps=steps,
-            cond=Conditioning.first_step(first.clone(), h),
-            value=nets["value"],
-            guidance_scale=scale,
-            generator=generator,
-            clip_x0=clip_x0,
-            start_level=start,
-            x_start=x_start,
-            guide_min_sigma=guide_min_sigma,
-            value_grad=nets["value_grad"],
-            condition=condition,
-            cfg_weight=cfg_weight,
+        key = (id(models), shape, solver, steps, w_guide, clip_x0, start)
+        key += (float(guide_min_sigma), speed, w_cfg)
+        noise = torch.empty(noise_draws(solver, sch.n_steps), *shape, device=device)
+        run = sampling_call(
+            nets, sch, shape, solver, steps, w_guide, clip_x0, start, guide_min_sigma,
+            mc.cond_dim, w_cfg,
+        )  # fmt: skip
+        z = run_maybe_graphed(
+            _GRAPHS, key, run, [first, noise.normal_(generator=generator), *rest], warmup=3
         )
+    else:
+        run = sampling_call(
+            nets, sch, shape, solver, steps, w_guide, clip_x0, start, guide_min_sigma,
+            mc.cond_dim, w_cfg, generator, nets["value_grad"],
+        )  # fmt: skip
+        z = run(first.clone(), None, *rest)
     with torch.inference_mode():
         if n_candidates > 1:
             k1 = torch.zeros(z.shape[0], dtype=torch.long, device=device)
@@ -410,16 +421,12 @@ def plan(
     models: torch.nn.Module,
     obs: np.ndarray | torch.Tensor,
     mean_field: np.ndarray | torch.Tensor | None,
-    solver: str = "dpm2",
-    steps: int | None = 10,
-    guidance_scale: float = 0.1,
-    n_candidates: int = 1,
-    generator: torch.Generator | None = None,
-    clip_x0: float | None = 5.0,
-    cuda_graph: bool | None = None,
-    **fast: object,
+    *args: Any,
+    **options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Plan for A agents at once from their observations (A, 4) and mean fields (A, 4).
+    """Plan for A agents at once from their observations (A, 4) and mean fields (A, 4); the
+    options are :func:`plan_batch`'s (solver, steps, guidance and its weights, candidates,
+    generator, clipping, CUDA graphs, warm starts, :class:`Speed`), in its order.
 
     Returns ``actions`` (A,) float64 demands in RBs in [0, M x L] and ``plans`` (A, H, C) in raw
     units (own observations, then mean-field ones when the model uses them). With
@@ -428,22 +435,9 @@ def plan(
     number of solver steps (DDPM always runs all K; pass None or K). ``clip_x0`` bounds each
     step's estimate of the clean plan, in standard deviations of the training data.
     ``cuda_graph`` (default: on for CUDA models) replays the whole sampling loop as one captured
-    CUDA graph per batch shape; the first call of a shape captures it. Keyword options of
-    :func:`plan_batch` (warm start, guidance skip, :class:`Speed`) pass through.
+    CUDA graph per batch shape; the first call of a shape captures it.
     """
-    actions, z = plan_batch(
-        models,
-        obs,
-        mean_field,
-        solver,
-        steps,
-        guidance_scale,
-        n_candidates,
-        generator,
-        clip_x0,
-        cuda_graph,
-        **fast,  # type: ignore[arg-type]
-    )
+    actions, z = plan_batch(models, obs, mean_field, *args, **options)
     with torch.inference_mode():
         own, mf_plan = models.from_model_space(z)
         plans = own if mf_plan is None else torch.cat([own, mf_plan], dim=-1)

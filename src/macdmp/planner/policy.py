@@ -11,9 +11,9 @@ All agents given to one call are planned in one batch. Options, as in
     guidance     classifier | cfg (default: what the model was trained for, its config's
                  ``guidance``; cfg needs a model trained with guidance=cfg, and such a model
                  runs guidance=classifier with its unconditional noise model)
-    guide        the scale of the guidance: classifier guidance's zeta (default 0.1), or
-                 classifier-free guidance's weight w, eps_u + w (eps_c - eps_u) (default 1.2,
-                 Decision Diffuser's; 0 unconditional, 1 conditional alone)
+    guide        classifier guidance's scale zeta (default 0.1, the paper's; guidance=classifier)
+    cfg          classifier-free guidance's weight w, eps_u + w (eps_c - eps_u) (default 1.2,
+                 Decision Diffuser's; 0 unconditional, 1 conditional alone; guidance=cfg)
     target       cfg: the return every agent asks for, raw units (default the data's 90%
                  quantile of horizon returns, ``ret_best``, as MA-DD)
     candidates   plans sampled per agent, the one the classifier values most is kept (default 1)
@@ -40,16 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from macdmp.diffusion.sampler import SOLVERS, dpm_levels, dpm_max_steps, dpm_warm_level
+from macdmp.diffusion.sampler import dpm_levels, dpm_max_steps, dpm_warm_level
 from macdmp.methods.base import Actor
-from macdmp.planner.plan import GUIDANCE, Speed, plan_batch
+from macdmp.planner.plan import DEFAULT_CFG, DEFAULT_GUIDE, Speed, check_options, plan_batch
 
 # `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
 # module builds actors from this one, so importing it here would make the two import each other.
 
 SOLVER_DEFAULT_STEPS = {"ddpm": None, "dpm1": 10, "dpm2": 10}
-# guide's default: classifier guidance's zeta (the paper's), cfg's weight w (Decision Diffuser's)
-DEFAULT_GUIDE = {"classifier": 0.1, "cfg": 1.2}
 
 
 class PlannerActor(Actor):
@@ -61,7 +59,8 @@ class PlannerActor(Actor):
         seed: int = 0,
         solver: str = "dpm2",
         steps: int | None = None,
-        guidance_scale: float | None = None,
+        guide: float | None = None,
+        cfg: float | None = None,
         n_candidates: int = 1,
         warm: float | None = None,
         guide_sigma: float = 0.0,
@@ -71,47 +70,33 @@ class PlannerActor(Actor):
         guidance: str | None = None,
         target: float | None = None,
     ) -> None:
-        guidance = models.cfg.guidance if guidance is None else guidance
-        if guidance not in GUIDANCE:
-            raise ValueError(f"guidance: must be one of {GUIDANCE} (got {guidance!r})")
-        if guidance == "cfg" and models.cfg.guidance != "cfg":
-            raise ValueError("guidance: 'cfg' needs a model trained with guidance=cfg")
-        if target is not None and guidance != "cfg":
-            raise ValueError("target: only classifier-free guidance (guidance=cfg) takes one")
-        if target is not None and not np.isfinite(target):
-            raise ValueError(f"target: must be a finite return (got {target})")
-        if guidance_scale is None:
-            guidance_scale = DEFAULT_GUIDE[guidance]
-        if solver not in SOLVERS:
-            raise ValueError(f"solver: {solver!r} is not one of {SOLVERS}")
-        if steps is not None and steps < 1:
-            raise ValueError(f"steps: must be >= 1 (got {steps})")
-        if solver == "ddpm" and steps not in (None, models.cfg.n_diffusion_steps):
+        if warm is None:  # the run's default; DDPM has no warm start, so none there
+            warm = 0.0 if solver == "ddpm" else float(getattr(models.cfg, "warm", 0.0))
+        guidance = check_options(
+            models, solver, steps, guidance, n_candidates, guide, cfg, target, backend, warm
+        )
+        if guide is not None and guidance != "classifier":
             raise ValueError(
-                f"steps: DDPM runs all K = {models.cfg.n_diffusion_steps} steps (got {steps})"
+                "guide: the scale of classifier guidance; this actor plans with classifier-free "
+                "guidance, whose weight is the option cfg"
             )
-        if n_candidates < 1:
-            raise ValueError(f"candidates: must be >= 1 (got {n_candidates})")
-        if not np.isfinite(guidance_scale):
-            raise ValueError(f"guide: must be a finite number (got {guidance_scale})")
+        if cfg is not None and guidance != "cfg":
+            raise ValueError(
+                "cfg: the weight of classifier-free guidance; this actor plans with classifier "
+                "guidance, whose scale is the option guide"
+            )
+        guide = DEFAULT_GUIDE if guide is None else guide
+        cfg = DEFAULT_CFG if cfg is None else cfg
         if solver != "ddpm":
             sch = models.schedule("cpu")
             if steps is None:
                 steps = min(SOLVER_DEFAULT_STEPS[solver], dpm_max_steps(sch))
             dpm_levels(sch, steps)  # refuses more steps than the schedule has levels for
-        if warm is None:  # the run's default; DDPM has no warm start, so none there
-            warm = 0.0 if solver == "ddpm" else float(getattr(models.cfg, "warm", 0.0))
-        if warm != 0.0:
-            if solver == "ddpm":
-                raise ValueError("warm: warm starts need a DPM solver (dpm1 or dpm2)")
-            dpm_warm_level(models.schedule("cpu"), steps, warm)  # refuses a bad fraction
+            if warm != 0.0:
+                dpm_warm_level(sch, steps, warm)  # refuses a bad fraction
         if not guide_sigma >= 0.0:
             raise ValueError(f"guide_sigma: must be >= 0 (got {guide_sigma})")
         self.speed = Speed(compile=bool(compile), bf16=bool(bf16), backend=backend)
-        if backend in ("onnx", "fused") and models.normalizer.obs_mean.device.type != "cpu":
-            raise ValueError(f"backend: {backend!r} runs on the CPU; add device=cpu")
-        if backend == "fused" and solver == "ddpm":
-            raise ValueError("backend: 'fused' needs a DPM solver (dpm1 or dpm2)")
         self.guidance = guidance
         self.target = None if target is None else float(target)
         self.warm = float(warm)
@@ -120,7 +105,8 @@ class PlannerActor(Actor):
         self.models = models
         self.solver = solver
         self.steps = steps
-        self.guidance_scale = float(guidance_scale)
+        self.guide = float(guide)  # classifier guidance's scale (guidance=classifier)
+        self.cfg = float(cfg)  # classifier-free guidance's weight (guidance=cfg)
         self.n_candidates = int(n_candidates)
         self.seed = int(seed)
         self.generator = torch.Generator(device=models.normalizer.obs_mean.device)
@@ -129,8 +115,10 @@ class PlannerActor(Actor):
         k = models.cfg.n_diffusion_steps if solver == "ddpm" else self.steps
         extras = "" if guidance == "classifier" else ", cfg"
         extras += "" if target is None else f" target {self.target:g}"
-        if self.guidance_scale != DEFAULT_GUIDE[guidance]:
-            extras += f", guide {self.guidance_scale:g}"
+        if guidance == "classifier" and self.guide != DEFAULT_GUIDE:
+            extras += f", guide {self.guide:g}"
+        if guidance == "cfg" and self.cfg != DEFAULT_CFG:
+            extras += f", cfg {self.cfg:g}"
         extras += "" if self.n_candidates == 1 else f", {self.n_candidates} candidates"
         extras += "" if self.warm == 0.0 else f", warm {self.warm:g}"
         extras += "" if self.guide_sigma == 0.0 else f", guide sigma >= {self.guide_sigma:g}"
@@ -163,7 +151,8 @@ class PlannerActor(Actor):
             mean_field if self.models.cfg.use_mf else None,
             solver=self.solver,
             steps=self.steps,
-            guidance_scale=self.guidance_scale,
+            guide=self.guide,
+            cfg=self.cfg,
             n_candidates=self.n_candidates,
             generator=self.generator,
             warm_from=prev if self.warm else None,
@@ -183,7 +172,8 @@ class PlannerActor(Actor):
             "solver": self.solver,
             "steps": self.steps,
             "guidance": self.guidance,
-            "guidance_scale": self.guidance_scale,
+            "guide": self.guide if self.guidance == "classifier" else None,
+            "cfg": self.cfg if self.guidance == "cfg" else None,
             "target": self.plan_target(),
             "n_candidates": self.n_candidates,
             "warm": self.warm,

@@ -2,7 +2,7 @@
 
 The topology-aware ones (`ratio`, `carried`, `backpressure`, `behaviour`) read the scenario's
 rate classes and routes at reset; the others use the observations only. Definitions: spec
-section 3 ("Non-learning allocators") and section 4 (behaviour policy); `docs/simulator.md`.
+section 3 ("Non-learning allocators") and section 4 (behaviour policy); `docs/guide/simulator.md`.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class Centralized(Policy):
     what lowers the mean delay when the frame cannot serve everyone, and no node gets more
     RBs than it has packets. The RBs left over go to the packets that will arrive within the
     frame, split as `carried-now` splits the frame. A reference that reads state no node has,
-    not a rule a node can run; docs/families.md says where it is the best policy measured
+    not a rule a node can run; docs/guide/families.md says where it is the best policy measured
     and where it is not.
     """
 

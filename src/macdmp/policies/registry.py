@@ -1,35 +1,27 @@
-"""Every policy by name: the allocators, the behaviour policy and trained run folders.
+"""The policies of this layer by name: the allocators, the behaviour policy and their noisy forms.
 
 equal | ratio | proportional | maxweight | backpressure | random   rules a node can run
 carried | carried-now | centralized     references: network-wide knowledge no node has
 behaviour[:SIGMA]        static:D[,D...]
 NAME:SIGMA               allocator NAME times mean-one log-normal noise (behaviour = carried:SIGMA)
-RUN_DIR[,key=value...]   a training run folder of any method (``macdmp.methods.policy``)
-macdmp:RUN_DIR[,...]     the same, in the older spelling
+
+Training run folders are policies too, one layer up: ``macdmp.methods.load_policy`` reads every
+name here and run folders as well (the commands' ``--policy`` goes through it).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from macdmp.policies.allocators import ALLOCATORS, REFERENCES, Behaviour, Noisy, Random, Static
 from macdmp.policies.base import Policy, PolicyError
 
-POLICY_NAMES = (*ALLOCATORS, "behaviour", "NAME:SIGMA", "RUN_DIR", "macdmp:RUN_DIR")
+POLICY_NAMES = (*ALLOCATORS, "behaviour", "NAME:SIGMA")
 NOISELESS = ("static", "random")  # allocators that take no noise suffix
-POLICY_HELP = (
-    f"one of: {', '.join(POLICY_NAMES)}. References, which read network-wide state that no "
-    f"node has: {', '.join(REFERENCES)} (carried: the static split from every node's long-run "
-    "rate and the routes at the start; carried-now: the same from the rates and routes of now; "
-    "centralized: every queue by destination, each frame)"
+REFERENCES_HELP = (
+    f"References, which read network-wide state that no node has: {', '.join(REFERENCES)} "
+    "(carried: the static split from every node's long-run rate and the routes at the start; "
+    "carried-now: the same from the rates and routes of now; centralized: every queue by "
+    "destination, each frame)"
 )
-RUN_MARKER = "checkpoint.pt"  # what makes a folder a run (macdmp.methods.checkpoint)
-
-
-def _run_policy(spec: str, seed: int) -> Policy:
-    from macdmp.methods.policy import RunPolicy
-
-    return RunPolicy.from_spec(spec, seed=seed)
 
 
 def make_policy(spec: str | Policy, seed: int = 0) -> Policy:
@@ -37,8 +29,6 @@ def make_policy(spec: str | Policy, seed: int = 0) -> Policy:
     if isinstance(spec, Policy):
         return spec
     spec = str(spec)
-    if (Path(spec.split(",")[0]) / RUN_MARKER).is_file():
-        return _run_policy(spec, seed)
     name, _, arg = spec.partition(":")
     if name == "static":
         try:
@@ -54,10 +44,6 @@ def make_policy(spec: str | Policy, seed: int = 0) -> Policy:
         return Behaviour(noise=sigma, seed=seed)
     if name == "random" and not arg:
         return Random(seed=seed)
-    if name == "macdmp":
-        if not arg:
-            raise PolicyError("macdmp: give the run folder, e.g. --policy macdmp:runs/demo")
-        return _run_policy(arg, seed)
     if name in ALLOCATORS and not arg:
         return ALLOCATORS[name]()
     if name in ALLOCATORS and name not in NOISELESS:
@@ -67,6 +53,6 @@ def make_policy(spec: str | Policy, seed: int = 0) -> Policy:
             raise PolicyError(f"{name}: noise sigma must be a number, got {arg!r}") from None
         return Noisy(ALLOCATORS[name](), sigma, seed=seed)
     raise PolicyError(
-        f"policy: unknown policy {spec!r}; allowed: {', '.join(POLICY_NAMES)} (a run folder "
-        f"is one that holds {RUN_MARKER})"
+        f"policy: unknown policy {spec!r}; allowed: {', '.join(POLICY_NAMES)} (training run "
+        "folders are read by macdmp.methods.load_policy)"
     )

@@ -9,5 +9,5 @@
 - :mod:`~macdmp.reproduce.figures` and :mod:`~macdmp.reproduce.report`: the figures, the
   verdicts and ``report.md``, from the result files alone.
 
-docs/reproduction.md describes it.
+docs/guide/reproducing.md describes it.
 """

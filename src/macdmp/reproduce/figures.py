@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from macdmp.eval.episodes import LOSS_AWARE, LOSS_PENALTY_MS, with_loss_aware
+from macdmp.eval.plots import plot_qos_bars, plt
+from macdmp.policies.episodes import LOSS_AWARE, LOSS_PENALTY_MS, with_loss_aware
 from macdmp.reproduce.plan import TRAINED_NODE_COUNTS, Figure, Series
 
 HOLDS, PARTLY, NOT, UNTESTED = "holds", "holds partly", "does not hold", "not tested"
@@ -90,11 +91,6 @@ def _curves(s: Series, get: Get) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _plot_curves(fig: Figure, data: dict[str, tuple], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     near = _near_the_best(data)
 
     def span(ms: set[str]) -> float:
@@ -332,8 +328,6 @@ def fig4(fig: Figure, get: Get, png: Path | None) -> Outcome:
             if r is not None:
                 rows.append({**r, "policy": s.label, "group": s.group})
     if png is not None and rows:
-        from macdmp.eval.plots import plot_qos_bars
-
         plot_qos_bars(
             rows,
             png,
@@ -416,11 +410,6 @@ def _points(s: Series, get: Get) -> list[tuple[Any, dict[str, Any]]]:
 
 
 def _empty_png(path: Path, fig: Figure) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     f, ax = plt.subplots(figsize=(6, 2.5))
     ax.axis("off")
     ax.text(0.5, 0.5, f"{fig.name}: no results yet", ha="center", va="center")
@@ -429,11 +418,6 @@ def _empty_png(path: Path, fig: Figure) -> None:
 
 
 def _plot_points(fig: Figure, get: Get, path: Path, categorical: bool = False) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     f, ax = plt.subplots(figsize=(7, 4))
     for k, s in enumerate(fig.series):
         pts = _points(s, get)
@@ -529,14 +513,24 @@ def fig6(fig: Figure, get: Get, png: Path | None) -> Outcome:
     return out
 
 
-def fig7(fig: Figure, get: Get, png: Path | None) -> Outcome:
+def _sweep(
+    fig: Figure, get: Get, png: Path | None, label: str, need: int, what: str
+) -> tuple[Outcome, dict, list]:
+    """The start of the verdict of one run's sweep (Figs. 7, 8): its plot and table, its points
+    and the values evaluated so far; with fewer than ``need`` of them, ``why`` says so."""
     if png is not None:
         _plot_points(fig, get, png)
-    out = Outcome(UNTESTED, "", _points_table(fig, get, "H"), _missing(fig.series, get))
+    out = Outcome(UNTESTED, "", _points_table(fig, get, label), _missing(fig.series, get))
     pts = dict(_points(fig.series[0], get))
-    hs = [h for h in fig.series[0].x if h in pts]
+    xs = [x for x in fig.series[0].x if x in pts]
+    if len(xs) < need:
+        out.why = f"needs at least {what} evaluated (has {xs})."
+    return out, pts, xs
+
+
+def fig7(fig: Figure, get: Get, png: Path | None) -> Outcome:
+    out, pts, hs = _sweep(fig, get, png, "H", 3, "three horizons")
     if len(hs) < 3:
-        out.why = f"needs at least three horizons evaluated (has {hs})."
         return out
     m = {h: pts[h]["avg_reward"] for h in hs}
     sd = {h: pts[h]["avg_reward_std"] for h in hs}
@@ -575,13 +569,8 @@ def fig7(fig: Figure, get: Get, png: Path | None) -> Outcome:
 
 
 def fig8(fig: Figure, get: Get, png: Path | None) -> Outcome:
-    if png is not None:
-        _plot_points(fig, get, png)
-    out = Outcome(UNTESTED, "", _points_table(fig, get, "zeta"), _missing(fig.series, get))
-    pts = dict(_points(fig.series[0], get))
-    zs = [z for z in fig.series[0].x if z in pts]
+    out, pts, zs = _sweep(fig, get, png, "zeta", 2, "two guidance scales")
     if len(zs) < 2:
-        out.why = f"needs at least two guidance scales evaluated (has {zs})."
         return out
     means = np.array([pts[z]["avg_reward"] for z in zs])
     helps = ahead(pts[zs[-1]], pts[zs[0]], "avg_reward")

@@ -20,6 +20,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from macdmp.diffusion.sampler import DEFAULT_GUIDE
+from macdmp.methods.base import get_method, make_config, method_names, plugin_methods
+from macdmp.methods.config import config_fields
+from macdmp.planner.models import STEER_CHANGES
 from macdmp.reproduce.scales import Scale, get_scale
 from macdmp.sim.config import PAPER_SCENARIOS, PRESETS, ScenarioConfig
 
@@ -37,7 +41,7 @@ CTDE_METHOD = ("madiff", "MADiff")  # Fig. 5
 ALLOCATORS = ("behaviour", "carried", "equal", "proportional", "maxweight", "backpressure")
 RF_CONDITIONS = ("ideal", "limited")
 # MA-CDMP's planner defaults (planner/policy.py): options equal to these are left out of keys
-PLANNER_DEFAULTS = {"solver": "dpm2", "guide": 0.1, "candidates": 1}
+PLANNER_DEFAULTS = {"solver": "dpm2", "guide": DEFAULT_GUIDE, "candidates": 1}
 # Fig. 6: (nodes, high-rate nodes) of each network size; 8 and 9 are the dataset's scenarios
 NODE_SCENARIOS = {
     6: ((6, 2), (6, 3)),
@@ -155,17 +159,8 @@ def scenario_set(name: str) -> list[ScenarioConfig]:
     raise ValueError(f"scenario set: {name!r} is neither 'paper' nor 'nN'")
 
 
-def _registered() -> tuple[str, ...]:
-    from macdmp.methods.base import method_names
-
-    return method_names()
-
-
 def train_config(scale: Scale, method: str, seed: int, **extra: Any) -> dict[str, Any]:
     """The full configuration (a dict) of one training run at this scale."""
-    from macdmp.methods.base import get_method, make_config
-    from macdmp.methods.cli import config_fields
-
     fields = config_fields(method)
     overrides = dict(scale.common)
     overrides.update({k: v for k, v in scale.sized.items() if k in fields})
@@ -229,8 +224,6 @@ class _Builder:
             extra["use_mf"] = False
             tag += "-nomf"
         if steer:  # the guidance study's variant: paper-steer's changes at this scale
-            from macdmp.planner.models import STEER_CHANGES
-
             extra.update(STEER_CHANGES)
             tag += "-steer"
         if horizon is not None and horizon != self.base_horizon():
@@ -291,13 +284,15 @@ def _unavailable(name: str) -> str:
 def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) -> Plan:
     """Every unit and figure of the paper's experiments at this scale."""
     sc = get_scale(scale) if isinstance(scale, str) else scale
-    reg = _registered() if registered is None else registered
+    reg = method_names() if registered is None else registered
     b = _Builder(sc, reg)
     figures = []
     seed0 = sc.seeds[0]
 
+    # methods registered from outside the package (plugins) join Fig. 4's bars
+    plugins = [m for m in plugin_methods() if m in reg and m not in METHODS]
     broken: dict[str, str] = {}  # registered methods whose configuration cannot be built
-    for m in (*METHODS, CTDE_METHOD[0]):
+    for m in (*METHODS, CTDE_METHOD[0], *plugins):
         if m in reg:
             try:
                 train_config(sc, m, seed0)
@@ -353,6 +348,13 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
         run = b.train("ma-cdmp", seed0, steer=True)
         keys = [b.evaluate(run, "paper", rf) for rf in RF_CONDITIONS]
         bars.append(Series("MA-CDMP (paper-steer)", keys, group="variant"))
+    for m in plugins:  # methods registered from outside the package, beside the others
+        if broken.get(m):
+            bars.append(Series(m, missing=broken[m], group="plugin"))
+            continue
+        run = b.train(m, seed0)
+        keys = [b.evaluate(run, "paper", rf) for rf in RF_CONDITIONS]
+        bars.append(Series(m, keys, group="plugin"))
     for a in ALLOCATORS:
         keys = [b.evaluate(a, "paper", rf) for rf in RF_CONDITIONS]
         bars.append(Series(a, keys, group="allocator"))
@@ -373,7 +375,8 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             f"protocol: the four dataset scenarios x {sc.eval_seeds} held-out seeds x "
             f"{sc.eval_frames} frames. MA-CDMP (paper-steer), this project's variant (the "
             "backlog return, classifier-free guidance, warm starts; docs/guidance-study.md), is "
-            "shown beside the others and is not part of the verdict.",
+            "shown beside the others and is not part of the verdict"
+            + ("; so are the methods registered as plugins." if plugins else "."),
         )
     )
 
@@ -421,7 +424,7 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
             xlabel="nodes",
             notes=f"Trained on the 8- and 9-node dataset; {unseen} nodes never seen in "
             "training. Two networks per size (few and many high-rate nodes), rates from the "
-            f"same load rule (docs/reproduction.md), ideal RF, {sc.eval_seeds} held-out seeds "
+            f"same load rule (docs/guide/reproducing.md), ideal RF, {sc.eval_seeds} held-out seeds "
             f"x {sc.eval_frames} frames.",
         )
     )
@@ -471,7 +474,7 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
     )
 
     # Fig. 9 evaluates another seed's model than Fig. 8 where there is one: on the GPU each
-    # block of work then trains one run and evaluates it within one lease (docs/reproduction.md)
+    # block of work then trains one run and evaluates it within one lease (docs/guide/reproducing.md)
     seed9 = sc.seeds[1] if len(sc.seeds) > 1 else seed0
     run9 = b.train("ma-cdmp", seed9)
     ddpm = b.evaluate(run9, "paper", "ideal", {"solver": "ddpm", "steps": None})

@@ -61,7 +61,7 @@ def write_report(
         "",
         f"Scale `{sc.name}`: {sc.describe}. Made by `macdmp reproduce --scale {sc.name}` and "
         f"rebuilt from the result files in `results/` by `macdmp reproduce --scale {sc.name} "
-        "--out DIR --report-only`; docs/reproduction.md explains the work list and the rules.",
+        "--out DIR --report-only`; docs/guide/reproducing.md explains the work list and the rules.",
         "",
         "Verdicts: **holds**, **holds partly**, **does not hold** (by the rule written beside "
         "each claim), or **not tested** until every unit of the figure has a current result "

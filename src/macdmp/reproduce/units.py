@@ -13,11 +13,18 @@ a Ray worker process as well as in the ``reproduce`` process.
 from __future__ import annotations
 
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from macdmp.data.collect import CollectSettings, collect
+from macdmp.data.format import open_h5, read_header
+from macdmp.eval.evaluate import evaluate
+from macdmp.methods.base import get_method
+from macdmp.methods.checkpoint import is_run_dir
+from macdmp.methods.trainer import open_trainers, read_evals, read_losses, train_packed
 from macdmp.reproduce.plan import Unit, scenario_set
 
 LOSS_POINTS = 100  # loss log records kept in a training result (evenly spaced)
@@ -47,8 +54,6 @@ def product_exists(unit: Unit, work: Path) -> bool:
     """Whether what the unit makes for others (dataset file, run folder) is in the work folder."""
     path = product_path(unit, work)
     if unit.kind == "train":
-        from macdmp.methods.checkpoint import is_run_dir
-
         return is_run_dir(path)
     return path is None or path.is_file()
 
@@ -56,16 +61,11 @@ def product_exists(unit: Unit, work: Path) -> bool:
 def _machine(device: str | None = None) -> str:
     text = f"{platform.node() or 'host'} ({platform.machine()}"
     if device and device.startswith("cuda"):
-        import torch
-
         text += f", {torch.cuda.get_device_name(torch.device(device))}"
     return text + ")"
 
 
 def run_data(unit: Unit, work: Path, progress: bool = False, threads: int = 1) -> dict[str, Any]:
-    from macdmp.data.collect import CollectSettings, collect
-    from macdmp.data.format import open_h5, read_header
-
     p = unit.params
     path = data_path(work, unit.digest)
     settings = CollectSettings(
@@ -79,8 +79,6 @@ def run_data(unit: Unit, work: Path, progress: bool = False, threads: int = 1) -
     )
     t0 = time.perf_counter()
     if not path.is_file():  # written atomically: a file there is complete
-        import torch
-
         path.parent.mkdir(parents=True, exist_ok=True)
         torch_threads = torch.get_num_threads()
         try:
@@ -111,30 +109,15 @@ def run_train_group(
     compile: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Train several runs at once (packed on one GPU; one after another in effect on a CPU)."""
-    from macdmp.data.windows import open_windows
-    from macdmp.methods.base import get_method
-    from macdmp.methods.checkpoint import CheckpointMismatchError
-    from macdmp.methods.trainer import Trainer, read_evals, read_losses, train_packed
-
-    datasets: dict[tuple[int, float, str], Any] = {}
-    trainers = []
     t0 = time.perf_counter()
+    runs = []
     for u in units:
         method = u.params["method"]
         cfg = get_method(method).config_class.from_dict(u.params["config"])
-        # the windows' returns are built from the run's reward choice (paper-steer's differs)
-        key = (cfg.horizon, cfg.gamma, cfg.reward)
-        if key not in datasets:
-            data = data_path(work, u.params["inputs"]["data"])
-            datasets[key] = open_windows(data, horizon=key[0], gamma=key[1], reward=key[2])
-        folder = run_dir(work, u.key, u.digest)
-        try:
-            tr = Trainer(method, cfg, datasets[key], folder, device, compile=compile)
-        except CheckpointMismatchError:
-            # a run folder of other settings (the unit's params changed): start it again
-            shutil.rmtree(folder)
-            tr = Trainer(method, cfg, datasets[key], folder, device, compile=compile)
-        trainers.append(tr)
+        data = data_path(work, u.params["inputs"]["data"])
+        runs.append((method, cfg, data, run_dir(work, u.key, u.digest)))
+    # a run folder of other settings (the unit's params changed) is started again
+    trainers = open_trainers(runs, device, compile=compile, restart_mismatched=True)
     train_packed(trainers, progress=progress)
     wall = time.perf_counter() - t0
     out = {}
@@ -179,8 +162,6 @@ def run_eval(
     progress: bool = False,
     folder: Path | None = None,
 ) -> dict[str, Any]:
-    from macdmp.eval.evaluate import evaluate
-
     p = unit.params
     t0 = time.perf_counter()
     res = evaluate(

@@ -30,10 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from macdmp.outputs import read_json
+import torch
+
+from macdmp.common.locking import fcntl  # None without fcntl (Windows): no unit locks
+from macdmp.common.outputs import read_json
+from macdmp.common.signals import interruptible
+from macdmp.methods.base import PLUGINS_ENV
 from macdmp.reproduce.plan import Plan, Unit
-from macdmp.reproduce.units import product_exists, run_data, run_eval, run_train_group
-from macdmp.signals import interruptible
+from macdmp.reproduce.units import (
+    product_exists,
+    run_data,
+    run_eval,
+    run_train_group,
+    run_unit,
+)
 
 RESULTS = "results"
 FAILED = "failed"
@@ -142,12 +152,7 @@ class UnitLocks:
     def __init__(self, work: Path) -> None:
         self.dir = Path(work) / ".locks"
         self.held: dict[str, Any] = {}
-        try:
-            import fcntl
-        except ModuleNotFoundError:
-            self.fcntl = None
-        else:
-            self.fcntl = fcntl
+        self.fcntl = fcntl
 
     def take(self, key: str, block: bool = False) -> bool:
         """Lock ``key`` for this process; False if another process holds it (and not ``block``)."""
@@ -195,8 +200,6 @@ def run_local(
     training runs whenever they can (so that what a run is needed for is done while its folder
     exists); ready training runs go ``pack`` at a time (packed on one GPU). A failing unit is
     recorded and its dependents are skipped; the others go on."""
-    import torch
-
     out = Outcome()
     left = list(keys)
     bad: set[str] = set()
@@ -303,10 +306,6 @@ def run_local(
 def _ray_task(unit_key: str, kind: str, params: dict, needs: list, label: str, work: str,
               device: str | None, *deps: Any) -> dict[str, Any]:  # fmt: skip
     """A unit in a Ray worker (``deps``: the results of the units it needs, for ordering)."""
-    import torch
-
-    from macdmp.reproduce.units import run_unit
-
     torch.set_num_threads(1)
     unit = Unit(unit_key, kind, params, tuple(needs), label)
     if device is None and kind != "data":
@@ -330,6 +329,8 @@ def ray_init(address: str, quiet: bool = False) -> Any:
     src = str(Path(__file__).resolve().parents[2])  # workers import macdmp from here too
     env = {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
     env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+    if os.environ.get(PLUGINS_ENV):  # methods given with --plugin: the workers load them too
+        env[PLUGINS_ENV] = os.environ[PLUGINS_ENV]
     kw = {"log_to_driver": not quiet, "include_dashboard": False}
     if address == "auto":
         try:

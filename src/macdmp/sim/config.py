@@ -1,6 +1,6 @@
 """Scenario configuration: every parameter of the simulated network, validated when built.
 
-Defaults follow `shared/spec/system-model.md` (sections 1-3); `docs/simulator.md` lists them
+Defaults follow `shared/spec/system-model.md` (sections 1-3); `docs/guide/simulator.md` lists them
 with their units. A scenario is either one of the paper's named presets or a TOML file.
 """
 
@@ -124,7 +124,7 @@ class ScenarioConfig:
     rates_ppf: tuple[float, ...] | None = None
     dest: tuple[int, ...] | None = None
     high_nodes: tuple[int, ...] | None = None
-    # Traffic process (docs/simulator.md, "Traffic that changes"). Every process is calibrated
+    # Traffic process (docs/guide/simulator.md, "Traffic that changes"). Every process is calibrated
     # so that each node's long-run mean rate is the one the load rule gives.
     traffic: str = "poisson"
     session_mean_active: float = 4.0  # sessions: mean number of active services per node
@@ -351,7 +351,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sessions": {"traffic": "sessions"},
     "bursty": {"traffic": "bursty"},
     # 8 km, not the paper's 10: in 10 km random waypoint splits 8-9 nodes often enough that
-    # packets with no route dominate the loss whatever the allocation (docs/families.md)
+    # packets with no route dominate the loss whatever the allocation (docs/guide/families.md)
     "mobile": {"mobility": "waypoint", "speed_mps": 150.0, "route_every": 20, "area_m": 8000.0},
 }
 LARGE = {16: 4, 32: 7, 64: 14}  # nodes: high-rate nodes (the 2:7 share of n9-2to7)

@@ -4,7 +4,7 @@ Each network has its own topology, traffic and random stream (xoshiro256** seede
 seed), so network b evolves bit for bit the same whether it runs alone or in a batch of 1024.
 The frame loop is compiled with Numba: it is a packet-level loop over slots and RBs with ring
 buffer queues, which NumPy cannot vectorise without materialising every packet
-(`benchmarks/sim_throughput.py` measures it; `docs/simulator.md` has the numbers).
+(`benchmarks/sim_throughput.py` measures it; `docs/guide/simulator.md` has the numbers).
 
 One frame (spec section 2):
   1. management: demands -> clip to [0, ML] -> scale down to sum <= ML -> systematic rounding

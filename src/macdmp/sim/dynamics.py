@@ -4,7 +4,7 @@ The batched core (`core.py`) calls these kernels once per frame, before the fram
 scenarios whose `traffic`, `load_profile` or `mobility` makes them change along an episode
 (`ScenarioConfig.dynamic`). Each network draws from its own dynamics stream (a third
 xoshiro256** stream beside the topology's and the packets'), so a network evolves bit for bit
-the same alone or in any batch. The processes (docs/simulator.md, "Traffic that changes"):
+the same alone or in any batch. The processes (docs/guide/simulator.md, "Traffic that changes"):
 
 - sessions: services arrive at each node as a Poisson process (rate mean_active * p per
   frame) and last a geometric number of frames (ending in each frame with probability

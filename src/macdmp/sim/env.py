@@ -6,8 +6,12 @@ import os
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # the backend is chosen at the first window, not here
 import numpy as np
 from gymnasium import logger, spaces
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from pettingzoo import ParallelEnv
 
 from .config import ScenarioConfig, load_scenario
@@ -171,8 +175,6 @@ class MFTDMAEnv(ParallelEnv):
         return None
 
     def _show(self, image: np.ndarray) -> None:
-        import matplotlib.pyplot as plt
-
         if self._window is None:
             if plt.get_backend().lower() in ("agg", "pdf", "ps", "svg", "cairo", "template"):
                 raise RuntimeError(
@@ -189,8 +191,6 @@ class MFTDMAEnv(ParallelEnv):
 
     def close(self) -> None:
         if self._window is not None:
-            import matplotlib.pyplot as plt
-
             plt.close(self._window[0])
             self._window = None
         self.sim = None
@@ -212,9 +212,6 @@ def draw_network(
 ) -> np.ndarray:
     """An (H, W, 3) uint8 image of network 0 of `sim`: links, nodes (red: high-rate), and per
     node its generation (g) and transit (t) queue levels as bars, and its granted RBs."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     net = sim.networks[0]
     pos = sim.positions_m[0] / 1000.0  # where the nodes are now (they move in mobile scenarios)
     adjacency = sim.adjacency[0]
@@ -262,8 +259,6 @@ def draw_network(
 
 
 def _rect(x, y, w, h, **kw):
-    from matplotlib.patches import Rectangle
-
     return Rectangle((x, y), w, h, zorder=2, **kw)
 
 

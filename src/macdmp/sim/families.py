@@ -3,7 +3,7 @@
 Each family is a list of scenarios (`config.SCENARIOS`) and the recipe of its offline dataset:
 the behaviour mix that records it, its size and its trajectories' length. `macdmp collect
 --family NAME` writes a family's dataset; `macdmp sim-study --family NAME` maps every allocator
-and reference on it (docs/families.md).
+and reference on it (docs/guide/families.md).
 
 The behaviour mixes are rules a real network could run, perturbed so that the actions vary:
 the paper's noisy static split (`behaviour:0.5`) beside noisy max-weight and proportional

@@ -1,0 +1,7 @@
+"""``python -m macdmp.app``: the ``macdmp`` command."""
+
+import sys
+
+from macdmp.app.main import main
+
+sys.exit(main())
