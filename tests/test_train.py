@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from macdmp.app import train as train_cli
-from macdmp.methods import trainer as trainer_module
 from macdmp.diffusion import Conditioning, dpm_levels, dpm_warm_level, sample
 from macdmp.methods import (
     CheckpointMismatchError,
@@ -24,6 +23,7 @@ from macdmp.methods import (
     read_losses,
     train,
 )
+from macdmp.methods import trainer as trainer_module
 from macdmp.methods.config import parse_sets
 from macdmp.planner import make_config, plan
 from macdmp.planner.plan import shift_plans

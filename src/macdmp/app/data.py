@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "collect",
         help="collect an offline dataset with the behaviour policy",
         description="Run the behaviour policy (carried traffic x log-normal noise) on new random "
-        "networks and write the trajectories to an HDF5 dataset (docs/guide/datasets.md). Trajectory k "
-        "(counted across scenarios in order) uses env seed SEED * 2**16 + k.",
+        "networks and write the trajectories to an HDF5 dataset (docs/guide/datasets.md). "
+        "Trajectory k (counted across scenarios in order) uses env seed SEED * 2**16 + k.",
     )
     p.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.h5)")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""Behaviour cloning: the simplest learned method, and the worked example of docs/guide/adding-a-method.md.
+"""Behaviour cloning: the simplest learned method (docs/guide/adding-a-method.md builds on it).
 
 Each agent maps its own current observation (normalised) to the demand its data took, by an
 MLP with parameters shared across agents and a mean-squared error on the normalised action.

@@ -1,8 +1,8 @@
 """The offline dataset file: schema, atomic writing, reading and validation.
 
 One HDF5 file (h5py), one group per scenario under `/scenarios`, arrays stacked over that
-scenario's trajectories and chunked one trajectory at a time. `docs/guide/datasets.md` documents every
-dataset and attribute with its dtype, shape and unit; `SCHEMA` below is the same table in code
+scenario's trajectories and chunked one trajectory at a time. `docs/guide/datasets.md` documents
+every dataset and attribute with its dtype, shape and unit; `SCHEMA` below is the same table in code
 and is what `validate` checks.
 
 Time indexing (per trajectory, F frames): `obs[t]` is the observation before action `t`

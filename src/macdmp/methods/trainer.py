@@ -421,8 +421,8 @@ def train_packed(
     """Train several runs at once, round-robin, one step each in turn.
 
     On a GPU each run replays its own captured graph on its own CUDA stream, so the runs' small
-    kernels overlap on the device (docs/guide/training.md has the measurements). Each run keeps its own
-    folder, log, generator and checkpoints, exactly as if it had been trained alone.
+    kernels overlap on the device (docs/guide/training.md has the measurements). Each run keeps
+    its own folder, log, generator and checkpoints, exactly as if it had been trained alone.
     """
     ends = [
         tr.cfg.total_steps if stop_after is None else min(tr.cfg.total_steps, tr.step + stop_after)

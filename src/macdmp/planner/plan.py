@@ -120,8 +120,8 @@ def sampling_call(
     [x_start], [condition]) -> plans`` (x_start with a warm start, condition when the noise
     model takes one), for :func:`~macdmp.diffusion.graphs.run_maybe_graphed` to capture in a
     CUDA graph: a plan is hundreds of small kernels per solver step, which launched one by one
-    from Python cost about 8x their GPU time (docs/notes/planner-speed.md). Called eagerly, ``noise`` may be
-    None: the sampler then draws from ``generator``."""
+    from Python cost about 8x their GPU time (docs/notes/planner-speed.md). Called eagerly,
+    ``noise`` may be None: the sampler then draws from ``generator``."""
 
     def run(first: torch.Tensor, noise: torch.Tensor | None, *rest: torch.Tensor) -> torch.Tensor:
         return sample(

@@ -474,7 +474,8 @@ def build_plan(scale: str | Scale, registered: tuple[str, ...] | None = None) ->
     )
 
     # Fig. 9 evaluates another seed's model than Fig. 8 where there is one: on the GPU each
-    # block of work then trains one run and evaluates it within one lease (docs/guide/reproducing.md)
+    # block of work then trains one run and evaluates it within one lease
+    # (docs/guide/reproducing.md)
     seed9 = sc.seeds[1] if len(sc.seeds) > 1 else seed0
     run9 = b.train("ma-cdmp", seed9)
     ddpm = b.evaluate(run9, "paper", "ideal", {"solver": "ddpm", "steps": None})

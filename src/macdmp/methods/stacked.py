@@ -1,0 +1,615 @@
+"""Many runs of one method trained as one stacked model: one step, one CUDA graph, K runs.
+
+Runs that share a method and its shapes but differ in seed, dataset or the trainer's own
+settings (learning rate and its schedule, gradient clipping, EMA, run length, bookkeeping)
+train as one model: each parameter and buffer of the K runs is stacked into one (K, ...)
+tensor, and the K losses are computed by one call of the method's own ``loss`` under
+``torch.vmap`` (``torch.func.functional_call`` over the stacked tensors), so every kernel of the
+step does the work of K runs. On a GPU the whole stacked step is captured as one CUDA graph.
+
+Each run stays an ordinary :class:`~macdmp.methods.trainer.Trainer` with its own folder: its
+module's parameters and buffers become views of its slice of the stacked tensors, so its own
+optimiser (Adam is elementwise: the slice's state is the run's state), EMA copy, generator,
+learning-rate schedule, gradient clipping, loss sums, logs, evaluations and checkpoints are
+the ones it has when trained alone, and its folder resumes alone and loads as a policy with the
+usual code. :func:`train_stacked` trains such runs; :func:`train_many` stacks when the runs allow
+it and packs them otherwise (:func:`~macdmp.methods.trainer.train_packed`, CUDA streams).
+
+Randomness: a run alone draws its batch and then its loss's noise from its own generator. The
+stacked step draws the same numbers from the same generator in the same order: the loss's
+random draws (the calls that pass ``generator=``; their shapes may not depend on the data) are
+recorded once, drawn per run before the vmapped loss, and handed to it in place of the calls.
+So a stacked run sees the batches and noise it would see alone; only the arithmetic of the
+batched kernels differs (a grouped convolution or a batched matrix product may add in another
+order), which tests/test_stacked.py bounds.
+
+What may differ between stacked runs: the fields of :data:`PER_RUN_KEYS`, the dataset (same
+horizon, gamma and reward, as each trainer already checks), and the run's own state. Anything
+else (another method, another configuration value that the loss may read, other parameter
+shapes, another device or step arithmetic, runs at different steps) is refused with
+:class:`NotStackable`, naming what differs; :func:`train_many` then packs the runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from macdmp.common.progress import progress_bar
+from macdmp.common.signals import stop_requests
+from macdmp.methods.base import lr_factor, lr_factor_tensor
+from macdmp.methods.checkpoint import write_checkpoint
+from macdmp.methods.trainer import (
+    WARMUP_STEPS_BEFORE_CAPTURE,
+    Trainer,
+    TrainingInterrupted,
+    train_packed,
+)
+
+# Configuration fields that may differ between stacked runs: the trainer applies them per run
+# (initialisation seed and generator, optimiser, schedule, clipping, EMA) or they are run length
+# and bookkeeping. Every other field may be read by the loss, and must be equal.
+PER_RUN_KEYS = (
+    "seed",
+    "lr",
+    "lr_schedule",
+    "warmup_steps",
+    "min_lr_ratio",
+    "grad_clip",
+    "ema_decay",
+    "ema_start",
+    "n_epochs",
+    "steps_per_epoch",
+    "max_steps",
+    "log_every",
+    "ckpt_every",
+    "eval_every",
+    "eval_seeds",
+    "eval_frames",
+)
+# Plain attributes of a method's modules (numbers, strings) must be equal across stacked runs,
+# since the one vmapped loss reads those of the first run. These are read only when acting, so
+# they may differ (MA-CDMP's default target return comes from the dataset's statistics).
+ACTING_ONLY_ATTRS: dict[str, tuple[str, ...]] = {"ma-cdmp": ("default_target",)}
+_PLAIN = (bool, int, float, str, tuple, type(None))
+# Factory functions whose results are made per run inside the vmapped loss when the loss writes
+# per-run values into a tensor it created (vmap refuses such in-place writes otherwise).
+_FACTORIES = (torch.zeros, torch.ones, torch.empty, torch.full)
+_UNBATCHED = re.compile(r"batching rule for (\S+?)\.? ")
+
+
+class NotStackable(ValueError):
+    """The runs cannot be trained as one stacked model (the message says why)."""
+
+
+# -- checks ------------------------------------------------------------------------------------
+def _label(k: int, tr: Trainer) -> str:
+    return f"run {k} ({tr.run_dir})"
+
+
+def _module_attrs(method: nn.Module, skip: tuple[str, ...]) -> dict[str, Any]:
+    """The plain attributes (numbers, strings) of every submodule, by dotted name."""
+    out = {}
+    for prefix, mod in method.named_modules():
+        for key, value in vars(mod).items():
+            if key.startswith("_") or key == "training" or key in skip:
+                continue
+            if isinstance(value, _PLAIN):
+                out[f"{prefix}.{key}" if prefix else key] = value
+    return out
+
+
+def _tensor_layout(method: nn.Module) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    for name, p in method.named_parameters():
+        out[f"parameter {name}"] = (tuple(p.shape), p.dtype, p.requires_grad)
+    for name, b in method.named_buffers():
+        out[f"buffer {name}"] = (tuple(b.shape), b.dtype)
+    return out
+
+
+def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "(none)"), b.get(key, "(none)")
+        if va != vb:
+            return key, va, vb
+    return None
+
+
+def check_stackable(trainers: Sequence[Trainer]) -> None:
+    """Raise :class:`NotStackable`, naming what differs, unless the runs can train stacked."""
+    if not trainers:
+        raise NotStackable("no runs to stack")
+    t0 = trainers[0]
+    name = t0.method.name
+    skip = ACTING_ONLY_ATTRS.get(name, ())
+    cfg0 = {k: v for k, v in t0.cfg.to_dict().items() if k not in PER_RUN_KEYS}
+    attrs0, layout0 = _module_attrs(t0.method, skip), _tensor_layout(t0.method)
+    for k, tr in enumerate(trainers[1:], start=1):
+        this, first = _label(k, tr), _label(0, t0)
+        if type(tr.method) is not type(t0.method):
+            raise NotStackable(f"method: {first} is {name}, {this} is {tr.method.name}")
+        for what, a, b in (
+            ("device", t0.device, tr.device),
+            ("capture", t0.capture, tr.capture),
+            ("step", t0.step, tr.step),
+        ):
+            if a != b:
+                raise NotStackable(
+                    f"{what}: {first} has {a}, {this} has {b} (stacked runs share one device, "
+                    "one step function and one step counter)"
+                )
+        cfg = {k2: v for k2, v in tr.cfg.to_dict().items() if k2 not in PER_RUN_KEYS}
+        diff = _first_difference(cfg0, cfg)
+        if diff:
+            raise NotStackable(
+                f"config {diff[0]}: {first} has {diff[1]!r}, {this} has {diff[2]!r} (only "
+                f"{', '.join(PER_RUN_KEYS)} may differ between stacked runs)"
+            )
+        for what, a, b in (
+            ("shapes", layout0, _tensor_layout(tr.method)),
+            ("attribute", attrs0, _module_attrs(tr.method, skip)),
+        ):
+            diff = _first_difference(a, b)
+            if diff:
+                raise NotStackable(
+                    f"{what}: {diff[0]} is {diff[1]} in {first}, {diff[2]} in {this}"
+                )
+    if t0.graph is not None or any(tr.graph is not None for tr in trainers):
+        raise NotStackable("a run has already captured its own step (stack fresh trainers)")
+
+
+# -- the loss's random draws ------------------------------------------------------------------
+def _generator_of(kwargs: dict[str, Any] | None) -> torch.Generator | None:
+    g = (kwargs or {}).get("generator")
+    return g if isinstance(g, torch.Generator) else None
+
+
+def _has_tensor(obj: Any) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return True
+    if isinstance(obj, list | tuple):
+        return any(_has_tensor(x) for x in obj)
+    if isinstance(obj, dict):
+        return any(_has_tensor(x) for x in obj.values())
+    return False
+
+
+class _RecordDraws(TorchFunctionMode):
+    """Records the loss's calls that draw from a generator: (function, args, other kwargs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Callable, tuple, dict[str, Any]]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if _generator_of(kwargs) is not None:
+            rest = {k: v for k, v in kwargs.items() if k != "generator"}
+            if _has_tensor((args, rest)):
+                raise NotStackable(
+                    f"the loss draws {getattr(func, '__name__', func)} from its generator with "
+                    "a tensor argument: its draws depend on the data, so they cannot be drawn "
+                    "per run before the stacked loss"
+                )
+            self.calls.append((func, tuple(args), rest))
+        return func(*args, **kwargs)
+
+
+class _ReplayDraws(TorchFunctionMode):
+    """Inside the vmapped loss: each generator call returns the run's pre-drawn tensor; with
+    ``anchor`` (a per-run zero), new tensors of the factory functions are made per run."""
+
+    def __init__(self, calls, draws, anchor: torch.Tensor | None) -> None:
+        super().__init__()
+        self.calls, self.draws, self.anchor, self.i = calls, draws, anchor, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if _generator_of(kwargs) is not None:
+            rest = {k: v for k, v in kwargs.items() if k != "generator"}
+            if self.i >= len(self.calls) or self.calls[self.i] != (func, tuple(args), rest):
+                raise NotStackable(
+                    f"the loss's random draw {self.i} ({getattr(func, '__name__', func)}"
+                    f"{tuple(args)}) is not the one recorded: its draws change between calls"
+                )
+            self.i += 1
+            return self.draws[self.i - 1]
+        out = func(*args, **kwargs)
+        if self.anchor is not None and func in _FACTORIES:
+            anchor = self.anchor.bool() if out.dtype == torch.bool else self.anchor.to(out.dtype)
+            out = out | anchor if out.dtype == torch.bool else out + anchor  # same values
+        return out
+
+
+class _LossCall(nn.Module):
+    """The method's loss as a module's forward, for torch.func.functional_call."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.m = method
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        return self.m.loss(batch, generator)
+
+
+def _set_tensor(module: nn.Module, dotted: str, value: torch.Tensor, buffer: bool) -> None:
+    owner_name, _, attr = dotted.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    if buffer:
+        owner._buffers[attr] = value
+    else:
+        owner._parameters[attr].data = value  # the same Parameter: optimiser keeps its state
+
+
+class StackedTrainer:
+    """K trainers of one method trained as one stacked model (see the module docstring).
+
+    The trainers must be fresh from their constructor (new or resumed, all at the same step);
+    while stacked, their modules' tensors are views of the stacked ones; :meth:`close` (also
+    at the end of :meth:`run`) gives each back tensors of its own.
+    """
+
+    def __init__(self, trainers: Sequence[Trainer]) -> None:
+        check_stackable(trainers)
+        self.trainers = list(trainers)
+        self.k = len(trainers)
+        t0 = self.trainers[0]
+        self.device, self.capture, self.cfg = t0.device, t0.capture, t0.cfg
+        self.loss_names = t0.loss_names
+        self.step = t0.step
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.stream: torch.cuda.Stream | None = None
+        self.compile_s = 0.0
+        self.closed = False
+        for tr in self.trainers:
+            tr.method.train()
+        self._call = _LossCall(t0.method)
+        self._gen_names = [n for n, p in t0.method.named_parameters() if p.requires_grad]
+        self._probe_gen = torch.Generator(device=self.device).manual_seed(0)
+        self._calls = self._record_draws()
+        # Every parameter and buffer stacked (copies), tried in one stacked loss; only then do
+        # the runs' modules take views of their slices (so a refusal leaves them untouched).
+        named = [dict(tr.method.named_parameters()) for tr in self.trainers]
+        self.params = {
+            n: torch.stack([d[n].detach() for d in named]).requires_grad_(p.requires_grad)
+            for n, p in named[0].items()
+        }
+        bufs = [dict(tr.method.named_buffers()) for tr in self.trainers]
+        self.buffers = {n: torch.stack([d[n] for d in bufs]) for n in bufs[0]}
+        self._anchor = torch.zeros(self.k, device=self.device)
+        self._per_run_factories = False
+        self.unbatched_ops: list[str] = []
+        self._vloss = torch.vmap(self._one_loss, randomness="error")
+        self._try_stacked_loss()
+        self.acc = torch.stack([tr.acc for tr in self.trainers])
+        for k, tr in enumerate(self.trainers):
+            for n, t in self.params.items():
+                _set_tensor(tr.method, n, t.detach()[k], buffer=False)
+            for n, t in self.buffers.items():
+                _set_tensor(tr.method, n, t[k], buffer=True)
+            tr.acc = self.acc[k]
+
+    # -- the stacked loss -------------------------------------------------------------------
+    def _record_draws(self) -> list:
+        """The loss's generator calls, recorded on one batch drawn from a throwaway generator."""
+        t0 = self.trainers[0]
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        batch = t0.sampler.sample(t0.cfg.batch_size, gen)
+        rec = _RecordDraws()
+        with torch.no_grad(), rec:
+            t0.method.loss(batch, gen)
+        return rec.calls
+
+    def _one_loss(self, params, buffers, batch, draws, anchor):
+        anchor = anchor if self._per_run_factories else None
+        replay = _ReplayDraws(self._calls, draws, anchor)
+        with replay:
+            out = torch.func.functional_call(
+                self._call,
+                (
+                    {"m." + n: v for n, v in params.items()},
+                    {"m." + n: v for n, v in buffers.items()},
+                ),
+                (batch, self._probe_gen),
+            )
+        if replay.i != len(self._calls):
+            raise NotStackable(f"the loss drew {replay.i} times, {len(self._calls)} recorded")
+        return tuple(out[n] for n in self.loss_names)
+
+    def _draw(self, gens: Sequence[torch.Generator]) -> tuple[dict, list]:
+        """Each run's batch, then its loss's draws, from its generator (the order alone)."""
+        batches, draws = [], []
+        for tr, gen in zip(self.trainers, gens, strict=True):
+            batches.append(tr.sampler.sample(tr.cfg.batch_size, gen))
+            draws.append([f(*a, **kw, generator=gen) for f, a, kw in self._calls])
+        batch = {key: torch.stack([b[key] for b in batches]) for key in batches[0]}
+        return batch, [torch.stack(d) for d in zip(*draws, strict=True)]
+
+    def _losses(self, batch: dict, draws: list) -> tuple[torch.Tensor, ...]:
+        amp = (
+            torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+            if self.trainers[0].bf16
+            else contextlib.nullcontext()
+        )
+        with amp:
+            return self._vloss(self.params, self.buffers, batch, draws, self._anchor)
+
+    def _try_stacked_loss(self) -> None:
+        """One stacked loss and its gradient on throwaway draws: refuse a loss vmap cannot
+        batch. A loss that writes per-run values into a tensor it made is retried with its
+        new tensors made per run."""
+        gens = [torch.Generator(device=self.device).manual_seed(k) for k in range(self.k)]
+        leaves = [self.params[n] for n in self._gen_names]
+        for per_run in (False, True):
+            self._per_run_factories = per_run
+            try:
+                batch, draws = self._draw(gens)
+                with self.trainers[0]._arithmetic(), warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter("always")
+                    out = self._losses(batch, draws)
+                    torch.autograd.grad(out[0].sum(), leaves, allow_unused=True)
+                self._note_unbatched(seen)
+                return
+            except NotStackable:
+                raise
+            except RuntimeError as exc:
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if not per_run and "inplace" in text:
+                    continue
+                raise NotStackable(
+                    f"{self.trainers[0].method.name}: its loss cannot be vmapped ({text[:300]})"
+                ) from exc
+
+    def _note_unbatched(self, seen: list[warnings.WarningMessage]) -> None:
+        """Operations vmap runs one run at a time (no batching rule: correct, slower)."""
+        for w in seen:
+            m = _UNBATCHED.search(str(w.message))
+            if m is None:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            elif m.group(1) not in self.unbatched_ops:
+                self.unbatched_ops.append(m.group(1))
+        if self.unbatched_ops:
+            warnings.warn(
+                f"{self.trainers[0].method.name} stacked: vmap has no batching rule for "
+                f"{', '.join(self.unbatched_ops)}; these run once per run (correct, slower)",
+                stacklevel=3,
+            )
+
+    # -- one step --------------------------------------------------------------------------
+    def _body(self, capturing: bool) -> None:
+        """The whole stacked step, with no host synchronisation (capturable)."""
+        cuda = self.device.type == "cuda"
+        batch, draws = self._draw([tr.gen for tr in self.trainers])
+        out = self._losses(batch, draws)
+        if not capturing:
+            for t in self.params.values():
+                t.grad = None
+        out[0].sum().backward()  # the runs are independent: each slice gets its own gradient
+        for k, tr in enumerate(self.trainers):
+            for n, p in zip(self._gen_names, tr.params, strict=True):
+                p.grad = self.params[n].grad[k]
+            cfg = tr.cfg
+            # the rest as Trainer._body: clipping, schedule, Adam, EMA, after_step, per run
+            torch.nn.utils.clip_grad_norm_(tr.params, cfg.grad_clip, foreach=True)
+            if cuda:
+                tr.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, tr.step_t))
+            tr.opt.step()
+            tr.step_t += 1
+            if cuda:
+                w = torch.where(tr.step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
+                delta = torch._foreach_sub(tr.params, tr.ema_params)
+                torch._foreach_mul_(delta, w.to(torch.float32))
+                torch._foreach_add_(tr.ema_params, delta)
+            else:
+                w_host = 1.0 if tr.step + 1 < cfg.ema_start else 1.0 - cfg.ema_decay
+                torch._foreach_lerp_(tr.ema_params, tr.params, w_host)
+            tr.method.after_step()
+        vals = [o.detach().to(torch.float64) for o in out]
+        ones = torch.ones(self.k, dtype=torch.float64, device=self.device)
+        self.acc += torch.stack([*vals, ones], dim=1)
+
+    def _eager_step(self) -> None:
+        if self.device.type != "cuda":
+            for tr in self.trainers:
+                for group in tr.opt.param_groups:
+                    group["lr"] = tr.cfg.lr * lr_factor(tr.cfg, tr.step)
+        with self.trainers[0]._arithmetic():
+            self._body(capturing=False)
+        self._advance()
+
+    def _advance(self) -> None:
+        self.step += 1
+        for tr in self.trainers:
+            tr.step += 1
+
+    def prepare(self, end: int | None = None) -> None:
+        """Capture the stacked step (CUDA), after a few eager warm-up steps (ordinary steps,
+        logged and saved as such) that never go past step ``end``."""
+        if not self.capture or self.graph is not None:
+            return
+        dev = self.device
+        end = min(tr.cfg.total_steps for tr in self.trainers) if end is None else end
+        self.stream = self.stream or torch.cuda.Stream(dev)
+        self.stream.wait_stream(torch.cuda.current_stream(dev))
+        t0 = time.perf_counter()
+        with torch.cuda.stream(self.stream):
+            for _ in range(max(min(WARMUP_STEPS_BEFORE_CAPTURE, end - self.step - 1), 0)):
+                self._eager_step()
+                self.after_step()
+        torch.cuda.current_stream(dev).wait_stream(self.stream)
+        torch.cuda.synchronize(dev)
+        if self.step >= end - 1:
+            return
+        for t in self.params.values():
+            t.grad = None
+        graph = torch.cuda.CUDAGraph()
+        for tr in self.trainers:
+            graph.register_generator_state(tr.gen)
+        with self.trainers[0]._arithmetic(), torch.cuda.graph(graph, stream=self.stream):
+            self._body(capturing=True)
+        torch.cuda.synchronize(dev)
+        self.graph = graph
+        self.compile_s = time.perf_counter() - t0
+
+    def train_step(self) -> None:
+        """One stacked step: a graph replay on CUDA (after :meth:`prepare`), else eager."""
+        if self.closed:
+            raise RuntimeError("this StackedTrainer is closed (its runs were unstacked)")
+        if self.graph is not None:
+            with torch.cuda.stream(self.stream):
+                self.graph.replay()
+            self._advance()
+        else:
+            self._eager_step()
+
+    def sync(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+        elif self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def save(self, tr: Trainer) -> None:
+        """One run's checkpoint, as Trainer.save writes it (its own tensors, not the views of
+        the stacked ones: torch.save would write the whole stacked storage)."""
+        self.sync()
+        state = tr.state()
+        model = state["model"]
+        own = type(model)((k, v.clone()) for k, v in model.items())
+        if hasattr(model, "_metadata"):
+            own._metadata = model._metadata  # type: ignore[attr-defined]
+        state["model"], state["log_acc"] = own, tr.acc.detach().clone().cpu()
+        write_checkpoint(state, tr.ckpt_path)
+
+    def save_all(self) -> None:
+        for tr in self.trainers:
+            self.save(tr)
+
+    def after_step(self) -> list[dict[str, Any] | None]:
+        """Each run's logs, evaluation and checkpoint due after the step (Trainer.after_step)."""
+        recs = []
+        for tr in self.trainers:
+            cfg, rec = tr.cfg, None
+            last = tr.step == cfg.total_steps
+            if tr.step % cfg.log_every == 0 or last:
+                rec = tr.log()
+            if cfg.eval_every and (tr.step % cfg.eval_every == 0 or last):
+                ev = tr.evaluate()
+                if ev is not None and rec is not None:
+                    rec = {**rec, "eval_delay_ms": ev["mean_delay_ms"]}
+            if tr.step % cfg.ckpt_every == 0 or last:
+                self.save(tr)
+            recs.append(rec)
+        return recs
+
+    def close(self) -> None:
+        """Unstack: each run's module gets tensors of its own again (its values now), so the
+        trainers go on as ordinary ones (alone or packed). The stacked step is gone."""
+        if self.closed:
+            return
+        self.sync()
+        for tr in self.trainers:
+            for n in self.params:
+                _set_tensor(tr.method, n, tr.method.get_parameter(n).detach().clone(), False)
+            for n in self.buffers:
+                _set_tensor(tr.method, n, tr.method.get_buffer(n).clone(), buffer=True)
+            for p in tr.params:
+                p.grad = None
+            tr.acc = tr.acc.clone()
+        self.graph = None
+        self.closed = True
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, progress: bool = True, stop_after: int | None = None) -> None:
+        """Train every run to its total_steps (or ``stop_after`` more steps): stacked up to
+        the first run's end, then the runs still going packed. Ctrl-C or SIGTERM: save each
+        run's last whole step and raise TrainingInterrupted. The runs are unstacked after."""
+        trs = self.trainers
+        ends = [
+            tr.cfg.total_steps
+            if stop_after is None
+            else min(tr.cfg.total_steps, tr.step + stop_after)
+            for tr in trs
+        ]
+        end, start = min(ends), self.step
+        bar = progress_bar(
+            total=sum(tr.cfg.total_steps for tr in trs),
+            initial=sum(tr.step for tr in trs),
+            desc=f"train stacked x{self.k}",
+            disable=not progress,
+            unit="step",
+        )
+        t0 = time.perf_counter()
+        starts = [tr.wall_s for tr in trs]
+        try:
+            with stop_requests() as stop:
+                try:
+                    if self.step < end:
+                        self.prepare(end)
+                    while self.step < end and not stop:
+                        self.train_step()
+                        for tr, s in zip(trs, starts, strict=True):
+                            tr.wall_s = s + time.perf_counter() - t0
+                        self.after_step()
+                        bar.update(self.k)
+                    self.save_all()  # as train_packed: every run saved where it stops
+                finally:
+                    bar.close()
+                if stop:
+                    raise TrainingInterrupted(
+                        f"signal {stop.signum}: stopped at step {self.step} ({self.k} stacked "
+                        "runs); checkpoints saved, run the same command to resume"
+                    )
+        finally:
+            self.close()
+        rest = [tr for tr, e in zip(trs, ends, strict=True) if tr.step < e]
+        if rest:  # runs longer than the first to end go on packed, each to its own end
+            more = None if stop_after is None else stop_after - (end - start)
+            train_packed(rest, progress=progress, stop_after=more)
+
+
+def train_stacked(
+    trainers: Sequence[Trainer], progress: bool = True, stop_after: int | None = None
+) -> None:
+    """Train runs of one method as one stacked model (:class:`StackedTrainer`); raises
+    :class:`NotStackable` (before any step) when they cannot be stacked."""
+    StackedTrainer(trainers).run(progress=progress, stop_after=stop_after)
+
+
+def train_many(
+    trainers: Sequence[Trainer], progress: bool = True, stop_after: int | None = None
+) -> tuple[str, str]:
+    """Train runs stacked when they can be (:func:`train_stacked`), else packed
+    (:func:`~macdmp.methods.trainer.train_packed`). Returns ("stacked", "") or ("packed",
+    the reason stacking was refused)."""
+    if len(trainers) > 1:
+        try:
+            stacked = StackedTrainer(trainers)
+        except NotStackable as exc:
+            reason = str(exc)
+        else:
+            stacked.run(progress=progress, stop_after=stop_after)
+            return "stacked", ""
+    else:
+        reason = "one run"
+    train_packed(trainers, progress=progress, stop_after=stop_after)
+    return "packed", reason
+
+
+@contextlib.contextmanager
+def stacked(trainers: Sequence[Trainer]) -> Iterator[StackedTrainer]:
+    """A :class:`StackedTrainer` that unstacks its runs when the block ends."""
+    st = StackedTrainer(trainers)
+    try:
+        yield st
+    finally:
+        st.close()

@@ -1,0 +1,407 @@
+"""Runs of one method trained as one stacked model (macdmp.methods.stacked).
+
+Tolerance of "stacked equals alone": a stacked run draws exactly the batches and noise it draws
+alone (its generator ends in the same state, checked bit for bit), but its loss runs in batched
+kernels (a grouped convolution for the runs' convolutions, batched matrix products), which may
+add in another order. On the CPU that moves losses and weights by float32 rounding, about 1e-7
+relative (seen: at most 3e-7 over 40 steps, every method); the tests allow 1e-5 relative on
+losses and 1e-5 absolute on weights, far inside the seed spread (about 1e-2 of the loss).
+Whatever is computed per run (clipping, Adam, EMA, schedules) is the trainer's own code on
+the run's own slice. A resumed stacked run is the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_baselines import BanditWindows
+
+from macdmp.methods import Trainer, TrainingInterrupted, load_run, read_losses, train_packed
+from macdmp.methods.base import make_config as method_config
+from macdmp.methods.policy import RunPolicy, load_policy
+from macdmp.methods.stacked import (
+    NotStackable,
+    StackedTrainer,
+    check_stackable,
+    train_many,
+    train_stacked,
+)
+from macdmp.planner import make_config
+from macdmp.planner.models import PlannerModels
+from macdmp.planner.synthetic import SyntheticWindows
+
+TINY = {
+    "horizon": 8,
+    "dim": 8,
+    "groups": 4,
+    "n_diffusion_steps": 10,
+    "inv_hidden": 32,
+    "n_epochs": 1,
+    "steps_per_epoch": 12,
+    "log_every": 3,
+    "ckpt_every": 6,
+    "warmup_steps": 4,
+    "ema_start": 6,
+    "batch_size": 16,
+}
+# run 1 differs from run 0 in every kind of per-run setting (seed, optimiser, clipping, EMA)
+OTHER = {"seed": 1, "lr": 3e-4, "grad_clip": 0.5, "ema_decay": 0.99, "min_lr_ratio": 0.5}
+LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-5
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convolutions: one thread is as fast and immune to contention (as test_train)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_cfgs(**kw):
+    cfg = make_config("demo", **{**TINY, **kw})
+    return [cfg, cfg.replace(**OTHER)]
+
+
+def strip(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+
+
+def ckpt(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pt", weights_only=False)
+
+
+def alone(cfgs, data, root: Path, method: str = "ma-cdmp") -> list[Path]:
+    runs = []
+    for k, cfg in enumerate(cfgs):
+        tr = Trainer(method, cfg, data, root / f"alone{k}", "cpu")
+        tr.run(progress=False)
+        tr.close()
+        runs.append(tr.run_dir)
+    return runs
+
+
+def trainers(cfgs, data, root: Path, method: str = "ma-cdmp", name: str = "st") -> list[Trainer]:
+    return [Trainer(method, c, data, root / f"{name}{k}", "cpu") for k, c in enumerate(cfgs)]
+
+
+def close(trs) -> None:
+    for tr in trs:
+        tr.close()
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run folders of the same run: logs and weights within the stated tolerance."""
+    la, lb = read_losses(a), read_losses(b)
+    assert [r["step"] for r in la] == [r["step"] for r in lb]
+    for ra, rb in zip(la, lb, strict=True):
+        for key in ra:
+            if key != "wall_s":
+                assert rb[key] == pytest.approx(ra[key], rel=LOSS_RTOL), (key, ra["step"])
+    ca, cb = ckpt(a), ckpt(b)
+    assert ca["step"] == cb["step"] and ca["config"] == cb["config"]
+    assert torch.equal(ca["rng"], cb["rng"])  # the same draws from the same generator
+    for part in ("model", "ema"):
+        assert list(ca[part]) == list(cb[part])
+        for key in ca[part]:
+            torch.testing.assert_close(cb[part][key], ca[part][key], rtol=0, atol=WEIGHT_ATOL)
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert torch.equal(sa[i]["step"], sb[i]["step"])
+        torch.testing.assert_close(sb[i]["exp_avg"], sa[i]["exp_avg"], rtol=1e-3, atol=1e-6)
+    # the checkpoint holds the run's own tensors (not the stacked storage): the same size
+    size_a, size_b = (p.stat().st_size for p in (a / "checkpoint.pt", b / "checkpoint.pt"))
+    assert abs(size_a - size_b) < 0.01 * size_a
+    assert (a / "config.json").read_text() == (b / "config.json").read_text()
+
+
+@pytest.mark.parametrize("guidance", ["classifier", "cfg"])
+def test_stacked_runs_match_the_runs_alone(tmp_path, guidance):
+    """guidance=cfg draws a third random tensor (the keep mask) inside the loss."""
+    cfgs = tiny_cfgs(guidance=guidance)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    ref = alone(cfgs, data, tmp_path)
+    trs = trainers(cfgs, data, tmp_path)
+    train_stacked(trs, progress=False)
+    close(trs)
+    for r, tr in zip(ref, trs, strict=True):
+        assert tr.step == 12
+        assert_same_run(r, tr.run_dir)
+
+
+def test_stacked_run_folders_are_ordinary_runs(tmp_path):
+    cfgs = tiny_cfgs()
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    trs = trainers(cfgs, data, tmp_path)
+    train_stacked(trs, progress=False)
+    close(trs)
+    for tr in trs:
+        meta = json.loads((tr.run_dir / "config.json").read_text())
+        assert meta["config"] == tr.cfg.to_dict()
+        pol = load_policy(str(tr.run_dir))  # a run folder is a policy, stacked or not
+        assert isinstance(pol, RunPolicy)
+        ema = ckpt(tr.run_dir)["ema"]
+        for key, value in load_run(tr.run_dir, "cpu").state_dict().items():
+            assert torch.equal(value, ema[key])
+        obs = np.random.default_rng(0).uniform(5, 35, size=(6, 4)).astype(np.float32)
+        a = pol.act_agents(obs, obs)
+        assert a.shape == (6,) and np.all(np.isfinite(a))
+    # one of them goes on alone, longer: it resumes from its step like any run
+    longer = Trainer("ma-cdmp", cfgs[1].replace(n_epochs=2), data, trs[1].run_dir, "cpu")
+    assert longer.step == 12
+    longer.run(progress=False)
+    assert read_losses(trs[1].run_dir)[-1]["step"] == 24
+
+
+def test_a_resumed_stacked_run_is_the_uninterrupted_one(tmp_path):
+    cfgs = tiny_cfgs()
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    full = trainers(cfgs, data, tmp_path, name="full")
+    train_stacked(full, progress=False)
+    close(full)
+    cut = trainers(cfgs, data, tmp_path, name="cut")
+    train_stacked(cut, progress=False, stop_after=5)  # between two logs and checkpoints
+    close(cut)
+    assert [ckpt(tr.run_dir)["step"] for tr in cut] == [5, 5]
+    shutil.copytree(cut[1].run_dir, tmp_path / "solo")
+    again = trainers(cfgs, data, tmp_path, name="cut")
+    assert [tr.step for tr in again] == [5, 5]
+    train_stacked(again, progress=False)
+    close(again)
+    for a, b in zip(full, again, strict=True):
+        assert strip(read_losses(a.run_dir)) == strip(read_losses(b.run_dir))
+        ca, cb = ckpt(a.run_dir), ckpt(b.run_dir)
+        assert all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
+        assert torch.equal(ca["rng"], cb["rng"])
+    # a stacked run's folder also resumes alone (within the stacked-vs-alone tolerance)
+    solo = Trainer("ma-cdmp", cfgs[1], data, tmp_path / "solo", "cpu")
+    solo.run(progress=False)
+    solo.close()
+    assert_same_run(full[1].run_dir, tmp_path / "solo")
+
+
+class Interrupting(SyntheticWindows):
+    """Sends this process a signal while the n-th batch is drawn, as `kill` would."""
+
+    def __init__(self, *a, at: int, signum: int = signal.SIGTERM, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.calls, self.at, self.signum = 0, at, signum
+
+    def torch_sampler(self, device, keys=("x", "xbar", "act", "rew", "y")):
+        inner = super().torch_sampler(device, keys)
+        outer = self
+
+        class Sampler:
+            def sample(self, b, generator=None):
+                outer.calls += 1
+                if outer.calls == outer.at:
+                    os.kill(os.getpid(), outer.signum)
+                return inner.sample(b, generator)
+
+        return Sampler()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_the_last_whole_step_and_resumes(tmp_path, signum):
+    cfgs = tiny_cfgs()
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    full = trainers(cfgs, data, tmp_path, name="full")
+    train_stacked(full, progress=False)
+    close(full)
+    # run 0's sampler: one batch to record the loss's draws, one for the trial stacked loss,
+    # then one per step: the signal comes while step 7 draws its batch
+    sig = Interrupting(cfgs[0].horizon, cfgs[0].gamma, at=2 + 7, signum=signum)
+    cut = [
+        Trainer("ma-cdmp", cfgs[0], sig, tmp_path / "cut0", "cpu"),
+        Trainer("ma-cdmp", cfgs[1], data, tmp_path / "cut1", "cpu"),
+    ]
+    with pytest.raises(TrainingInterrupted, match="stopped at step 7"):
+        train_stacked(cut, progress=False)
+    close(cut)
+    assert [ckpt(tr.run_dir)["step"] for tr in cut] == [7, 7]
+    again = trainers(cfgs, data, tmp_path, name="cut")
+    train_stacked(again, progress=False)
+    close(again)
+    for a, b in zip(full, again, strict=True):
+        assert strip(read_losses(a.run_dir)) == strip(read_losses(b.run_dir))
+
+
+def test_runs_of_other_lengths_finish_packed(tmp_path):
+    cfgs = tiny_cfgs()
+    cfgs[1] = cfgs[1].replace(max_steps=18)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    ref = alone(cfgs, data, tmp_path)
+    trs = trainers(cfgs, data, tmp_path)
+    train_stacked(trs, progress=False)
+    close(trs)
+    assert [tr.step for tr in trs] == [12, 18]
+    for r, tr in zip(ref, trs, strict=True):
+        assert_same_run(r, tr.run_dir)
+
+
+def test_what_cannot_be_stacked_is_named_and_packed_instead(tmp_path):
+    cfgs = tiny_cfgs()
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    wide = [cfgs[0], cfgs[1].replace(dim=16)]
+    trs = trainers(wide, data, tmp_path, name="wide")
+    with pytest.raises(NotStackable, match="config dim: run 0 .* has 8, run 1 .* has 16"):
+        check_stackable(trs)
+    close(trs)
+    cfg_kind = [cfgs[0], cfgs[1].replace(guidance="cfg")]
+    trs = trainers(cfg_kind, data, tmp_path, name="guid")
+    with pytest.raises(NotStackable, match="config guidance"):
+        StackedTrainer(trs)
+    close(trs)
+    # runs at different steps: refused by the stacked trainer, packed by train_many
+    first = Trainer("ma-cdmp", cfgs[0], data, tmp_path / "at0", "cpu")
+    train_packed([first], progress=False, stop_after=4)
+    first.close()
+    trs = [Trainer("ma-cdmp", c, data, tmp_path / f"at{k}", "cpu") for k, c in enumerate(cfgs)]
+    with pytest.raises(NotStackable, match="step: run 0 .* has 4, run 1 .* has 0"):
+        StackedTrainer(trs)
+    mode, reason = train_many(trs, progress=False)
+    assert mode == "packed" and "step" in reason
+    assert [tr.step for tr in trs] == [12, 12]
+    close(trs)
+    trs = trainers(cfgs, data, tmp_path, name="many")
+    assert train_many(trs, progress=False) == ("stacked", "")
+    close(trs)
+
+
+def test_a_loss_whose_draws_depend_on_the_data_is_refused(tmp_path, monkeypatch):
+    cfgs = tiny_cfgs()
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    trs = trainers(cfgs, data, tmp_path)
+
+    plain = PlannerModels.loss
+
+    def loss(self, batch, generator=None):
+        out = plain(self, batch, generator)
+        torch.bernoulli(torch.sigmoid(batch["y"]), generator=generator)  # shaped by the data
+        return out
+
+    monkeypatch.setattr(PlannerModels, "loss", loss)
+    with pytest.raises(NotStackable, match="bernoulli .* tensor argument"):
+        StackedTrainer(trs)
+    close(trs)
+
+
+@pytest.mark.parametrize("method", ["bc", "ma-td3bc", "ma-cql"])
+def test_baselines_stack_as_they_train_alone(tmp_path, method):
+    """ma-td3bc: target networks and a step counter updated in after_step, per run."""
+    cfg = method_config(method, "demo", max_steps=6, log_every=2, ckpt_every=6, batch_size=16)
+    cfgs = [cfg, cfg.replace(seed=1, lr=cfg.lr * 2)]
+    data = BanditWindows(cfg.horizon, cfg.gamma)
+    ref = alone(cfgs, data, tmp_path, method)
+    trs = trainers(cfgs, data, tmp_path, method)
+    train_stacked(trs, progress=False)
+    close(trs)
+    for r, tr in zip(ref, trs, strict=True):
+        assert_same_run(r, tr.run_dir)
+
+
+# ---- GPU (skipped without CUDA): the captured stacked step at the paper preset's shapes ----
+
+PAPER_GPU = {"max_steps": 20, "log_every": 5, "ckpt_every": 20, "warmup_steps": 5,
+             "ema_start": 10}  # fmt: skip
+
+
+@pytest.fixture
+def deterministic_cudnn(monkeypatch):
+    """Comparisons need cuDNN kernels that add in the same order every call (test_gpu.py)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+
+
+def paper_cfgs(k: int):
+    cfg = make_config("paper", **PAPER_GPU)
+    return [cfg.replace(seed=i) for i in range(k)]
+
+
+def gpu_trainers(cfgs, data, root: Path, name: str, capture: bool = True) -> list[Trainer]:
+    return [
+        Trainer("ma-cdmp", c, data, root / f"{name}{k}", "cuda", capture=capture)
+        for k, c in enumerate(cfgs)
+    ]
+
+
+def assert_close_losses(a: Path, b: Path, rel: float) -> None:
+    la, lb = read_losses(a), read_losses(b)
+    assert [r["step"] for r in la] == [r["step"] for r in lb]
+    for ra, rb in zip(la, lb, strict=True):
+        for key in ("loss", "inv", "diff", "cls"):
+            assert rb[key] == pytest.approx(ra[key], rel=rel), (key, ra["step"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("deterministic_cudnn")
+@pytest.mark.parametrize("k", [2, 8])
+def test_gpu_stacked_equals_alone(tmp_path, k):
+    """Captured, each: the same draws (the generators end equal), other kernels (grouped
+    convolutions), so the losses within 1e-3 relative."""
+    cfgs = paper_cfgs(k)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    pick = [0, k - 1]
+    for i in pick:
+        (tr,) = gpu_trainers([cfgs[i]], data, tmp_path, f"alone{i}-")
+        tr.run(progress=False)
+        tr.close()
+    trs = gpu_trainers(cfgs, data, tmp_path, "st")
+    st = StackedTrainer(trs)
+    st.run(progress=False)
+    assert st.graph is None and st.closed  # unstacked after the run
+    close(trs)
+    for i in pick:
+        assert torch.equal(ckpt(tmp_path / f"alone{i}-0")["rng"], ckpt(trs[i].run_dir)["rng"])
+        assert_close_losses(tmp_path / f"alone{i}-0", trs[i].run_dir, rel=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("deterministic_cudnn")
+def test_gpu_captured_stacked_step_equals_eager(tmp_path):
+    cfgs = paper_cfgs(2)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    eager = gpu_trainers(cfgs, data, tmp_path, "eager", capture=False)
+    graph = gpu_trainers(cfgs, data, tmp_path, "graph", capture=True)
+    st = StackedTrainer(graph)
+    st.prepare()
+    assert st.graph is not None and st.step == 3  # three eager warm-up steps, then capture
+    st.close()
+    train_stacked(eager, progress=False)
+    close(graph)
+    graph = gpu_trainers(cfgs, data, tmp_path, "graph", capture=True)
+    train_stacked(graph, progress=False)
+    for a, b in zip(eager, graph, strict=True):
+        assert_close_losses(a.run_dir, b.run_dir, rel=1e-4)
+        ca, cb = ckpt(a.run_dir), ckpt(b.run_dir)
+        for key in ca["model"]:
+            torch.testing.assert_close(cb["model"][key], ca["model"][key], rtol=1e-3, atol=1e-5)
+    close(eager + graph)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("deterministic_cudnn")
+def test_gpu_resumed_stacked_run_equals_uninterrupted(tmp_path):
+    cfgs = paper_cfgs(2)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    full = gpu_trainers(cfgs, data, tmp_path, "full")
+    train_stacked(full, progress=False)
+    cut = gpu_trainers(cfgs, data, tmp_path, "cut")
+    train_stacked(cut, progress=False, stop_after=9)
+    close(full + cut)
+    again = gpu_trainers(cfgs, data, tmp_path, "cut")
+    assert [tr.step for tr in again] == [9, 9]
+    train_stacked(again, progress=False)
+    close(again)
+    for a, b in zip(full, again, strict=True):
+        assert_close_losses(a.run_dir, b.run_dir, rel=1e-4)
