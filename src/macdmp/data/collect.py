@@ -2,8 +2,8 @@
 
 Trajectories are grouped by scenario and stepped in batches of `batch_size` networks through
 the batched core. Seed scheme (documented in `docs/guide/datasets.md`): with the dataset seed S
-and the trajectories numbered k = 0, 1, ... across the scenarios in the order given, trajectory k runs
-on the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds therefore never
+and the trajectories numbered k = 0, 1, ... across the scenarios in the order given, trajectory
+k runs on the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds therefore never
 share a trajectory, and every training env seed is below 2**31; [2**31, 2**32) is reserved for
 evaluation. The behaviour policy's noise stream is seeded per batch from S and the batch's env
 seeds (`Behaviour.reset`), so the same command reproduces the file bit for bit.
