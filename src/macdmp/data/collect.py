@@ -1,12 +1,12 @@
 """Offline data collection: the behaviour policy run on many networks at once, written to HDF5.
 
-Trajectories are grouped by scenario and stepped in batches of `batch_size` networks through
-the batched core. Seed scheme (documented in `docs/guide/datasets.md`): with the dataset seed S
-and the trajectories numbered k = 0, 1, ... across the scenarios in the order given, trajectory
-k runs on the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds therefore never
-share a trajectory, and every training env seed is below 2**31; [2**31, 2**32) is reserved for
-evaluation. The behaviour policy's noise stream is seeded per batch from S and the batch's env
-seeds (`Behaviour.reset`), so the same command reproduces the file bit for bit.
+Trajectories are grouped by scenario and stepped in batches of `batch_size` networks through the
+batched core. Seed scheme (documented in `docs/guide/datasets.md`): with the dataset seed S and the
+trajectories numbered k = 0, 1, ... across the scenarios in the order given, trajectory k runs on
+the network and traffic of env seed `S * 2**16 + k`. Distinct dataset seeds therefore never share a
+trajectory, and every training env seed is below 2**31; [2**31, 2**32) is reserved for evaluation.
+The behaviour policy's noise stream is seeded per batch from S and the batch's env seeds
+(`Behaviour.reset`), so the same command reproduces the file bit for bit.
 
 `--policies` (or a `--quality` preset) shares each scenario's trajectories among several
 policies instead, one block per policy; the seed scheme is unchanged, and the file records each

@@ -1,12 +1,11 @@
 """A function of fixed-shape tensors replayed as one captured CUDA graph.
 
-A sampling loop is hundreds of small kernels per solver step; launched one by one from Python
-they cost several times their GPU time (docs/notes/planner-speed.md). :class:`GraphedCall`
-captures any such function once for one set of input shapes and replays it: inputs are copied
-into static buffers, the graph is replayed, and the output is cloned. The diffusion baselines' actors use it for
+A sampling loop is hundreds of small kernels per solver step; launched one by one from Python they
+cost several times their GPU time (docs/notes/planner-speed.md). :class:`GraphedCall` captures any
+such function once for one set of input shapes and replays it: inputs are copied into static
+buffers, the graph is replayed, and the output is cloned. The diffusion baselines' actors use it for
 their whole :func:`macdmp.diffusion.sampler.sample` call, and so does MA-CDMP's planner
-(``planner/plan.py``): the one captured-sampling helper of the package.
-"""
+(``planner/plan.py``): the one captured-sampling helper of the package."""
 
 from __future__ import annotations
 
