@@ -145,8 +145,9 @@ sweep)
   for u in ${SWEEP:-ownnb:1 ownnb:3 ownnb:10 ownnb:30 ownnb-nomf:3 ownnb-nomf:10 delay:10 own:10 \
       mixed-ownnb:10 cfg-ownnb:1 cfg-ownnb:3}; do
     r=${u%%:*}; g=${u##*:}
+    opt=guide; case $r in cfg-*) opt=cfg;; esac  # a cfg-trained run's weight is `cfg`
     unit "sweep-$r-g$g" python3 -m macdmp.app evaluate "${COMMON[@]}" \
-        --policy "$W/runs/$r,guide=$g,label=$(label_of "$r") guide $g"
+        --policy "$W/runs/$r,$opt=$g,label=$(label_of "$r") guide $g"
   done
   wait
   cat "$OUT"/push-*.txt 2>/dev/null || true
