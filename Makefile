@@ -25,8 +25,8 @@ demo: setup
 	$(BIN)/macdmp demo
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check src tests benchmarks experiments examples
+	$(BIN)/ruff format --check src tests benchmarks experiments examples
 
 test: lint
 	$(BIN)/pytest -q

@@ -4,6 +4,7 @@ function imports anything but an optional dependency (the order is the package d
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import macdmp
@@ -107,3 +108,25 @@ def test_the_walk_finds_what_it_should(tmp_path):
     assert ("macdmp.sim", 1, False) in found
     assert ("json", 3, True) in found and ("macdmp.sim.core", 4, True) in found
     assert sum(1 for n, p in _modules().items() if _layer(n) == "sim") > 5
+
+
+def test_scripts_import_names_that_exist():
+    """The benchmarks, experiments and examples import only what the package has (a moved
+    helper breaks them at once, not on the next GPU lease)."""
+    repo = ROOT.parents[1]
+    missing = []
+    for folder in ("benchmarks", "experiments", "examples"):
+        for path in sorted((repo / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
+                    "macdmp."
+                ):
+                    continue
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ModuleNotFoundError:
+                            missing.append(f"{path.relative_to(repo)}: {node.module}.{alias.name}")
+    assert not missing, "imports of names the package does not have:\n" + "\n".join(missing)
