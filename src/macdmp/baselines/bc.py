@@ -3,6 +3,10 @@
 Each agent maps its own current observation (normalised) to the demand its data took, by an
 MLP with parameters shared across agents and a mean-squared error on the normalised action.
 Decentralised: an agent acts on its own observation alone (the mean field is ignored).
+
+``filtered=True`` is filtered behaviour cloning (%BC, the sanity line of offline RL): the loss
+keeps only the windows of the best 10% of the data's (trajectory, agent) returns, those at or
+above the data's ``rtg_start_best`` (the 90% quantile of the whole returns).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class BCConfig(TrainConfig):
     layers: int = 2
     warmup_steps: int = 0
     ema_start: int = 0
+    # %BC: clone only the windows of the best 10% of (trajectory, agent) returns
+    filtered: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,6 +63,9 @@ class BehaviourCloning(Method):
         self.register_buffer("obs_std", f("obs_std").clamp(min=1e-6))
         self.register_buffer("act_mean", f("act_mean"))
         self.register_buffer("act_std", f("act_std").clamp(min=1e-6))
+        # %BC's threshold, the 90% quantile of the whole returns (a number, not a weight: BC
+        # run folders keep their layout)
+        self.rtg_best = float(np.asarray(stats["rtg_start_best"])) if cfg.filtered else -np.inf
         mods: list[nn.Module] = []
         width = 4
         for _ in range(cfg.layers):
@@ -67,7 +76,7 @@ class BehaviourCloning(Method):
 
     @classmethod
     def batch_keys(cls, cfg: TrainConfig) -> tuple[str, ...]:
-        return ("x", "act")
+        return ("x", "act", "rtg0") if getattr(cfg, "filtered", False) else ("x", "act")
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations (..., 4) -> demands in RBs (unclipped)."""
@@ -77,7 +86,11 @@ class BehaviourCloning(Method):
     def loss(self, batch, generator=None):
         pred = self.net((batch["x"][:, 0] - self.obs_mean) / self.obs_std).squeeze(-1)
         target = (batch["act"][:, 0] - self.act_mean) / self.act_std
-        return {"loss": (pred - target).pow(2).mean()}
+        err = (pred - target).pow(2)
+        if not self.cfg.filtered:
+            return {"loss": err.mean()}
+        keep = (batch["rtg0"] >= self.rtg_best).float()  # no host sync: a weighted mean
+        return {"loss": (err * keep).sum() / keep.sum().clamp(min=1.0)}
 
     def make_actor(self, seed: int = 0, **options: Any) -> Actor:
         if options:
@@ -86,10 +99,9 @@ class BehaviourCloning(Method):
 
 
 class _BCActor(Actor):
-    label = "BC"
-
     def __init__(self, model: BehaviourCloning) -> None:
         self.model = model
+        self.label = "%BC" if model.cfg.filtered else "BC"
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:

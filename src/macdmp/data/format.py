@@ -40,7 +40,7 @@ from macdmp.common.outputs import (
 from macdmp.common.signals import check_stop
 from macdmp.sim.config import ConfigError, ScenarioConfig
 from macdmp.sim.core import STAT_FIELDS
-from macdmp.sim.seeds import EVAL_SEED_BASE
+from macdmp.sim.seeds import TRAIN_SEED_LIMIT
 
 FORMAT_NAME = "macdmp-offline-dataset"
 # Version 2 adds per-frame drops per node (`dropped`), the policy of each trajectory (`policy`)
@@ -49,7 +49,6 @@ FORMAT_NAME = "macdmp-offline-dataset"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 # Training env seeds live below the evaluation protocol's first seed (2**31).
-TRAIN_SEED_LIMIT = EVAL_SEED_BASE
 # Per-trajectory episode totals, columns of `totals`: the core's counters and two more.
 # Version 3 adds `dropped_route` (mobile scenarios: no route, or the next hop out of range).
 TOTAL_FIELDS_V2 = (*STAT_FIELDS[:6], "queued_end", "reward_sum")

@@ -12,6 +12,8 @@ rewards of frames t .. t+H-1 exist:
   y    ()      sum_{k<H} gamma^k r_{t+k} (<= 0)
   rtg  (H,)    returns-to-go: the undiscounted sum of the agent's rewards from each frame of the
                window to the end of its trajectory (ms, <= 0; Decision Transformer's condition)
+  rtg0 ()      the agent's whole return in the window's trajectory (its return-to-go at the first
+               frame; filtered behaviour cloning keeps the windows of the best trajectories)
 Joint windows (centrally trained methods, MADiff): the same frames of every agent of the
 window's network, padded to the dataset's largest node count N with a mask (padded entries are
 zeros and must be ignored; the window's own agent is ``jself``):
@@ -51,7 +53,7 @@ STATS_WINDOWS = 65_536
 STATS_SEED = 0
 STD_FLOOR = 1e-3  # a constant dimension normalises to 0 instead of dividing by ~0
 JOINT_KEYS = ("jx", "jact", "jy", "jmask", "jself")
-WINDOW_KEYS = ("x", "xbar", "act", "rew", "y", "rtg", *JOINT_KEYS)
+WINDOW_KEYS = ("x", "xbar", "act", "rew", "y", "rtg", "rtg0", *JOINT_KEYS)
 DEFAULT_KEYS = ("x", "xbar", "act", "rew", "y")  # what a sampler serves unless asked otherwise
 RTG_BEST_QUANTILE = 0.9  # stats["rtg_start_best"]: this quantile of the trajectories' returns
 RET_BEST_QUANTILE = 0.9  # stats["ret_best"]: this quantile of the windows' horizon returns y
@@ -185,6 +187,7 @@ class WindowDataset:
             "act": np.empty((b, h), dtype=np.float32),
             "y": np.empty(b, dtype=np.float64),
             "rtg": np.empty((b, h), dtype=np.float32),
+            "rtg0": np.empty(b, dtype=np.float32),
         }
         if joint:
             n_max = self.n_agents_max
@@ -207,6 +210,7 @@ class WindowDataset:
                     self._discounts, pos, out["x"], out["xbar"], out["act"], out["y"])  # fmt: skip
             frames = start[:, None] + np.arange(h)
             out["rtg"][pos] = g.rtg[traj[:, None], frames, agent[:, None]]
+            out["rtg0"][pos] = g.rtg[traj, 0, agent]
             if joint:
                 seq = g.obs[traj[:, None], frames].astype(np.float32)  # (b, H, n, 4)
                 out["jx"][pos, :n_nodes] = seq.transpose(0, 2, 1, 3)
@@ -322,7 +326,7 @@ class TorchWindows:
             rw = np.zeros_like(ac)
             rw[:, : f1 - 1, :n] = g.rewards
             obs.append(o), adj.append(a), act.append(ac), rew.append(rw)
-            if "rtg" in keys:
+            if {"rtg", "rtg0"} & set(keys):
                 rt = np.zeros_like(ac)
                 rt[:, : f1 - 1, :n] = g.rtg
                 rtg.append(rt)
@@ -342,7 +346,7 @@ class TorchWindows:
             self._adj_norm = adj_s / deg[..., None]  # row i: 1/deg_i on i's neighbours
         self._act = as_t(act) if {"act", "jact"} & set(keys) else None
         self._rew = as_t(rew) if {"rew", "y", "jy"} & set(keys) else None
-        self._rtg = as_t(rtg) if "rtg" in keys else None
+        self._rtg = as_t(rtg) if {"rtg", "rtg0"} & set(keys) else None
         self._n_nodes = torch.as_tensor(
             np.concatenate([np.full(g.obs.shape[0], g.obs.shape[2]) for g in groups]),
             dtype=torch.long,
@@ -396,8 +400,10 @@ class TorchWindows:
             out["jmask"] = (self._agents < self._n_nodes[traj][:, None]).float()
         if "jself" in self.keys:
             out["jself"] = agent
-        if self._rtg is not None:
+        if "rtg" in self.keys:
             out["rtg"] = self._rtg[traj[:, None], frames, agent[:, None]]
+        if "rtg0" in self.keys:
+            out["rtg0"] = self._rtg[traj, 0, agent]
         return out
 
     def sample(

@@ -37,6 +37,9 @@ from macdmp.methods.base import RESUMABLE_KEYS, Method, TrainConfig, get_method
 FORMAT = "macdmp-run-v1"
 LEGACY_FORMATS = ("macdmp-planner-v1",)
 CHECKPOINT_NAME = "checkpoint.pt"
+# beside it, with in-loop evaluations: the EMA weights of the best one (macdmp.methods.trainer)
+BEST_NAME = "best.pt"
+CHECKPOINTS = {"last": CHECKPOINT_NAME, "best": BEST_NAME}  # a run policy's `checkpoint` option
 DIGEST_KEY = "digest"
 # What older checkpoints (numpy arrays in `stats`) need beyond plain data: numpy's numeric
 # arrays. Their reconstruction calls nothing but numpy's array constructor; every object
@@ -348,19 +351,34 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / CHECKPOINT_NAME).is_file()
 
 
+def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
+    """The file of a run folder's ``which`` checkpoint (last or best), checked to exist."""
+    if which not in CHECKPOINTS:
+        raise ValueError(f"checkpoint: must be one of {', '.join(CHECKPOINTS)} (got {which!r})")
+    path = Path(run_dir) / CHECKPOINTS[which]
+    if which == "best" and not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint: {run_dir} has no {BEST_NAME}; a run keeps one when it was trained "
+            "with in-loop evaluations (eval_every > 0)"
+        )
+    return path
+
+
 def load_run(
     run_dir: str | Path,
     device: str | torch.device | None = None,
     weights: str = "ema",
     checkpoint: dict[str, Any] | None = None,
+    which: str = "last",
 ) -> Method:
-    """The trained method of a run folder (EMA weights by default), on ``device``;
-    ``checkpoint``: its checkpoint when the caller has already read (and so checked) it."""
+    """The trained method of a run folder (EMA weights by default), on ``device``: its last
+    checkpoint, or with ``which="best"`` the one its in-loop evaluations chose (``best.pt``);
+    ``checkpoint``: that checkpoint when the caller has already read (and so checked) it."""
     run = Path(run_dir)
     if not is_run_dir(run):
         raise FileNotFoundError(
             f"run: {run} is not a training run folder (no {CHECKPOINT_NAME}); train one with "
             "`macdmp train --data FILE --out RUN_DIR`"
         )
-    ckpt = checkpoint if checkpoint is not None else read_checkpoint(run / CHECKPOINT_NAME, "cpu")
+    ckpt = checkpoint if checkpoint is not None else read_checkpoint(checkpoint_path(run, which))
     return method_from_checkpoint(ckpt, weights, pick_device(device))

@@ -7,6 +7,7 @@
 
 Options every run accepts: ``device`` (cpu, cuda, cuda:1; default the GPU if there is one),
 ``threads`` (CPU threads for torch, default 1), ``weights`` (ema or raw, default ema),
+``checkpoint`` (last, or best: the one the run's validation evaluations chose; default last),
 ``label`` (the row's name in result tables, default the actor's own label); the
 method's own options are listed by its ``actor_options`` (MA-CDMP: solver, steps, guide,
 candidates; see ``macdmp.planner.policy``). Options are checked when the policy is built,
@@ -22,7 +23,13 @@ import numpy as np
 import torch
 
 from macdmp.methods.base import get_method
-from macdmp.methods.checkpoint import CHECKPOINT_NAME, is_run_dir, load_run, read_checkpoint
+from macdmp.methods.checkpoint import (
+    CHECKPOINT_NAME,
+    checkpoint_path,
+    is_run_dir,
+    load_run,
+    read_checkpoint,
+)
 from macdmp.policies.base import Policy, PolicyError
 from macdmp.policies.registry import POLICY_NAMES, REFERENCES_HELP, make_policy
 
@@ -36,6 +43,7 @@ COMMON_OPTIONS: dict[str, tuple[str, type]] = {
     "threads": ("threads", int),
     "weights": ("weights", str),
     "label": ("label", str),
+    "checkpoint": ("which", str),
 }
 
 
@@ -86,13 +94,14 @@ class RunPolicy(ActorPolicy):
         weights: str = "ema",
         label: str | None = None,
         checkpoint: dict[str, Any] | None = None,
+        which: str = "last",
         **options: Any,
     ) -> None:
         run = Path(run_dir)
         if threads < 1:
             raise PolicyError(f"policy threads: must be >= 1 (got {threads})")
         try:
-            self.method = load_run(run, device, weights, checkpoint=checkpoint)
+            self.method = load_run(run, device, weights, checkpoint=checkpoint, which=which)
             if self.method.device.type == "cpu":
                 # A frame's decision is many small kernels: intra-op threads gain little and,
                 # when another process holds a core, their barriers stall every op (measured:
@@ -104,6 +113,9 @@ class RunPolicy(ActorPolicy):
         except ValueError as exc:
             raise PolicyError(f"policy {run}: {exc}") from None
         super().__init__(actor, self.method.name, self.method.rbs)
+        self.which = which
+        if which == "best":
+            self.label += " [best]"
         if label is not None:
             self.label = label
         self.run_dir = run
@@ -117,9 +129,14 @@ class RunPolicy(ActorPolicy):
                 f"policy: {run!r} is neither a policy name nor a training run folder (no "
                 f"{CHECKPOINT_NAME})"
             )
-        ckpt = read_checkpoint(Path(run) / CHECKPOINT_NAME)  # read and checked once
+        kinds = dict(COMMON_OPTIONS)
+        which = next((o.partition("=")[2] for o in opts if o.startswith("checkpoint=")), "last")
+        try:
+            ckpt = read_checkpoint(checkpoint_path(run, which))  # read and checked once
+        except (ValueError, FileNotFoundError) as exc:
+            raise PolicyError(f"policy {run}: {exc}") from None
         method = get_method(ckpt["method"])
-        kinds = {**COMMON_OPTIONS, **method.actor_options}
+        kinds.update(method.actor_options)
         kwargs: dict[str, Any] = {}
         for opt in opts:
             key, _, value = opt.partition("=")
@@ -141,6 +158,7 @@ class RunPolicy(ActorPolicy):
         return {
             "name": self.name,
             "run": str(self.run_dir),
+            "checkpoint": self.which,
             "train_step": int(getattr(self.method, "train_step", -1)),
             **self.actor.describe(),
         }

@@ -42,6 +42,7 @@ from macdmp.data.rewards import DEFAULT_REWARD
 from macdmp.data.windows import open_windows
 from macdmp.methods.base import Method, TrainConfig, get_method, lr_factor, lr_factor_tensor
 from macdmp.methods.checkpoint import (
+    BEST_NAME,
     CHECKPOINT_NAME,
     FORMAT,
     CheckpointMismatchError,
@@ -52,12 +53,13 @@ from macdmp.methods.checkpoint import (
 )
 from macdmp.methods.loggers import check_logger, make_logger
 from macdmp.methods.policy import ActorPolicy
-from macdmp.policies.episodes import run_groups
-from macdmp.sim.seeds import eval_seeds
+from macdmp.policies.episodes import LOSS_AWARE, run_groups
+from macdmp.sim.seeds import validation_seeds
 
 WARMUP_STEPS_BEFORE_CAPTURE = 3
-EVAL_SEED_OFFSET = 1_000_000  # in-loop evaluation networks: held out, and apart from the
-# protocol's first seeds that `macdmp evaluate` uses for final results
+# The in-loop evaluation's choice of a run's best checkpoint: the lowest loss-aware delay on the
+# validation seeds (macdmp.sim.seeds), the same rule for every method
+SELECT_METRIC = LOSS_AWARE
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -112,6 +114,11 @@ class Trainer:
         self.tf32 = cuda and cfg.tf32
         self.bf16 = cuda and cfg.bf16
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
+        self.best_path = self.run_dir / BEST_NAME
+        # the best in-loop evaluation so far (SELECT_METRIC, step), and its EMA weights until
+        # the next save writes them to best.pt
+        self.best: dict[str, float] = {"value": float("inf"), "step": -1}
+        self._best_weights: dict[str, torch.Tensor] | None = None
         self.log_path = self.run_dir / "losses.jsonl"
         self.eval_path = self.run_dir / "evals.jsonl"
         torch.manual_seed(cfg.seed)  # parameter initialisation
@@ -191,10 +198,20 @@ class Trainer:
             "rng": self.gen.get_state(),
             "rng_device": self.device.type,
             "log_acc": self.acc.cpu(),
+            "best": dict(self.best),
         }
 
     def save(self) -> None:
-        write_checkpoint(self.state(), self.ckpt_path)
+        """The checkpoint; first, when an evaluation since the last save was the best so far,
+        ``best.pt``: the same format, with the EMA weights of that evaluation's step."""
+        state = self.state()
+        if self._best_weights is not None:
+            weights = self._best_weights
+            meta = {"metric": SELECT_METRIC, "seeds": "validation", **self.best}
+            best = {**state, "model": weights, "ema": weights, "step": int(self.best["step"])}
+            write_checkpoint({**best, "selected": meta}, self.best_path)
+            self._best_weights = None
+        write_checkpoint(state, self.ckpt_path)
 
     def _resume(self) -> None:
         ckpt = read_checkpoint(self.ckpt_path, "cpu")
@@ -227,6 +244,8 @@ class Trainer:
             self.gen.manual_seed(self.cfg.seed * 1_000_003 + int(ckpt["step"]))
         self.step = int(ckpt["step"])
         self.wall_s = float(ckpt.get("wall_s", 0.0))
+        if "best" in ckpt:  # older checkpoints have no best.pt
+            self.best = {"value": float(ckpt["best"]["value"]), "step": int(ckpt["best"]["step"])}
         self.step_t.fill_(self.step)
         acc = ckpt.get("log_acc")
         if isinstance(acc, torch.Tensor):
@@ -371,23 +390,27 @@ class Trainer:
         return rec
 
     def evaluate(self) -> dict[str, Any] | None:
-        """The EMA policy's QoS on the held-out networks of the in-loop evaluation."""
+        """The EMA policy's QoS on the validation networks of the in-loop evaluation; the best
+        so far by SELECT_METRIC is kept for ``best.pt``."""
         scenarios = getattr(self.data, "scenario_configs", None)
         if scenarios is None:
             return None
         self.sync()
         t0 = time.perf_counter()
-        seeds = eval_seeds(self.cfg.eval_seeds, EVAL_SEED_OFFSET)
+        seeds = validation_seeds(self.cfg.eval_seeds)
         actor = self.ema.make_actor(seed=0)
         policy = ActorPolicy(actor, self.method.name, float(self.data.rbs))
         groups = [(c, seeds) for c in scenarios()]
         results = run_groups(groups, policy, frames=self.cfg.eval_frames)
         rec: dict[str, Any] = {"step": self.step, "epoch": self.step / self.cfg.steps_per_epoch}
-        for key in ("avg_reward", "mean_delay_ms", "throughput_mbps", "loss_rate"):
+        for key in ("avg_reward", "mean_delay_ms", "throughput_mbps", "loss_rate", LOSS_AWARE):
             per_seed = np.nanmean([getattr(r, key) for r in results], axis=0)
             rec[key] = float(np.mean(per_seed))
             rec[key + "_std"] = float(np.std(per_seed))
         rec["eval_s"] = round(time.perf_counter() - t0, 3)
+        if np.isfinite(rec[SELECT_METRIC]) and rec[SELECT_METRIC] < self.best["value"]:
+            self.best = {"value": rec[SELECT_METRIC], "step": self.step}
+            self._best_weights = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
         with self.eval_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         self.logger.log("eval", self.step, rec)
