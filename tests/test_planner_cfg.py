@@ -86,7 +86,7 @@ def test_the_cfg_actor_acts_and_describes_itself():
     other.reset(7)
     assert other.act(obs, obs).shape == (7,)
     t = m.make_actor(seed=1, target=-10.0, cfg=2.0)
-    assert t.describe()["target"] == -10.0 and "target -10" in t.label and "guide 2" in t.label
+    assert t.describe()["target"] == -10.0 and "target -10" in t.label and "cfg 2" in t.label
 
 
 def _plans(m, obs, **kw):
@@ -143,7 +143,7 @@ def test_a_trained_toy_plans_towards_a_higher_target():
     for t, w in ((1, 2.0), (1, 0.0), (-1, 2.0)):
         y = float(stats["ret_mean"] + t * stats["ret_std"])
         gen = torch.Generator().manual_seed(4)
-        _, z = plan_batch(m, o, None, "dpm2", 5, w, 1, gen, cuda_graph=False, target=y)
+        _, z = plan_batch(m, o, None, "dpm2", 5, generator=gen, cuda_graph=False, target=y, cfg=w)
         end[t, w] = float(m.from_model_space(z)[0][:, -1, 0].mean())
     assert end[1, 2.0] > end[1, 0.0] + 1.0 and end[1, 0.0] > end[-1, 2.0] + 1.0
 

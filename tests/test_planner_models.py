@@ -144,7 +144,7 @@ def test_plan_validates_inputs() -> None:
         plan(m, obs, None)
     with pytest.raises(ValueError, match="obs"):
         plan(m, np.zeros((3, 5), np.float32), obs)
-    with pytest.raises(ValueError, match="n_candidates"):
+    with pytest.raises(ValueError, match="candidates: must be >= 1"):
         plan(m, obs, obs, n_candidates=0)
     with pytest.raises(ValueError, match="steps"):
         plan(m, obs, obs, solver="ddpm", steps=5)

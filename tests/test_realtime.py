@@ -76,9 +76,9 @@ def _cold_then_warm(m, obs, w: float, backend: str) -> tuple[torch.Tensor, ...]:
     """(actions, plan) of a cold plan, then of a plan warm-started from it, from one stream."""
     speed = Speed(backend=backend)
     gen = torch.Generator().manual_seed(0)
-    a1, z1 = plan_batch(m, obs, obs, "dpm2", 5, w, generator=gen, speed=speed)
+    a1, z1 = plan_batch(m, obs, obs, "dpm2", 5, cfg=w, generator=gen, speed=speed)
     a2, z2 = plan_batch(
-        m, obs, obs, "dpm2", 5, w, generator=gen, speed=speed, warm_from=z1, warm=0.3
+        m, obs, obs, "dpm2", 5, cfg=w, generator=gen, speed=speed, warm_from=z1, warm=0.3
     )
     return a1, z1, a2, z2
 
