@@ -34,7 +34,7 @@ import time
 import torch
 
 from macdmp.methods import Trainer, get_method, make_config, pick_device
-from macdmp.methods.cli import parse_sets
+from macdmp.methods.config import parse_sets
 from macdmp.planner.synthetic import SyntheticWindows
 
 TARGET_STEPS = 100_000
