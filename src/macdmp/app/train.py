@@ -12,9 +12,13 @@ from macdmp.common.outputs import check_output_dir, disk_errors_named
 from macdmp.methods.base import method_names
 from macdmp.methods.config import build_config, config_fields, parse_sets, plan_sets, read_plan
 from macdmp.methods.loggers import LOGGERS
+from macdmp.methods.stacked import train_many
 from macdmp.methods.trainer import TrainingInterrupted, open_trainers, train_packed
 
 CAPTURE_CHOICES = ("auto", "on", "off")
+
+
+STACK_CHOICES = ("auto", "off")
 
 
 def _seeds(text: str) -> list[int]:
@@ -86,6 +90,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="replay the step as a CUDA graph (auto: on a CUDA device)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the backbones (GPU)")
+    p.add_argument(
+        "--stack",
+        choices=STACK_CHOICES,
+        default="auto",
+        help="several runs of one method and shapes (--seeds, --plan) as one stacked model in "
+        "one captured step (macdmp.methods.stacked); auto: on a CUDA device, when the runs "
+        "allow it (else they are packed); off: packed",
+    )
     p.add_argument(
         "--logger",
         choices=LOGGERS,
@@ -187,9 +199,14 @@ def run_train(args: argparse.Namespace) -> int:
             f"{', compiled' if tr.compile else ''}",
             file=sys.stderr,
         )
+    stack = args.stack == "auto" and trainers[0].device.type == "cuda" and len(trainers) > 1
     try:
         with disk_errors_named(", ".join(str(tr.run_dir) for tr in trainers)):
-            train_packed(trainers, progress=not args.quiet)
+            if stack:
+                mode, why = train_many(trainers, progress=not args.quiet)
+                print(f"{len(trainers)} runs {mode}{f' ({why})' if why else ''}", file=sys.stderr)
+            else:
+                train_packed(trainers, progress=not args.quiet)
     except TrainingInterrupted as exc:
         print(f"\ninterrupted ({exc})", file=sys.stderr)
         return 130

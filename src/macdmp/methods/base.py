@@ -67,8 +67,9 @@ from torch import nn
 from macdmp.data.rewards import REWARDS
 
 LR_SCHEDULES = ("cosine", "constant")
-# Fields that may change when a run is resumed: run length and bookkeeping only.
-RESUMABLE_KEYS = (
+# Run length and bookkeeping: they may change when a run is resumed, and may differ between the
+# runs trained as one stacked model (macdmp.methods.stacked).
+BOOKKEEPING_KEYS = (
     "n_epochs",
     "steps_per_epoch",
     "max_steps",
@@ -77,6 +78,10 @@ RESUMABLE_KEYS = (
     "eval_every",
     "eval_seeds",
     "eval_frames",
+)
+# Fields that may change when a run is resumed: run length and bookkeeping only.
+RESUMABLE_KEYS = (
+    *BOOKKEEPING_KEYS,
     # the GPU arithmetic: how a step is computed, like the device (a run resumed on the CPU
     # ignores both), not which run it is
     "tf32",

@@ -8,26 +8,35 @@ tensor, and the K losses are computed by one call of the method's own ``loss`` u
 step does the work of K runs. On a GPU the whole stacked step is captured as one CUDA graph.
 
 Each run stays an ordinary :class:`~macdmp.methods.trainer.Trainer` with its own folder: its
-module's parameters and buffers become views of its slice of the stacked tensors, so its own
-optimiser (Adam is elementwise: the slice's state is the run's state), EMA copy, generator,
-learning-rate schedule, gradient clipping, loss sums, logs, evaluations and checkpoints are
-the ones it has when trained alone, and its folder resumes alone and loads as a policy with the
-usual code. :func:`train_stacked` trains such runs; :func:`train_many` stacks when the runs allow
-it and packs them otherwise (:func:`~macdmp.methods.trainer.train_packed`, CUDA streams).
+module's parameters and buffers become views of its slice of the stacked tensors, and its
+generator, gradient clipping, ``after_step`` (target networks), loss sums, logs, evaluations
+and checkpoints are its own, so its folder resumes alone and loads as a policy with the usual
+code. Runs of one schedule (the seeds of one configuration: same lr, schedule, run length and
+EMA settings) take one Adam step and one EMA update over the stacked tensors (both elementwise:
+each slice is updated exactly as the run's own optimiser would; its slice of the Adam state is
+written into its checkpoint); runs of different schedules each use their own optimiser and EMA
+on their slice. :func:`train_stacked` trains such runs; :func:`train_many` stacks when the runs
+allow it and packs them otherwise (:func:`~macdmp.methods.trainer.train_packed`, CUDA streams).
 
 Randomness: a run alone draws its batch and then its loss's noise from its own generator. The
 stacked step draws the same numbers from the same generator in the same order: the loss's
 random draws (the calls that pass ``generator=``; their shapes may not depend on the data) are
 recorded once, drawn per run before the vmapped loss, and handed to it in place of the calls.
-So a stacked run sees the batches and noise it would see alone; only the arithmetic of the
-batched kernels differs (a grouped convolution or a batched matrix product may add in another
-order), which tests/test_stacked.py bounds.
+So a stacked run sees the batches and noise it would see alone (its generator ends in the same
+state); only the arithmetic of the batched kernels differs, which tests/test_stacked.py bounds.
+
+Convolutions (:data:`CONVS`): vmap's own rule makes the K runs' 1-D convolutions one grouped
+cuDNN convolution, which is slow on a GPU (an H200, paper preset, 8 runs: 54 stacked steps/s);
+by default they are computed as unfold + one batched matrix product (74.5 steps/s, 4.5x the
+total throughput of one captured run), with TF32 products where cuDNN uses TF32 (its default),
+as the run alone. docs/notes/results/gpu-2026-12-02-stacked has the measurements.
 
 What may differ between stacked runs: the fields of :data:`PER_RUN_KEYS`, the dataset (same
 horizon, gamma and reward, as each trainer already checks), and the run's own state. Anything
 else (another method, another configuration value that the loss may read, other parameter
 shapes, another device or step arithmetic, runs at different steps) is refused with
-:class:`NotStackable`, naming what differs; :func:`train_many` then packs the runs.
+:class:`NotStackable`, naming what differs; :func:`train_many` then packs the runs. Runs of
+other lengths train stacked to the first one's end and packed after it.
 """
 
 from __future__ import annotations
@@ -40,17 +49,19 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from macdmp.common.progress import progress_bar
 from macdmp.common.signals import stop_requests
-from macdmp.methods.base import lr_factor, lr_factor_tensor
+from macdmp.methods.base import BOOKKEEPING_KEYS, lr_factor, lr_factor_tensor
 from macdmp.methods.checkpoint import write_checkpoint
 from macdmp.methods.trainer import (
     WARMUP_STEPS_BEFORE_CAPTURE,
     Trainer,
     TrainingInterrupted,
+    ema_update,
     train_packed,
 )
 
@@ -66,14 +77,7 @@ PER_RUN_KEYS = (
     "grad_clip",
     "ema_decay",
     "ema_start",
-    "n_epochs",
-    "steps_per_epoch",
-    "max_steps",
-    "log_every",
-    "ckpt_every",
-    "eval_every",
-    "eval_seeds",
-    "eval_frames",
+    *BOOKKEEPING_KEYS,
 )
 # Plain attributes of a method's modules (numbers, strings) must be equal across stacked runs,
 # since the one vmapped loss reads those of the first run. These are read only when acting, so
@@ -83,7 +87,19 @@ _PLAIN = (bool, int, float, str, tuple, type(None))
 # Factory functions whose results are made per run inside the vmapped loss when the loss writes
 # per-run values into a tensor it created (vmap refuses such in-place writes otherwise).
 _FACTORIES = (torch.zeros, torch.ones, torch.empty, torch.full)
+# How the runs' 1-D convolutions (and transposed ones) are computed: "cudnn", vmap's own rule
+# (one grouped cuDNN convolution for the K runs), or "matmul" (unfold + one batched matrix
+# product, TF32 where cuDNN's would be): 74.5 against 54.0 stacked steps/s (H200, paper preset,
+# 8 runs; docs/notes/results/gpu-2026-12-02-stacked/profile.txt).
+CONVS = ("cudnn", "matmul")
+DEFAULT_CONV = "matmul"
 _UNBATCHED = re.compile(r"batching rule for (\S+?)\.? ")
+
+
+def _schedule(cfg: Any) -> tuple:
+    """What one optimiser and one EMA update over the stacked runs need to be equal."""
+    keys = ("lr", "lr_schedule", "warmup_steps", "min_lr_ratio", "ema_start", "ema_decay")
+    return (*(getattr(cfg, k) for k in keys), cfg.total_steps)
 
 
 class NotStackable(ValueError):
@@ -204,13 +220,118 @@ class _RecordDraws(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def _tf32_products(on: bool) -> Iterator[None]:
+    before = torch.get_float32_matmul_precision()
+    if on and before == "highest":
+        torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+class _UnfoldedConv(torch.autograd.Function):
+    """(B, C, L, k) windows x (O, C, k) weights -> (B, O, L): the product of a convolution,
+    forward and backward with TF32 products when ``tf32`` (vmap batches it: one batched
+    matrix product for the K runs)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(cols, weight, tf32):
+        with _tf32_products(tf32):
+            return torch.einsum("bclk,ock->bol", cols, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        cols, weight, tf32 = inputs
+        ctx.save_for_backward(cols, weight)
+        ctx.tf32 = tf32
+
+    @staticmethod
+    def backward(ctx, grad):
+        cols, weight = ctx.saved_tensors
+        g_cols = g_weight = None
+        with _tf32_products(ctx.tf32):
+            if ctx.needs_input_grad[0]:
+                g_cols = torch.einsum("bol,ock->bclk", grad, weight)
+            if ctx.needs_input_grad[1]:
+                g_weight = torch.einsum("bol,bclk->ock", grad, cols)
+        return g_cols, g_weight, None
+
+
+def _conv1d_matmul(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv1d as unfold + matrix product: under vmap one batched matrix product for the K
+    runs instead of a grouped convolution. Its float32 products are TF32 when cuDNN's are
+    (torch.backends.cudnn.allow_tf32, on by default), as the run alone's convolutions."""
+    pad, step, k = _one(padding), _one(stride), weight.shape[-1]
+    cols = (F.pad(x, (pad, pad)) if pad else x).unfold(-1, k, step)
+    out = _UnfoldedConv.apply(cols, weight, x.is_cuda and torch.backends.cudnn.allow_tf32)
+    return out if bias is None else out + bias[:, None]
+
+
+def _one(v: Any) -> Any:
+    return v[0] if isinstance(v, tuple | list) and len(v) == 1 else v
+
+
+def _conv_call(names: tuple[str, ...], args: tuple, kwargs: dict) -> dict[str, Any]:
+    return {**dict(zip(names, args, strict=False)), **kwargs}
+
+
+_CONV1D = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONVT1D = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+
+
+def _plain_conv1d(args: tuple, kwargs: dict) -> bool:
+    """A conv1d call that _conv1d_matmul computes: no groups, no dilation, numeric padding."""
+    call = _conv_call(_CONV1D, args, kwargs)
+    return (
+        _one(call.get("groups", 1)) == 1
+        and _one(call.get("dilation", 1)) == 1
+        and isinstance(_one(call.get("padding", 0)), int)
+        and isinstance(_one(call.get("stride", 1)), int)
+        and call["input"].dim() == 3
+    )
+
+
+def _plain_conv_transpose1d(args: tuple, kwargs: dict) -> bool:
+    """A conv_transpose1d call that _conv_transpose1d_matmul computes."""
+    call = _conv_call(_CONVT1D, args, kwargs)
+    k = call["weight"].shape[-1]
+    return (
+        _one(call.get("groups", 1)) == 1
+        and _one(call.get("dilation", 1)) == 1
+        and _one(call.get("output_padding", 0)) == 0
+        and isinstance(_one(call.get("stride", 1)), int)
+        and isinstance(_one(call.get("padding", 0)), int)
+        and 0 <= _one(call.get("padding", 0)) <= k - 1
+        and call["input"].dim() == 3
+    )
+
+
+def _conv_transpose1d_matmul(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """conv_transpose1d as a convolution of stride 1 (zeros between the inputs, the kernel
+    flipped and transposed), computed by _conv1d_matmul."""
+    call = _conv_call(_CONVT1D, args, kwargs)
+    x, weight, bias = call["input"], call["weight"], call.get("bias")
+    step, pad, k = _one(call.get("stride", 1)), _one(call.get("padding", 0)), weight.shape[-1]
+    if step > 1:  # s - 1 zeros after every input but the last
+        b, c, n = x.shape
+        x = torch.stack([x, *[torch.zeros_like(x)] * (step - 1)], -1).reshape(b, c, n * step)
+        x = x[..., : n * step - (step - 1)]
+    x = F.pad(x, (k - 1 - pad, k - 1 - pad))
+    return _conv1d_matmul(x, weight.transpose(0, 1).flip(-1), bias)
+
+
 class _ReplayDraws(TorchFunctionMode):
     """Inside the vmapped loss: each generator call returns the run's pre-drawn tensor; with
-    ``anchor`` (a per-run zero), new tensors of the factory functions are made per run."""
+    ``anchor`` (a per-run zero), new tensors of the factory functions are made per run; with
+    ``conv="matmul"``, conv1d as unfold + matrix product (:func:`_conv1d_matmul`)."""
 
-    def __init__(self, calls, draws, anchor: torch.Tensor | None) -> None:
+    def __init__(self, calls, draws, anchor: torch.Tensor | None, conv: str = "cudnn") -> None:
         super().__init__()
-        self.calls, self.draws, self.anchor, self.i = calls, draws, anchor, 0
+        self.calls, self.draws, self.anchor, self.i, self.conv = calls, draws, anchor, 0, conv
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -223,6 +344,14 @@ class _ReplayDraws(TorchFunctionMode):
                 )
             self.i += 1
             return self.draws[self.i - 1]
+        if self.conv == "matmul" and func is torch.conv1d and _plain_conv1d(args, kwargs):
+            return _conv1d_matmul(*args, **kwargs)
+        if (
+            self.conv == "matmul"
+            and func is torch.conv_transpose1d
+            and _plain_conv_transpose1d(args, kwargs)
+        ):
+            return _conv_transpose1d_matmul(*args, **kwargs)
         out = func(*args, **kwargs)
         if self.anchor is not None and func in _FACTORIES:
             anchor = self.anchor.bool() if out.dtype == torch.bool else self.anchor.to(out.dtype)
@@ -258,8 +387,11 @@ class StackedTrainer:
     at the end of :meth:`run`) gives each back tensors of its own.
     """
 
-    def __init__(self, trainers: Sequence[Trainer]) -> None:
+    def __init__(self, trainers: Sequence[Trainer], conv: str = DEFAULT_CONV) -> None:
+        if conv not in CONVS:
+            raise ValueError(f"conv: must be one of {CONVS} (got {conv!r})")
         check_stackable(trainers)
+        self.conv = conv
         self.trainers = list(trainers)
         self.k = len(trainers)
         t0 = self.trainers[0]
@@ -291,12 +423,60 @@ class StackedTrainer:
         self._vloss = torch.vmap(self._one_loss, randomness="error")
         self._try_stacked_loss()
         self.acc = torch.stack([tr.acc for tr in self.trainers])
+        # One schedule for all (the seeds of one configuration): one Adam and one EMA update
+        # over the stacked tensors (both elementwise: each slice is updated as the run alone
+        # would update it); else each run's own optimiser and EMA on its slice.
+        self.shared = all(_schedule(tr.cfg) == _schedule(t0.cfg) for tr in self.trainers)
+        self._grads = [self.params[n] for n in self._gen_names]
+        if self.shared:
+            emas = [dict(tr.ema.named_parameters()) for tr in self.trainers]
+            self.ema = [torch.stack([e[n].detach() for e in emas]) for n in self._gen_names]
+            self.step_t = t0.step_t.clone()
+            self.lr_t = t0.lr_t.clone()
+            cuda = self.device.type == "cuda"
+            kw = {"fused": True, "capturable": True} if cuda else {"foreach": True}
+            self.opt = torch.optim.Adam(self._grads, lr=self.lr_t if cuda else t0.cfg.lr, **kw)
+            self._stack_adam_state()
         for k, tr in enumerate(self.trainers):
             for n, t in self.params.items():
                 _set_tensor(tr.method, n, t.detach()[k], buffer=False)
             for n, t in self.buffers.items():
                 _set_tensor(tr.method, n, t[k], buffer=True)
+            if self.shared:
+                for p, t in zip(tr.ema_params, self.ema, strict=True):
+                    p.data = t[k]
             tr.acc = self.acc[k]
+
+    def _stack_adam_state(self) -> None:
+        """The runs' Adam state (resumed runs have one) as the stacked optimiser's."""
+        states = [[tr.opt.state.get(p, {}) for p in tr.params] for tr in self.trainers]
+        for i, leaf in enumerate(self._grads):
+            per_run = [st[i] for st in states]
+            if not per_run[0]:
+                if any(per_run):
+                    raise NotStackable("optimizer: some runs have Adam state, others none")
+                continue
+            steps = {float(st["step"]) for st in per_run}
+            if len(steps) != 1:
+                raise NotStackable(f"optimizer: the runs' Adam step counts differ ({steps})")
+            self.opt.state[leaf] = {
+                "step": per_run[0]["step"].clone(),
+                "exp_avg": torch.stack([st["exp_avg"] for st in per_run]),
+                "exp_avg_sq": torch.stack([st["exp_avg_sq"] for st in per_run]),
+            }
+
+    def _run_adam_state(self, k: int) -> dict:
+        """Run k's slice of the stacked Adam state, as its own optimiser keeps it (copies)."""
+        out = {}
+        for i, leaf in enumerate(self._grads):
+            st = self.opt.state.get(leaf)
+            if st:
+                out[i] = {
+                    "step": st["step"].clone(),
+                    "exp_avg": st["exp_avg"][k].clone(),
+                    "exp_avg_sq": st["exp_avg_sq"][k].clone(),
+                }
+        return out
 
     # -- the stacked loss -------------------------------------------------------------------
     def _record_draws(self) -> list:
@@ -305,13 +485,13 @@ class StackedTrainer:
         gen = torch.Generator(device=self.device).manual_seed(0)
         batch = t0.sampler.sample(t0.cfg.batch_size, gen)
         rec = _RecordDraws()
-        with torch.no_grad(), rec:
+        with rec:
             t0.method.loss(batch, gen)
         return rec.calls
 
     def _one_loss(self, params, buffers, batch, draws, anchor):
         anchor = anchor if self._per_run_factories else None
-        replay = _ReplayDraws(self._calls, draws, anchor)
+        replay = _ReplayDraws(self._calls, draws, anchor, self.conv)
         with replay:
             out = torch.func.functional_call(
                 self._call,
@@ -395,8 +575,34 @@ class StackedTrainer:
                 t.grad = None
         out[0].sum().backward()  # the runs are independent: each slice gets its own gradient
         for k, tr in enumerate(self.trainers):
-            for n, p in zip(self._gen_names, tr.params, strict=True):
-                p.grad = self.params[n].grad[k]
+            for leaf, p in zip(self._grads, tr.params, strict=True):
+                g = leaf.grad  # None: a parameter the loss does not use
+                p.grad = None if g is None else g[k]
+        if self.shared:
+            self._shared_tail(cuda)
+        else:
+            self._per_run_tail(cuda)
+        vals = [o.detach().to(torch.float64) for o in out]
+        ones = torch.ones(self.k, dtype=torch.float64, device=self.device)
+        self.acc += torch.stack([*vals, ones], dim=1)
+
+    def _shared_tail(self, cuda: bool) -> None:
+        """Trainer._body's tail for runs of one schedule: clipping per run, then one Adam
+        step and one EMA update over the stacked tensors."""
+        cfg = self.cfg
+        for tr in self.trainers:
+            torch.nn.utils.clip_grad_norm_(tr.params, tr.cfg.grad_clip, foreach=True)
+        if cuda:
+            self.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, self.step_t))
+        self.opt.step()
+        self.step_t += 1
+        ema_update(self.ema, self._grads, cfg, self.step_t, self.step)
+        for tr in self.trainers:
+            tr.method.after_step()
+
+    def _per_run_tail(self, cuda: bool) -> None:
+        """Trainer._body's tail, run by run, on each run's slice."""
+        for tr in self.trainers:
             cfg = tr.cfg
             # the rest as Trainer._body: clipping, schedule, Adam, EMA, after_step, per run
             torch.nn.utils.clip_grad_norm_(tr.params, cfg.grad_clip, foreach=True)
@@ -404,24 +610,17 @@ class StackedTrainer:
                 tr.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, tr.step_t))
             tr.opt.step()
             tr.step_t += 1
-            if cuda:
-                w = torch.where(tr.step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
-                delta = torch._foreach_sub(tr.params, tr.ema_params)
-                torch._foreach_mul_(delta, w.to(torch.float32))
-                torch._foreach_add_(tr.ema_params, delta)
-            else:
-                w_host = 1.0 if tr.step + 1 < cfg.ema_start else 1.0 - cfg.ema_decay
-                torch._foreach_lerp_(tr.ema_params, tr.params, w_host)
+            ema_update(tr.ema_params, tr.params, cfg, tr.step_t, tr.step)
             tr.method.after_step()
-        vals = [o.detach().to(torch.float64) for o in out]
-        ones = torch.ones(self.k, dtype=torch.float64, device=self.device)
-        self.acc += torch.stack([*vals, ones], dim=1)
 
     def _eager_step(self) -> None:
         if self.device.type != "cuda":
             for tr in self.trainers:
                 for group in tr.opt.param_groups:
                     group["lr"] = tr.cfg.lr * lr_factor(tr.cfg, tr.step)
+            if self.shared:
+                for group in self.opt.param_groups:
+                    group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
         with self.trainers[0]._arithmetic():
             self._body(capturing=False)
         self._advance()
@@ -482,13 +681,28 @@ class StackedTrainer:
         """One run's checkpoint, as Trainer.save writes it (its own tensors, not the views of
         the stacked ones: torch.save would write the whole stacked storage)."""
         self.sync()
+        if self.shared:
+            self._give_back_schedule(tr)
         state = tr.state()
-        model = state["model"]
-        own = type(model)((k, v.clone()) for k, v in model.items())
-        if hasattr(model, "_metadata"):
-            own._metadata = model._metadata  # type: ignore[attr-defined]
-        state["model"], state["log_acc"] = own, tr.acc.detach().clone().cpu()
+        for part in ("model", "ema"):
+            sd = state[part]
+            own = type(sd)((key, v.clone()) for key, v in sd.items())
+            if hasattr(sd, "_metadata"):
+                own._metadata = sd._metadata  # type: ignore[attr-defined]
+            state[part] = own
+        if self.shared:
+            state["optimizer"]["state"] = self._run_adam_state(self.trainers.index(tr))
+        state["log_acc"] = tr.acc.detach().clone().cpu()
         write_checkpoint(state, tr.ckpt_path)
+
+    def _give_back_schedule(self, tr: Trainer) -> None:
+        """The shared step counter and learning rate, written back into the run's own."""
+        tr.step_t.copy_(self.step_t)
+        if self.device.type == "cuda":
+            tr.lr_t.copy_(self.lr_t)
+        else:
+            for group in tr.opt.param_groups:
+                group["lr"] = self.opt.param_groups[0]["lr"]
 
     def save_all(self) -> None:
         for tr in self.trainers:
@@ -525,6 +739,16 @@ class StackedTrainer:
             for p in tr.params:
                 p.grad = None
             tr.acc = tr.acc.clone()
+        if self.shared:
+            for k, tr in enumerate(self.trainers):
+                for p in tr.ema_params:
+                    p.data = p.data.clone()
+                self._give_back_schedule(tr)
+                run_state = self._run_adam_state(k)
+                tr.opt.state.clear()
+                for i, p in enumerate(tr.params):
+                    if i in run_state:
+                        tr.opt.state[p] = run_state[i]
         self.graph = None
         self.closed = True
 
@@ -561,7 +785,8 @@ class StackedTrainer:
                             tr.wall_s = s + time.perf_counter() - t0
                         self.after_step()
                         bar.update(self.k)
-                    self.save_all()  # as train_packed: every run saved where it stops
+                    if self.step > start or stop:  # as train_packed: saved where it stops
+                        self.save_all()
                 finally:
                     bar.close()
                 if stop:
@@ -603,13 +828,3 @@ def train_many(
         reason = "one run"
     train_packed(trainers, progress=progress, stop_after=stop_after)
     return "packed", reason
-
-
-@contextlib.contextmanager
-def stacked(trainers: Sequence[Trainer]) -> Iterator[StackedTrainer]:
-    """A :class:`StackedTrainer` that unstacks its runs when the block ends."""
-    st = StackedTrainer(trainers)
-    try:
-        yield st
-    finally:
-        st.close()

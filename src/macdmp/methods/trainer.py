@@ -82,6 +82,29 @@ def _check_dataset(cfg: TrainConfig, data: Any) -> None:
         raise ValueError(f"reward: dataset windows use {reward!r}, config {cfg.reward!r}")
 
 
+def ema_update(
+    ema: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    cfg: TrainConfig,
+    step_t: torch.Tensor,
+    step: int,
+) -> None:
+    """The EMA after a step (``step_t``: the steps taken, on the device; ``step``: the same
+    before this step, on the host): a copy of the weights until ema_start, then an exponential
+    moving average. On CUDA with no host synchronisation (capturable: a 0-d weight tensor given
+    to _foreach_lerp_ is read back as a Python number, while multiplying by a tensor stays on
+    the device); eager on the CPU, where the step is known on the host, one fused op."""
+    with torch.no_grad():
+        if step_t.device.type == "cuda":
+            w = torch.where(step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
+            delta = torch._foreach_sub(params, ema)
+            torch._foreach_mul_(delta, w.to(torch.float32))
+            torch._foreach_add_(ema, delta)
+        else:
+            w_host = 1.0 if step + 1 < cfg.ema_start else 1.0 - cfg.ema_decay
+            torch._foreach_lerp_(ema, params, w_host)
+
+
 class Trainer:
     """One run folder: the method, its EMA copy, optimiser, generator and step counter."""
 
@@ -302,17 +325,7 @@ class Trainer:
             self.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, self.step_t))
         self.opt.step()
         self.step_t += 1
-        # EMA: a copy of the weights until ema_start, then an exponential moving average.
-        # (A 0-d weight tensor given to _foreach_lerp_ is read back as a Python number, a host
-        # sync that breaks capture; multiplying by a tensor stays on the device.)
-        if self.device.type == "cuda":
-            w = torch.where(self.step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
-            delta = torch._foreach_sub(self.params, self.ema_params)
-            torch._foreach_mul_(delta, w.to(torch.float32))
-            torch._foreach_add_(self.ema_params, delta)
-        else:  # eager on the CPU: the step count is known on the host, one fused op
-            w_host = 1.0 if self.step + 1 < cfg.ema_start else 1.0 - cfg.ema_decay
-            torch._foreach_lerp_(self.ema_params, self.params, w_host)
+        ema_update(self.ema_params, self.params, cfg, self.step_t, self.step)
         self.method.after_step()
         vals = [losses[k].detach().to(torch.float64) for k in self.loss_names]
         self.acc += torch.stack([*vals, torch.ones((), dtype=torch.float64, device=self.device)])
