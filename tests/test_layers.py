@@ -21,6 +21,7 @@ LAYERS = [
     ("planner", "baselines"),
     ("eval",),
     ("reproduce",),
+    ("bench",),
     ("app",),
 ]
 RANK = {name: k for k, names in enumerate(LAYERS) for name in names}

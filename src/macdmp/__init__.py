@@ -13,7 +13,8 @@ The package is built in layers; a module imports only from its own layer and tho
 7. ``planner`` (MA-CDMP) and ``baselines`` (the other methods), side by side;
 8. ``eval``: the evaluation protocol, reports and plots;
 9. ``reproduce``: the paper's experiments as one resumable work list;
-10. ``app``: the ``macdmp`` command, every subcommand and the demo.
+10. ``bench``: every learned method on the scenario families, one leaderboard;
+11. ``app``: the ``macdmp`` command, every subcommand and the demo.
 
 The PettingZoo environment is ``macdmp.sim.env.parallel_env``.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from macdmp.app import data, demo, evaluate, reproduce, simulate, train
+from macdmp.app import bench, data, demo, evaluate, reproduce, simulate, train
 from macdmp.methods.base import load_plugins
 
 # the order of `macdmp --help`
@@ -22,6 +22,7 @@ COMMANDS = (
     evaluate,  # evaluate, report, sim-study
     demo,  # demo
     reproduce,  # reproduce
+    bench,  # bench
 )
 
 

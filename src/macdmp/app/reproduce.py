@@ -8,13 +8,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from macdmp.common.signals import sigterm_raises
 from macdmp.methods.checkpoint import pick_device
-from macdmp.reproduce.plan import FIGURE_NAMES, build_plan, parse_only
+from macdmp.reproduce.plan import FIGURE_NAMES, Plan, build_plan, parse_only
 from macdmp.reproduce.report import write_report
 from macdmp.reproduce.scales import SCALE_NAMES
 from macdmp.reproduce.worklist import Store, run_local, run_ray, to_run
@@ -42,12 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "results in OUT/results/ are needed to rebuild the report",
     )
     p.add_argument("--only", help=f"comma list of figures (default all): {','.join(FIGURE_NAMES)}")
-    p.add_argument(
-        "--units",
-        metavar="GLOB[,GLOB...]",
-        help="run only the units of the chosen figures whose keys match (and what they need), "
-        "e.g. 'train-ma-cdmp-s0,eval-ma-cdmp-s0-*'; `--list` shows the keys",
+    add_worklist_options(
+        p,
+        units_help="run only the units of the chosen figures whose keys match (and what they "
+        "need), e.g. 'train-ma-cdmp-s0,eval-ma-cdmp-s0-*'; `--list` shows the keys",
     )
+    p.set_defaults(func=run_reproduce)
+
+
+def add_worklist_options(p: argparse.ArgumentParser, units_help: str) -> None:
+    """The options of a command that runs a work list (``reproduce``, ``bench``) after its
+    --out, --work and own options: which units, the executors, the report."""
+    p.add_argument("--units", metavar="GLOB[,GLOB...]", help=units_help)
     p.add_argument(
         "--report-only",
         action="store_true",
@@ -106,7 +113,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-plots", action="store_true", help="report without the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=run_reproduce)
 
 
 def _time_limit(seconds: float | None) -> tuple[threading.Timer | None, list[bool]]:
@@ -128,6 +134,24 @@ def _time_limit(seconds: float | None) -> tuple[threading.Timer | None, list[boo
 
 def run_reproduce(args: argparse.Namespace) -> int:
     figures = parse_only(args.only)
+    out, work, units = check_worklist_args(args)
+    plan = build_plan(args.scale)
+
+    def report() -> None:
+        stale = args.report_only and args.use_stale
+        verdicts = write_report(plan, out, figures, plots=not args.no_plots, use_stale=stale)
+        print(f"report: {out / 'report.md'}")
+        for name, v in verdicts.items():
+            print(f"  {name}: {v['verdict']}")
+
+    return run_worklist(
+        args, plan, out, work, figures, units, report, f"reproduce --scale {args.scale}"
+    )
+
+
+def check_worklist_args(args: argparse.Namespace) -> tuple[Path, Path, list[str] | None]:
+    """The output and work folders and the --units globs, the options of
+    ``add_worklist_options`` checked before any work starts."""
     units = [u.strip() for u in args.units.split(",") if u.strip()] if args.units else None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -141,17 +165,23 @@ def run_reproduce(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and not 0 <= v:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 0 (got {v})")
-    plan = build_plan(args.scale)
+    return out, work, units
+
+
+def run_worklist(
+    args: argparse.Namespace,
+    plan: Plan,
+    out: Path,
+    work: Path,
+    figures: list[str] | None,
+    units: list[str] | None,
+    report: Callable[[], None],
+    command: str,
+) -> int:
+    """Run what the work list ``plan`` still needs (or list it, or only report) as the options
+    of ``add_worklist_options`` say, then ``report()``; the exit status."""
     store = Store(out)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
-
-    def report() -> None:
-        stale = args.report_only and args.use_stale
-        verdicts = write_report(plan, out, figures, plots=not args.no_plots, use_stale=stale)
-        print(f"report: {out / 'report.md'}")
-        for name, v in verdicts.items():
-            print(f"  {name}: {v['verdict']}")
-
     if args.report_only:
         report()
         return 0
@@ -166,7 +196,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     n_all = len(plan.needed(figures, units))
     if units is not None and n_all == 0:
         raise ValueError(f"--units: no unit of the chosen figures matches {args.units!r}")
-    say(f"reproduce --scale {args.scale}: {n_all} units, {len(keys)} to run, work in {work}")
+    say(f"{command}: {n_all} units, {len(keys)} to run, work in {work}")
     if not keys:
         print(f"nothing to do: all {n_all} units have current results")
         report()

@@ -25,7 +25,8 @@ from macdmp.methods.base import get_method, make_config, method_names, plugin_me
 from macdmp.methods.config import config_fields
 from macdmp.planner.models import STEER_CHANGES
 from macdmp.reproduce.scales import Scale, get_scale
-from macdmp.sim.config import PAPER_SCENARIOS, PRESETS, ScenarioConfig
+from macdmp.sim.config import PAPER_SCENARIOS, PRESETS, ScenarioConfig, load_scenario
+from macdmp.sim.families import FAMILIES
 
 # The paper's methods (Figs. 3-5): registry name -> label. MA-CDMP first.
 METHODS = {
@@ -151,12 +152,17 @@ def node_scenarios(n_nodes: int) -> list[ScenarioConfig]:
 
 
 def scenario_set(name: str) -> list[ScenarioConfig]:
-    """``paper``: the dataset's four scenarios; ``nN``: Fig. 6's networks of N nodes."""
+    """``paper``: the dataset's four scenarios; ``nN``: Fig. 6's networks of N nodes; the name
+    of a scenario family (``macdmp.sim.families``): its scenarios."""
     if name == "paper":
         return [PRESETS[s] for s in PAPER_SCENARIOS]
     if name.startswith("n") and name[1:].isdigit():
         return node_scenarios(int(name[1:]))
-    raise ValueError(f"scenario set: {name!r} is neither 'paper' nor 'nN'")
+    if name in FAMILIES:
+        return [load_scenario(s) for s in FAMILIES[name].scenarios]
+    raise ValueError(
+        f"scenario set: {name!r} is neither 'paper', 'nN' nor a family ({', '.join(FAMILIES)})"
+    )
 
 
 def train_config(scale: Scale, method: str, seed: int, **extra: Any) -> dict[str, Any]:
@@ -198,14 +204,7 @@ class _Builder:
         )
 
     def add(self, unit: Unit) -> str:
-        # what a unit reads is part of what determines it: a changed dataset or run makes
-        # every result made from it stale
-        unit.params["inputs"] = {k: self.units[k].digest for k in unit.needs}
-        old = self.units.get(unit.key)
-        if old is not None and old.digest != unit.digest:
-            raise RuntimeError(f"work list: two different units share the key {unit.key}")
-        self.units[unit.key] = unit
-        return unit.key
+        return add_unit(self.units, unit)
 
     def base_horizon(self) -> int:
         return int(train_config(self.scale, "ma-cdmp", 0)["horizon"])
@@ -249,32 +248,55 @@ class _Builder:
         self, policy: str, sset: str, rf: str, options: dict[str, Any] | None = None
     ) -> str:
         """An evaluation of an allocator (``policy`` a name) or a run (``policy`` a train key)."""
-        run = policy if policy.startswith("train-") else None
-        opts = {}
-        if run is not None:
-            opts = dict(options or {})
-            if self.units[run].params["method"] == "ma-cdmp":
-                opts = {**self.scale.planner, **opts}  # None: leave the option out
-                opts = {
-                    k: v for k, v in opts.items() if v is not None and PLANNER_DEFAULTS.get(k) != v
-                }
-        tag = policy.removeprefix("train-") + "".join(
-            f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(opts.items())
-        )
-        key = f"eval-{tag}-{sset}-{rf}"
-        params = {
-            "kind": "eval",
-            "scale": self.scale.name,
-            "policy": {"run": run, "options": opts} if run else {"name": policy},
-            "scenarios": sset,
-            "scenario_names": [c.name for c in scenario_set(sset)],
-            "rf": rf,
-            "seeds": self.scale.eval_seeds,
-            "frames": self.scale.eval_frames,
-        }
-        needs = (run,) if run else ()
-        label = (self.units[run].label if run else policy) + (f" {opts}" if opts else "")
-        return self.add(Unit(key, "eval", params, needs, label=f"{label}: {sset}, {rf} RF"))
+        return self.add(eval_unit(self.scale, self.units, policy, sset, rf, options))
+
+
+def add_unit(units: dict[str, Unit], unit: Unit) -> str:
+    """Add ``unit`` to a work list (``units``, which holds what it needs), its inputs recorded."""
+    # what a unit reads is part of what determines it: a changed dataset or run makes
+    # every result made from it stale
+    unit.params["inputs"] = {k: units[k].digest for k in unit.needs}
+    old = units.get(unit.key)
+    if old is not None and old.digest != unit.digest:
+        raise RuntimeError(f"work list: two different units share the key {unit.key}")
+    units[unit.key] = unit
+    return unit.key
+
+
+def eval_unit(
+    scale: Scale,
+    units: dict[str, Unit],
+    policy: str,
+    sset: str,
+    rf: str,
+    options: dict[str, Any] | None = None,
+) -> Unit:
+    """The evaluation of an allocator (``policy`` a name) or a run (``policy`` the key of a
+    training unit in ``units``) on the scenario set ``sset`` (``scenario_set``) at this scale."""
+    run = policy if policy.startswith("train-") else None
+    opts = {}
+    if run is not None:
+        opts = dict(options or {})
+        if units[run].params["method"] == "ma-cdmp":
+            opts = {**scale.planner, **opts}  # None: leave the option out
+            opts = {k: v for k, v in opts.items() if v is not None and PLANNER_DEFAULTS.get(k) != v}
+    tag = policy.removeprefix("train-") + "".join(
+        f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in sorted(opts.items())
+    )
+    key = f"eval-{tag}-{sset}-{rf}"
+    params = {
+        "kind": "eval",
+        "scale": scale.name,
+        "policy": {"run": run, "options": opts} if run else {"name": policy},
+        "scenarios": sset,
+        "scenario_names": [c.name for c in scenario_set(sset)],
+        "rf": rf,
+        "seeds": scale.eval_seeds,
+        "frames": scale.eval_frames,
+    }
+    needs = (run,) if run else ()
+    label = (units[run].label if run else policy) + (f" {opts}" if opts else "")
+    return Unit(key, "eval", params, needs, label=f"{label}: {sset}, {rf} RF")
 
 
 def _unavailable(name: str) -> str:

@@ -14,9 +14,9 @@ from macdmp.reproduce.plan import Plan
 from macdmp.reproduce.worklist import Store, write_json_atomic
 
 
-def _getter(plan: Plan, store: Store, stale: list[str], use_stale: bool = False):
-    """Results by key; a stale result (made with other settings) is listed, and left out
-    unless ``use_stale``."""
+def result_getter(plan: Plan, store: Store, stale: list[str], use_stale: bool = False):
+    """Results by key; a stale result (made with other settings) is listed in ``stale``, and
+    left out unless ``use_stale``."""
     cache: dict[str, Any] = {}
 
     def get(key: str) -> dict[str, Any] | None:
@@ -47,7 +47,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out)
     stale: list[str] = []
-    get = _getter(plan, store, stale, use_stale)
+    get = result_getter(plan, store, stale, use_stale)
     chosen = [f for f in plan.figures if figures is None or f.name in figures]
     sc = plan.scale
     outcomes = {}
@@ -94,8 +94,25 @@ def write_report(
             lines.append("- Missing: " + "; ".join(o.missing))
         lines += ["", *o.table, ""]
 
-    # the work list's state
-    keys = plan.needed(figures)
+    unavailable = sorted(
+        {s.missing for f in chosen for s in f.series if s.missing}  # not registered
+    )
+    lines += work_list_lines(plan, store, plan.needed(figures), unavailable, stale, use_stale)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    assert all(v["verdict"] in VERDICTS for v in verdicts.values())
+    return verdicts
+
+
+def work_list_lines(
+    plan: Plan,
+    store: Store,
+    keys: list[str],
+    unavailable: list[str],
+    stale: list[str],
+    use_stale: bool = False,
+) -> list[str]:
+    """The report's section on the work list: the state of the units ``keys``, their wall and
+    CPU time by kind, the machines, what is not available, failed or stale."""
     counts = {"done": 0, "stale": 0, "pending": 0}
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -113,7 +130,7 @@ def write_report(
             if res.get("machine"):
                 machines.add(res["machine"])
     failures = {k: v for k, v in store.failures().items() if k in plan.units}
-    lines += [
+    lines = [
         "## The work list",
         "",
         f"{len(keys)} units: {counts['done']} done, {counts['pending']} not run yet, "
@@ -127,9 +144,6 @@ def write_report(
     ]
     if machines:
         lines.append("Machines: " + "; ".join(sorted(machines)) + ".")
-    unavailable = sorted(
-        {s.missing for f in chosen for s in f.series if s.missing}  # not registered
-    )
     if unavailable:
         lines += ["", "Not available: " + "; ".join(unavailable) + "."]
     if failures:
@@ -142,6 +156,4 @@ def write_report(
             f"Stale results (made with other settings than this code's), {what}: "
             + ", ".join(f"`{k}`" for k in sorted(set(stale))),
         ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    assert all(v["verdict"] in VERDICTS for v in verdicts.values())
-    return verdicts
+    return lines

@@ -75,6 +75,7 @@ def run_data(unit: Unit, work: Path, progress: bool = False, threads: int = 1) -
         frames=p["frames"],
         seed=p["seed"],
         behaviour_noise=p["behaviour_noise"],
+        policies=list(p.get("policies", ())),  # a family's behaviour mix (macdmp bench)
         threads=threads,  # the simulator core's threads: the data do not depend on them
     )
     t0 = time.perf_counter()
@@ -114,7 +115,8 @@ def run_train_group(
     for u in units:
         method = u.params["method"]
         cfg = get_method(method).config_class.from_dict(u.params["config"])
-        data = data_path(work, u.params["inputs"]["data"])
+        # the dataset unit it reads: "data", or the one its params name (a family's)
+        data = data_path(work, u.params["inputs"][u.params.get("data", "data")])
         runs.append((method, cfg, data, run_dir(work, u.key, u.digest)))
     # a run folder of other settings (the unit's params changed) is started again
     trainers = open_trainers(runs, device, compile=compile, restart_mismatched=True)
@@ -131,6 +133,8 @@ def run_train_group(
             "evals": read_evals(tr.run_dir),
             "losses": _subsample(losses, LOSS_POINTS),
             "final_loss": losses[-1] if losses else None,
+            # the in-loop evaluation that chose best.pt (validation seeds), if any
+            "best": dict(tr.best) if tr.best.get("step", -1) >= 0 else None,
             "device": str(tr.device),
             "packed_with": len(units),
             "wall_s": round(wall, 2),
