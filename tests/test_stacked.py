@@ -15,7 +15,6 @@ and far inside the seed spread. A resumed stacked run is the uninterrupted one b
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from test_baselines import BanditWindows
+from test_train import Interrupting
 
 from macdmp.methods import Trainer, TrainingInterrupted, load_run, read_losses, train_packed
 from macdmp.methods.base import make_config as method_config
@@ -193,27 +193,6 @@ def test_a_resumed_stacked_run_is_the_uninterrupted_one(tmp_path, differ):
     solo.run(progress=False)
     solo.close()
     assert_same_run(full[1].run_dir, tmp_path / "solo")
-
-
-class Interrupting(SyntheticWindows):
-    """Sends this process a signal while the n-th batch is drawn, as `kill` would."""
-
-    def __init__(self, *a, at: int, signum: int = signal.SIGTERM, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.calls, self.at, self.signum = 0, at, signum
-
-    def torch_sampler(self, device, keys=("x", "xbar", "act", "rew", "y")):
-        inner = super().torch_sampler(device, keys)
-        outer = self
-
-        class Sampler:
-            def sample(self, b, generator=None):
-                outer.calls += 1
-                if outer.calls == outer.at:
-                    os.kill(os.getpid(), outer.signum)
-                return inner.sample(b, generator)
-
-        return Sampler()
 
 
 def test_sigterm_saves_the_last_whole_step_and_resumes(tmp_path):

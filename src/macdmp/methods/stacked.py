@@ -63,6 +63,7 @@ from macdmp.methods.trainer import (
     TrainingInterrupted,
     ema_update,
     train_packed,
+    wait_for_device,
 )
 
 # Configuration fields that may differ between stacked runs: the trainer applies them per run
@@ -671,10 +672,7 @@ class StackedTrainer:
             self._eager_step()
 
     def sync(self) -> None:
-        if self.stream is not None:
-            self.stream.synchronize()
-        elif self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        wait_for_device(self.stream, self.device)
 
     # -- bookkeeping -----------------------------------------------------------------------
     def save(self, tr: Trainer) -> None:

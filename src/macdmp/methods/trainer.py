@@ -82,6 +82,14 @@ def _check_dataset(cfg: TrainConfig, data: Any) -> None:
         raise ValueError(f"reward: dataset windows use {reward!r}, config {cfg.reward!r}")
 
 
+def wait_for_device(stream: torch.cuda.Stream | None, device: torch.device) -> None:
+    """Wait for the work queued on ``stream`` (a run's own CUDA stream), or on ``device``."""
+    if stream is not None:
+        stream.synchronize()
+    elif device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def ema_update(
     ema: Sequence[torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -381,10 +389,7 @@ class Trainer:
             self._eager_step()
 
     def sync(self) -> None:
-        if self.stream is not None:
-            self.stream.synchronize()
-        elif self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        wait_for_device(self.stream, self.device)
 
     # -- bookkeeping -------------------------------------------------------------------------
     def log(self) -> dict[str, Any]:
