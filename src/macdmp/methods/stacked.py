@@ -157,6 +157,7 @@ def check_stackable(trainers: Sequence[Trainer]) -> None:
         for what, a, b in (
             ("device", t0.device, tr.device),
             ("capture", t0.capture, tr.capture),
+            ("compile", t0.compile, tr.compile),
             ("step", t0.step, tr.step),
         ):
             if a != b:
@@ -223,8 +224,11 @@ class _RecordDraws(TorchFunctionMode):
 
 @contextlib.contextmanager
 def _tf32_products(on: bool) -> Iterator[None]:
+    if not on:  # nothing to set (and nothing for torch.compile to trace)
+        yield
+        return
     before = torch.get_float32_matmul_precision()
-    if on and before == "highest":
+    if before == "highest":
         torch.set_float32_matmul_precision("high")
     try:
         yield
@@ -262,13 +266,19 @@ class _UnfoldedConv(torch.autograd.Function):
         return g_cols, g_weight, None
 
 
-def _conv1d_matmul(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def _conv1d_matmul(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, tf32: bool | None = None
+):
     """conv1d as unfold + matrix product: under vmap one batched matrix product for the K
-    runs instead of a grouped convolution. Its float32 products are TF32 when cuDNN's are
-    (torch.backends.cudnn.allow_tf32, on by default), as the run alone's convolutions."""
+    runs instead of a grouped convolution. With ``tf32=None`` its float32 products are TF32
+    when cuDNN's are (torch.backends.cudnn.allow_tf32, on by default), as the run alone's
+    convolutions; with ``tf32=False`` they follow the matmul precision in force (the compiled
+    step: the configuration's ``tf32``)."""
     pad, step, k = _one(padding), _one(stride), weight.shape[-1]
     cols = (F.pad(x, (pad, pad)) if pad else x).unfold(-1, k, step)
-    out = _UnfoldedConv.apply(cols, weight, x.is_cuda and torch.backends.cudnn.allow_tf32)
+    if tf32 is None:
+        tf32 = x.is_cuda and torch.backends.cudnn.allow_tf32
+    out = _UnfoldedConv.apply(cols, weight, tf32)
     return out if bias is None else out + bias[:, None]
 
 
@@ -311,7 +321,7 @@ def _plain_conv_transpose1d(args: tuple, kwargs: dict) -> bool:
     )
 
 
-def _conv_transpose1d_matmul(*args: Any, **kwargs: Any) -> torch.Tensor:
+def _conv_transpose1d_matmul(*args: Any, tf32: bool | None = None, **kwargs: Any) -> torch.Tensor:
     """conv_transpose1d as a convolution of stride 1 (zeros between the inputs, the kernel
     flipped and transposed), computed by _conv1d_matmul."""
     call = _conv_call(_CONVT1D, args, kwargs)
@@ -322,17 +332,26 @@ def _conv_transpose1d_matmul(*args: Any, **kwargs: Any) -> torch.Tensor:
         x = torch.stack([x, *[torch.zeros_like(x)] * (step - 1)], -1).reshape(b, c, n * step)
         x = x[..., : n * step - (step - 1)]
     x = F.pad(x, (k - 1 - pad, k - 1 - pad))
-    return _conv1d_matmul(x, weight.transpose(0, 1).flip(-1), bias)
+    return _conv1d_matmul(x, weight.transpose(0, 1).flip(-1), bias, tf32=tf32)
 
 
 class _ReplayDraws(TorchFunctionMode):
     """Inside the vmapped loss: each generator call returns the run's pre-drawn tensor; with
     ``anchor`` (a per-run zero), new tensors of the factory functions are made per run; with
-    ``conv="matmul"``, conv1d as unfold + matrix product (:func:`_conv1d_matmul`)."""
+    ``conv="matmul"``, conv1d as unfold + matrix product (:func:`_conv1d_matmul`, with its
+    ``tf32``)."""
 
-    def __init__(self, calls, draws, anchor: torch.Tensor | None, conv: str = "cudnn") -> None:
+    def __init__(
+        self,
+        calls,
+        draws,
+        anchor: torch.Tensor | None,
+        conv: str = "cudnn",
+        tf32: bool | None = None,
+    ) -> None:
         super().__init__()
         self.calls, self.draws, self.anchor, self.i, self.conv = calls, draws, anchor, 0, conv
+        self.tf32 = tf32
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -346,18 +365,30 @@ class _ReplayDraws(TorchFunctionMode):
             self.i += 1
             return self.draws[self.i - 1]
         if self.conv == "matmul" and func is torch.conv1d and _plain_conv1d(args, kwargs):
-            return _conv1d_matmul(*args, **kwargs)
+            return _conv1d_matmul(*args, **kwargs, tf32=self.tf32)
         if (
             self.conv == "matmul"
             and func is torch.conv_transpose1d
             and _plain_conv_transpose1d(args, kwargs)
         ):
-            return _conv_transpose1d_matmul(*args, **kwargs)
+            return _conv_transpose1d_matmul(*args, **kwargs, tf32=self.tf32)
         out = func(*args, **kwargs)
         if self.anchor is not None and func in _FACTORIES:
             anchor = self.anchor.bool() if out.dtype == torch.bool else self.anchor.to(out.dtype)
             out = out | anchor if out.dtype == torch.bool else out + anchor  # same values
         return out
+
+
+def clip_stacked(grads: list[torch.Tensor], max_norm: torch.Tensor) -> None:
+    """``clip_grad_norm_`` of each run on the stacked gradients (K, ...) at once: run k's
+    gradients are scaled by min(1, max_norm[k] / (its total 2-norm + 1e-6)), as
+    ``torch.nn.utils.clip_grad_norm_`` scales them alone (the same norms; float rounding)."""
+    if not grads:
+        return
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
+    coef = (max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
 
 
 class _LossCall(nn.Module):
@@ -397,6 +428,10 @@ class StackedTrainer:
         self.k = len(trainers)
         t0 = self.trainers[0]
         self.device, self.capture, self.cfg = t0.device, t0.capture, t0.cfg
+        # --compile on a GPU: the whole stacked loss and the clipping through torch.compile (on
+        # the CPU, Inductor's code for the vmapped backward crashed with torch 2.13; the CPU
+        # path stays eager, as --compile's help says)
+        self.compiled = t0.compile and self.device.type == "cuda"
         self.loss_names = t0.loss_names
         self.step = t0.step
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -422,7 +457,18 @@ class StackedTrainer:
         self._per_run_factories = False
         self.unbatched_ops: list[str] = []
         self._vloss = torch.vmap(self._one_loss, randomness="error")
-        self._try_stacked_loss()
+        self._try_stacked_loss()  # eager: a refusal costs no compilation
+        self._max_norm = torch.tensor(
+            [float(tr.cfg.grad_clip) for tr in self.trainers], device=self.device
+        )
+        self._clip = clip_stacked
+        if self.compiled:
+            # vmap inside the compiled function (Dynamo traces it whole; vmap of a compiled
+            # function is not supported): forward and backward become one graph each, compiled
+            # at the first (warm-up) step
+            one = self._one_loss
+            self._vloss = torch.compile(lambda *a: torch.vmap(one, randomness="error")(*a))
+            self._clip = torch.compile(clip_stacked)
         self.acc = torch.stack([tr.acc for tr in self.trainers])
         # One schedule for all (the seeds of one configuration): one Adam and one EMA update
         # over the stacked tensors (both elementwise: each slice is updated as the run alone
@@ -492,7 +538,10 @@ class StackedTrainer:
 
     def _one_loss(self, params, buffers, batch, draws, anchor):
         anchor = anchor if self._per_run_factories else None
-        replay = _ReplayDraws(self._calls, draws, anchor, self.conv)
+        # compiled: the products follow the matmul precision in force (no precision switch to
+        # trace); else TF32 where cuDNN's would be
+        tf32 = False if self.compiled else None
+        replay = _ReplayDraws(self._calls, draws, anchor, self.conv, tf32)
         with replay:
             out = torch.func.functional_call(
                 self._call,
@@ -579,6 +628,8 @@ class StackedTrainer:
             for leaf, p in zip(self._grads, tr.params, strict=True):
                 g = leaf.grad  # None: a parameter the loss does not use
                 p.grad = None if g is None else g[k]
+        # each run's gradient clipped to its own norm, all runs at once (the views above share it)
+        self._clip([g.grad for g in self._grads if g.grad is not None], self._max_norm)
         if self.shared:
             self._shared_tail(cuda)
         else:
@@ -588,11 +639,9 @@ class StackedTrainer:
         self.acc += torch.stack([*vals, ones], dim=1)
 
     def _shared_tail(self, cuda: bool) -> None:
-        """Trainer._body's tail for runs of one schedule: clipping per run, then one Adam
-        step and one EMA update over the stacked tensors."""
+        """Trainer._body's tail for runs of one schedule: one Adam step and one EMA update
+        over the stacked tensors."""
         cfg = self.cfg
-        for tr in self.trainers:
-            torch.nn.utils.clip_grad_norm_(tr.params, tr.cfg.grad_clip, foreach=True)
         if cuda:
             self.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, self.step_t))
         self.opt.step()
@@ -605,8 +654,7 @@ class StackedTrainer:
         """Trainer._body's tail, run by run, on each run's slice."""
         for tr in self.trainers:
             cfg = tr.cfg
-            # the rest as Trainer._body: clipping, schedule, Adam, EMA, after_step, per run
-            torch.nn.utils.clip_grad_norm_(tr.params, cfg.grad_clip, foreach=True)
+            # the rest as Trainer._body: schedule, Adam, EMA, after_step, per run
             if cuda:
                 tr.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, tr.step_t))
             tr.opt.step()

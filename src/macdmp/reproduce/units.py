@@ -24,7 +24,8 @@ from macdmp.data.format import open_h5, read_header
 from macdmp.eval.evaluate import evaluate
 from macdmp.methods.base import get_method
 from macdmp.methods.checkpoint import is_run_dir
-from macdmp.methods.trainer import open_trainers, read_evals, read_losses, train_packed
+from macdmp.methods.stacked import train_many
+from macdmp.methods.trainer import open_trainers, read_evals, read_losses
 from macdmp.reproduce.plan import Unit, scenario_set
 
 LOSS_POINTS = 100  # loss log records kept in a training result (evenly spaced)
@@ -109,7 +110,8 @@ def run_train_group(
     progress: bool = False,
     compile: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Train several runs at once (packed on one GPU; one after another in effect on a CPU)."""
+    """Train several runs at once: stacked as one model where they share a method and its
+    shapes, else packed on one GPU (``train_many``; one after another in effect on a CPU)."""
     t0 = time.perf_counter()
     runs = []
     for u in units:
@@ -120,7 +122,7 @@ def run_train_group(
         runs.append((method, cfg, data, run_dir(work, u.key, u.digest)))
     # a run folder of other settings (the unit's params changed) is started again
     trainers = open_trainers(runs, device, compile=compile, restart_mismatched=True)
-    train_packed(trainers, progress=progress)
+    mode, _ = train_many(trainers, progress=progress)
     wall = time.perf_counter() - t0
     out = {}
     for u, tr in zip(units, trainers, strict=True):
@@ -137,6 +139,7 @@ def run_train_group(
             "best": dict(tr.best) if tr.best.get("step", -1) >= 0 else None,
             "device": str(tr.device),
             "packed_with": len(units),
+            "trained": mode,  # "stacked" or "packed" (one run: "packed")
             "wall_s": round(wall, 2),
             "machine": _machine(str(tr.device)),
         }
