@@ -5,7 +5,11 @@ rebuilt from the committed result files, and the smoke scale end to end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -145,13 +149,17 @@ def test_training_validation_and_test_seeds_never_overlap():
         assert {seed_range(s) for s in val} == {"validation"}
 
 
-def test_selected_checkpoint_is_chosen_on_validation_results_only(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stacked", [False, True], ids=["alone", "stacked"])
+def test_selected_checkpoint_is_chosen_on_validation_results_only(tmp_path, monkeypatch, stacked):
     """The trainer's in-loop evaluations see validation networks only, and best.pt is the one
-    of the evaluation with the lowest loss-aware delay, whatever comes later."""
+    of the evaluation with the lowest loss-aware delay, whatever comes later; also for runs
+    trained stacked (two seeds, pack 2), each with its own best."""
     import macdmp.methods.trainer as trainer
 
     seen: list[int] = []
-    delays = iter([5.0, 9.0])  # the first evaluation (step 20) is the better one
+    # alone: the first evaluation (step 20) is the better one; stacked, the runs evaluate in
+    # turn after each step: seed 0 is best at step 20, seed 1 at step 40
+    delays = iter([5.0, 9.0, 9.0, 5.0] if stacked else [5.0, 9.0])
 
     def fake_run_groups(groups, policy, frames, *a, **kw):
         v = next(delays)
@@ -166,16 +174,19 @@ def test_selected_checkpoint_is_chosen_on_validation_results_only(tmp_path, monk
     monkeypatch.setattr(trainer, "run_groups", fake_run_groups)
     b = build_bench("smoke", ["paper"], ["bc"])
     store, work = Store(tmp_path / "out"), tmp_path / "work"
-    out = run_local(b.plan, store, work, ["data-paper", "train-paper-bc-s0"], "cpu", quiet=True)
-    assert sorted(out.ran) == ["data-paper", "train-paper-bc-s0"]
+    runs = [f"train-paper-bc-s{s}" for s in ((0, 1) if stacked else (0,))]
+    out = run_local(b.plan, store, work, ["data-paper", *runs], "cpu", pack=2, quiet=True)
+    assert sorted(out.ran) == ["data-paper", *runs]
     assert seen and {seed_range(s) for s in seen} == {"validation"}
-    run = product_path(b.plan.units["train-paper-bc-s0"], work)
-    evals = read_evals(run)
-    assert [(e["step"], e[LOSS_AWARE]) for e in evals] == [(20, 5.0), (40, 9.0)]
-    best = read_checkpoint(run / "best.pt")
-    assert best["step"] == 20 and best["selected"]["seeds"] == "validation"
-    assert read_checkpoint(run / "checkpoint.pt")["step"] == 40
-    assert store.read("train-paper-bc-s0")["best"] == {"value": 5.0, "step": 20}
+    for key, (step, value) in zip(runs, [(20, 5.0), (40, 5.0)], strict=False):
+        run = product_path(b.plan.units[key], work)
+        evals = read_evals(run)
+        assert [e[LOSS_AWARE] for e in evals if e["step"] == step] == [value]
+        best = read_checkpoint(run / "best.pt")
+        assert best["step"] == step and best["selected"]["seeds"] == "validation"
+        assert read_checkpoint(run / "checkpoint.pt")["step"] == 40
+        assert store.read(key)["best"] == {"value": value, "step": step}
+        assert store.read(key)["trained"] == ("stacked" if stacked else "packed")
 
 
 # -- the answers' rules, on made-up results -----------------------------------------------------
@@ -360,3 +371,34 @@ def test_ray_runs_a_family_s_units(tmp_path):
 def test_methods_are_registered():
     for m in BENCH_METHODS.values():
         get_method(m.method)
+
+
+def test_gpu_script_runs_a_block_on_the_cpu(tmp_path):
+    """experiments/bench_gpu.sh at the smoke scale on the CPU: one family and one method run
+    to the end, the results come back whole in results.tgz and the tree's results are left as
+    they were; the same block again, over the results it brought back, does no work."""
+    root = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"  # stands for the committed results (none)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SCALE": "smoke",
+        "RES": str(tree),
+        "BENCH_WORK": str(tmp_path / "w"),
+        "OUT": str(tmp_path / "out"),
+    }
+    cmd = ["bash", str(root / "experiments" / "bench_gpu.sh"), "sessions", "bc", "300", "3"]
+    run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    runs = {f"train-sessions-bc-s{s}.json" for s in (0, 1, 2)}
+    evals = {f"eval-sessions-bc-s{s}-{w}-ideal.json" for s in (0, 1, 2) for w in ("best", "last")}
+    assert {"data-sessions.json", "eval-sessions-maxweight-ideal.json"} | runs | evals <= names
+    assert not tree.exists()
+    # the next lease, on a fresh machine: the tree holds what came back; nothing is left to do
+    with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
+        tar.extractall(tree, filter="data")
+    env2 = {**env, "BENCH_WORK": str(tmp_path / "w2"), "OUT": str(tmp_path / "out2")}
+    run = subprocess.run(cmd, cwd=root, env=env2, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "nothing to do" in run.stdout, run.stdout[-3000:]

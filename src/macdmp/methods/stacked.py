@@ -56,7 +56,6 @@ from torch.overrides import TorchFunctionMode
 from macdmp.common.progress import progress_bar
 from macdmp.common.signals import stop_requests
 from macdmp.methods.base import BOOKKEEPING_KEYS, lr_factor, lr_factor_tensor
-from macdmp.methods.checkpoint import write_checkpoint
 from macdmp.methods.trainer import (
     WARMUP_STEPS_BEFORE_CAPTURE,
     Trainer,
@@ -739,7 +738,7 @@ class StackedTrainer:
         if self.shared:
             state["optimizer"]["state"] = self._run_adam_state(self.trainers.index(tr))
         state["log_acc"] = tr.acc.detach().clone().cpu()
-        write_checkpoint(state, tr.ckpt_path)
+        tr.write_state(state)  # and best.pt, when an evaluation since the last save was the best
 
     def _give_back_schedule(self, tr: Trainer) -> None:
         """The shared step counter and learning rate, written back into the run's own."""

@@ -233,9 +233,12 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """The checkpoint; first, when an evaluation since the last save was the best so far,
-        ``best.pt``: the same format, with the EMA weights of that evaluation's step."""
-        state = self.state()
+        self.write_state(self.state())
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """``state`` as the checkpoint; first, when an evaluation since the last save was the
+        best so far, ``best.pt``: the same format, with the EMA weights of that evaluation's
+        step (the stacked trainer writes its runs' states through this too)."""
         if self._best_weights is not None:
             weights = self._best_weights
             meta = {"metric": SELECT_METRIC, "seeds": "validation", **self.best}
