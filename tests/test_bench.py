@@ -88,12 +88,12 @@ def test_paper_scale_settings():
     for name, preset in (("ma-cdmp", "paper"), ("paper-steer", "paper-steer"),
                          ("fast-steer", "fast-steer")):  # fmt: skip
         cfg = units[f"train-load100-{name}-s2"].params["config"]
-        want = make_config("ma-cdmp", preset, max_steps=100_000, eval_every=5000, eval_seeds=2,
-                           eval_frames=200, seed=2).to_dict()  # fmt: skip
+        want = make_config("ma-cdmp", preset, max_steps=100_000, eval_every=10_000,
+                           eval_seeds=2, eval_frames=1000, seed=2).to_dict()  # fmt: skip
         assert cfg == want
     for name in BENCH_METHODS:
         cfg = units[f"train-paper-{name}-s0"].params["config"]
-        assert cfg["max_steps"] == 100_000 and cfg["eval_every"] == 5000
+        assert cfg["max_steps"] == 100_000 and cfg["eval_every"] == 10_000
     ev = units["eval-sessions-madiff-s1-best-limited"].params
     assert (ev["seeds"], ev["frames"], ev["rf"]) == (3, 1000, "limited")
     fam = FAMILIES["large"]
@@ -118,6 +118,16 @@ def test_unregistered_method_says_why():
     why = b.cells[("madiff", "paper", "ideal")].missing
     assert why == "not run: method 'madiff' is not registered (macdmp.methods.base)"
     assert not any(k.startswith("train-paper-madiff") for k in b.plan.units)
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_validation_episodes_are_as_long_as_the_test_s(scale):
+    """The in-loop evaluations that choose best.pt run episodes of the test's length (shorter
+    ones favoured policies whose backlog grows: docs/guide/bench.md, model selection)."""
+    b = build_bench(scale)
+    train = next(u for u in b.plan.units.values() if u.kind == "train")
+    test = next(u for k, u in b.plan.units.items() if k.endswith("-best-ideal"))
+    assert train.params["config"]["eval_frames"] == test.params["frames"] > 0
 
 
 def test_a_family_is_a_scenario_set():

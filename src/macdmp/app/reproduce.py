@@ -87,8 +87,9 @@ def add_worklist_options(p: argparse.ArgumentParser, units_help: str) -> None:
         "--pack",
         type=int,
         default=None,
-        help="without --ray: ready training runs trained at once, packed on one GPU (default: "
-        "4 on a GPU, 1 on the CPU)",
+        help="without --ray: ready training runs trained at once on one GPU, stacked as one "
+        "model where they share a method and shapes, else packed (default: 4 on a GPU, 1 on "
+        "the CPU)",
     )
     p.add_argument("--device", help="torch device for training and planning (default: the scale's)")
     p.add_argument(

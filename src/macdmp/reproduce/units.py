@@ -3,8 +3,8 @@
 Each function returns the unit's result (a JSON-able dict, small: no checkpoint, no per-frame
 trace) and leaves its product in the work folder: ``WORK/data.h5`` for the dataset,
 ``WORK/runs/KEY/`` for a training run. The existing stages do the work: ``collect`` for data,
-the one :class:`~macdmp.methods.trainer.Trainer` (several runs packed with ``train_packed``) and
-``evaluate`` with the paper's protocol (held-out seeds, ``eval/protocol.py``).
+the one :class:`~macdmp.methods.trainer.Trainer` (several runs stacked or packed by
+``train_many``) and ``evaluate`` with the paper's protocol (held-out seeds, ``eval/protocol.py``).
 
 Everything here is importable at top level and takes plain arguments, so that a unit can run in
 a Ray worker process as well as in the ``reproduce`` process.
