@@ -31,6 +31,13 @@ by default they are computed as unfold + one batched matrix product (74.5 steps/
 total throughput of one captured run), with TF32 products where cuDNN uses TF32 (its default),
 as the run alone. docs/notes/results/gpu-2026-12-02-stacked has the measurements.
 
+Each run's gradient is clipped to its own ``grad_clip`` by one function over the stacked
+gradients (:func:`clip_stacked`, the norms ``clip_grad_norm_`` computes per run). With the
+trainers' ``compile`` (``--compile``) on a GPU, the vmapped loss (forward and backward) and the
+clipping go through ``torch.compile`` inside the captured graph; measured on an H200 (paper
+preset) it gained 11% for eight runs and lost 20% for one, less than its two minutes of
+compilation are worth over a run, so it is off by default (docs/guide/training.md).
+
 What may differ between stacked runs: the fields of :data:`PER_RUN_KEYS`, the dataset (same
 horizon, gamma and reward, as each trainer already checks), and the run's own state. Anything
 else (another method, another configuration value that the loss may read, other parameter
