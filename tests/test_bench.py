@@ -5,16 +5,15 @@ rebuilt from the committed result files, and the smoke scale end to end."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_reproduce import gpu_script_env
 
 from macdmp.app.main import main
 from macdmp.bench.leaderboard import NO, NOT_ANSWERED, PARTLY, YES, write_report
@@ -389,14 +388,7 @@ def test_gpu_script_runs_a_block_on_the_cpu(tmp_path):
     they were; the same block again, over the results it brought back, does no work."""
     root = Path(__file__).resolve().parents[1]
     tree = tmp_path / "tree"  # stands for the committed results (none)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SCALE": "smoke",
-        "RES": str(tree),
-        "BENCH_WORK": str(tmp_path / "w"),
-        "OUT": str(tmp_path / "out"),
-    }
+    env = gpu_script_env(tmp_path, "BENCH_WORK")
     cmd = ["bash", str(root / "experiments" / "bench_gpu.sh"), "sessions", "bc", "300", "3"]
     run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

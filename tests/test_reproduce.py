@@ -559,21 +559,28 @@ def test_ahead_of_seeds_needs_a_margin_over_the_training_seeds():
     assert standing(td3bc, [-9.0, -9.2]) == "behind"
 
 
+def gpu_script_env(tmp_path: Path, work_var: str, **extra: str) -> dict[str, str]:
+    """The environment of an ``experiments/*_gpu.sh`` run at the smoke scale on the CPU: this
+    Python first on PATH, the tree's committed results standing in as ``tmp_path/tree`` (none),
+    the work folder (``work_var``) and OUT under ``tmp_path``."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SCALE": "smoke",
+        "RES": str(tmp_path / "tree"),
+        work_var: str(tmp_path / "w"),
+        "OUT": str(tmp_path / "out"),
+        **extra,
+    }
+
+
 def test_gpu_script_chains_wait_for_each_other_on_the_cpu(tmp_path):
     """experiments/reproduce_gpu.sh's detached chains, at the smoke scale on the CPU: the
     second chain's block needs the run the first chain trains, waits for it instead of training
     it, and the results come back whole while the tree's results are left as they were."""
     root = Path(__file__).resolve().parents[1]
     tree = tmp_path / "tree"  # stands for the committed results (none)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SCALE": "smoke",
-        "RES": str(tree),
-        "REPRO_WORK": str(tmp_path / "w"),
-        "OUT": str(tmp_path / "out"),
-        "POLL": "1",
-    }
+    env = gpu_script_env(tmp_path, "REPRO_WORK", POLL="1")
     script = root / "experiments" / "reproduce_gpu.sh"
     cmd = ["bash", str(script), "detach", "=train-ma-cdmp-s0", "guide-s0", "--", "300"]
     run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
@@ -739,17 +746,7 @@ def test_gpu_script_early_block_brings_its_files_back(tmp_path):
     dataset made once as the work list's, then experiments/early_checkpoints.py, its files back
     in results.tgz under early/ (EARLY_SWAP empty: no hybrids)."""
     root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SCALE": "smoke",
-        "RES": str(tmp_path / "tree"),
-        "REPRO_WORK": str(tmp_path / "w"),
-        "OUT": str(tmp_path / "out"),
-        "POLL": "1",
-        "EARLY_STEPS": "20,40",
-        "EARLY_SWAP": "",
-    }
+    env = gpu_script_env(tmp_path, "REPRO_WORK", POLL="1", EARLY_STEPS="20,40", EARLY_SWAP="")
     cmd = ["bash", str(root / "experiments" / "reproduce_gpu.sh"), "detach", "early-ma-cdmp-s0"]
     run = subprocess.run([*cmd, "--", "300"], cwd=root, env=env, capture_output=True, text=True)
     assert run.returncode == 0 and "all chains ended" in run.stdout, run.stdout[-3000:]
