@@ -79,12 +79,16 @@ def guided_eps(eps_model: CondEpsModel, condition: torch.Tensor, cfg: float = 1.
     if w == 1.0 or w == 0.0:
         keep = torch.full((b,), w, device=dev)
         return lambda x, k: eps_model(x, k, condition, keep)
-    keep2 = torch.cat([torch.ones(b, device=dev), torch.zeros(b, device=dev)])
-    cond2 = torch.cat([condition, condition])
+    # the two halves interleaved (row i's conditional call, then its unconditional one), so
+    # that the rows keep their order: runs acting jointly own blocks of rows
+    # (macdmp.methods.joint)
+    keep2 = torch.stack([torch.ones(b, device=dev), torch.zeros(b, device=dev)], 1).flatten()
+    cond2 = condition.repeat_interleave(2, dim=0)
 
     def eps(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        e = eps_model(torch.cat([x, x]), torch.cat([k, k]), cond2, keep2)
-        e_cond, e_uncond = e.chunk(2)
+        e = eps_model(x.repeat_interleave(2, dim=0), k.repeat_interleave(2, dim=0), cond2, keep2)
+        e = e.unflatten(0, (-1, 2))
+        e_cond, e_uncond = e[:, 0], e[:, 1]
         return e_uncond + w * (e_cond - e_uncond)
 
     return eps

@@ -263,6 +263,10 @@ class Method(nn.Module):
     loss_names: ClassVar[tuple[str, ...]] = ("loss",)
     # submodules worth compiling with torch.compile on a GPU (the backbones)
     compile_modules: ClassVar[tuple[str, ...]] = ()
+    # submodules through which several runs' actors may act as one (macdmp.methods.joint):
+    # every call of them takes rows first, and the method's actor keeps rows in the order it
+    # was given them (repeating a row only next to itself)
+    joint_modules: ClassVar[tuple[str, ...]] = ()
     # options of make_actor accepted in `--policy RUN_DIR,key=value`: key -> (kwarg, type)
     actor_options: ClassVar[dict[str, tuple[str, type]]] = {}
 

@@ -63,6 +63,7 @@ from torch.overrides import TorchFunctionMode
 from macdmp.common.progress import progress_bar
 from macdmp.common.signals import stop_requests
 from macdmp.methods.base import BOOKKEEPING_KEYS, lr_factor, lr_factor_tensor
+from macdmp.methods.joint import JointModel, evaluate_jointly, why_not_joint
 from macdmp.methods.trainer import (
     WARMUP_STEPS_BEFORE_CAPTURE,
     Trainer,
@@ -425,11 +426,18 @@ class StackedTrainer:
     at the end of :meth:`run`) gives each back tensors of its own.
     """
 
-    def __init__(self, trainers: Sequence[Trainer], conv: str = DEFAULT_CONV) -> None:
+    def __init__(
+        self, trainers: Sequence[Trainer], conv: str = DEFAULT_CONV, joint_eval: bool = True
+    ) -> None:
         if conv not in CONVS:
             raise ValueError(f"conv: must be one of {CONVS} (got {conv!r})")
         check_stackable(trainers)
         self.conv = conv
+        # in-loop evaluations of the K runs in one planning call per frame where they can
+        # (macdmp.methods.joint); joint_refused: why they could not
+        self.joint_eval = joint_eval
+        self._joint: JointModel | None = None
+        self.joint_refused: str | None = None
         self.trainers = list(trainers)
         self.k = len(trainers)
         t0 = self.trainers[0]
@@ -761,21 +769,43 @@ class StackedTrainer:
             self.save(tr)
 
     def after_step(self) -> list[dict[str, Any] | None]:
-        """Each run's logs, evaluation and checkpoint due after the step (Trainer.after_step)."""
+        """Each run's logs, evaluation and checkpoint due after the step (Trainer.after_step).
+        The runs due for an evaluation at this step are evaluated together, their agents
+        planned in one call per frame (:func:`~macdmp.methods.joint.evaluate_jointly`), where
+        their method and modules allow it; else one at a time."""
+        due = [
+            bool(tr.cfg.eval_every)
+            and (tr.step % tr.cfg.eval_every == 0 or tr.step == tr.cfg.total_steps)
+            for tr in self.trainers
+        ]
+        evals = self._evaluate([tr for tr, d in zip(self.trainers, due, strict=True) if d])
         recs = []
-        for tr in self.trainers:
+        for tr, d in zip(self.trainers, due, strict=True):
             cfg, rec = tr.cfg, None
             last = tr.step == cfg.total_steps
             if tr.step % cfg.log_every == 0 or last:
                 rec = tr.log()
-            if cfg.eval_every and (tr.step % cfg.eval_every == 0 or last):
-                ev = tr.evaluate()
-                if ev is not None and rec is not None:
-                    rec = {**rec, "eval_delay_ms": ev["mean_delay_ms"]}
+            ev = evals.pop(0) if d else None
+            if ev is not None and rec is not None:
+                rec = {**rec, "eval_delay_ms": ev["mean_delay_ms"]}
             if tr.step % cfg.ckpt_every == 0 or last:
                 self.save(tr)
             recs.append(rec)
         return recs
+
+    def _evaluate(self, trainers: list[Trainer]) -> list[dict[str, Any] | None]:
+        """The in-loop evaluations of ``trainers`` (jointly when all K runs are due and can
+        act as one; the reason they cannot is kept in ``joint_refused``)."""
+        if len(trainers) < 2 or len(trainers) != self.k or not self.joint_eval:
+            return [tr.evaluate() for tr in trainers]
+        if self._joint is None and self.joint_refused is None:
+            emas = [tr.ema for tr in trainers]
+            self.joint_refused = why_not_joint(emas)
+            if self.joint_refused is None:
+                self._joint = JointModel(emas)
+        if self._joint is None:
+            return [tr.evaluate() for tr in trainers]
+        return evaluate_jointly(trainers, self._joint)
 
     def close(self) -> None:
         """Unstack: each run's module gets tensors of its own again (its values now), so the

@@ -423,12 +423,21 @@ class Trainer:
         policy = ActorPolicy(actor, self.method.name, float(self.data.rbs))
         groups = [(c, seeds) for c in scenarios()]
         results = run_groups(groups, policy, frames=self.cfg.eval_frames)
+        return self.record_eval(results, time.perf_counter() - t0)
+
+    def record_eval(self, results: list, seconds: float, runs: int = 1) -> dict[str, Any]:
+        """Record one in-loop evaluation (its results, one per validation scenario): the log
+        line, the eval log and the best checkpoint so far. ``runs`` > 1: the evaluation was
+        made with that many runs' agents planned together (``macdmp.methods.joint``), in
+        ``seconds`` for all of them."""
         rec: dict[str, Any] = {"step": self.step, "epoch": self.step / self.cfg.steps_per_epoch}
         for key in ("avg_reward", "mean_delay_ms", "throughput_mbps", "loss_rate", LOSS_AWARE):
             per_seed = np.nanmean([getattr(r, key) for r in results], axis=0)
             rec[key] = float(np.mean(per_seed))
             rec[key + "_std"] = float(np.std(per_seed))
-        rec["eval_s"] = round(time.perf_counter() - t0, 3)
+        rec["eval_s"] = round(seconds, 3)
+        if runs > 1:
+            rec["eval_runs"] = runs
         if np.isfinite(rec[SELECT_METRIC]) and rec[SELECT_METRIC] < self.best["value"]:
             self.best = {"value": rec[SELECT_METRIC], "step": self.step}
             self._best_weights = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}

@@ -146,6 +146,7 @@ class PlannerModels(Method):
     }
     loss_names = ("loss", "inv", "diff", "cls")
     compile_modules = ("eps", "classifier")
+    joint_modules = ("eps", "classifier", "invdyn")
     actor_options = {
         "solver": ("solver", str),
         "steps": ("steps", int),
