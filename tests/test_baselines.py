@@ -215,3 +215,41 @@ def test_run_folders_train_reload_and_evaluate(name, dataset, tmp_path):
     assert main([*cmd, "--frames", "10"]) == 0
     if name == "ma-dt":
         assert load_policy(f"{run},target=-50").actor.target == -50.0
+
+
+def test_bc_with_the_mean_field_learns_what_only_the_neighbours_tell():
+    """use_mf=True: BC also sees the neighbours' mean observation. On data whose demand is the
+    mean field's first entry, it learns the demand; BC on its own observation cannot. Without
+    it, the model keeps the layout of earlier run folders (no mean-field buffers)."""
+    g = torch.Generator().manual_seed(0)
+
+    def batch(b: int = 256) -> dict:
+        x, xbar = torch.rand(b, 1, 4, generator=g) * 30, torch.rand(b, 1, 4, generator=g) * 30
+        return {"x": x, "xbar": xbar, "act": xbar[..., 0].clone()}
+
+    big = batch(20_000)
+    f = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    stats = {
+        "obs_mean": f(big["x"].mean((0, 1))), "obs_std": f(big["x"].std((0, 1))),
+        "mf_mean": f(big["xbar"].mean((0, 1))), "mf_std": f(big["xbar"].std((0, 1))),
+        "act_mean": f(big["act"].mean()), "act_std": f(big["act"].std()),
+    }  # fmt: skip
+    errors = {}
+    for use_mf in (False, True):
+        cfg = make_config("bc", "demo", use_mf=use_mf)
+        torch.manual_seed(0)
+        model = get_method("bc")(cfg, stats, RBS)
+        assert ("mf_mean" in dict(model.named_buffers())) == use_mf
+        assert model.batch_keys(cfg) == (("x", "xbar", "act") if use_mf else ("x", "act"))
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(300):
+            loss = model.loss(batch())["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        test = batch(2_000)
+        actor = model.make_actor()
+        demand = actor.act(test["x"][:, 0].numpy(), test["xbar"][:, 0].numpy())
+        errors[use_mf] = float(np.mean(np.abs(demand - test["act"][:, 0].numpy())))
+        assert actor.label == ("BC + MF" if use_mf else "BC")
+    assert errors[True] < 1.0 < 5.0 < errors[False]  # mean |error| in RBs (demands 0-30)

@@ -2,7 +2,9 @@
 
 Each agent maps its own current observation (normalised) to the demand its data took, by an
 MLP with parameters shared across agents and a mean-squared error on the normalised action.
-Decentralised: an agent acts on its own observation alone (the mean field is ignored).
+Decentralised: an agent acts on its own observation alone (the mean field is ignored), as the
+paper's DTDE baselines do; ``use_mf=True`` also gives it its neighbours' mean observation, the
+message MA-CDMP conditions on (the adaptive study's information lever, docs/adaptive-study.md).
 
 ``filtered=True`` is filtered behaviour cloning (%BC, the sanity line of offline RL): the loss
 keeps only the windows of the best 10% of the data's (trajectory, agent) returns, those at or
@@ -31,6 +33,8 @@ class BCConfig(TrainConfig):
     ema_start: int = 0
     # %BC: clone only the windows of the best 10% of (trajectory, agent) returns
     filtered: bool = False
+    # the neighbours' mean observation as 4 more inputs (default off: own observation only)
+    use_mf: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,11 +67,14 @@ class BehaviourCloning(Method):
         self.register_buffer("obs_std", f("obs_std").clamp(min=1e-6))
         self.register_buffer("act_mean", f("act_mean"))
         self.register_buffer("act_std", f("act_std").clamp(min=1e-6))
+        if cfg.use_mf:  # only then: run folders without the mean field keep their layout
+            self.register_buffer("mf_mean", f("mf_mean"))
+            self.register_buffer("mf_std", f("mf_std").clamp(min=1e-6))
         # %BC's threshold, the 90% quantile of the whole returns (a number, not a weight: BC
         # run folders keep their layout)
         self.rtg_best = float(np.asarray(stats["rtg_start_best"])) if cfg.filtered else -np.inf
         mods: list[nn.Module] = []
-        width = 4
+        width = 8 if cfg.use_mf else 4
         for _ in range(cfg.layers):
             mods += [nn.Linear(width, cfg.hidden), nn.ReLU()]
             width = cfg.hidden
@@ -76,15 +83,28 @@ class BehaviourCloning(Method):
 
     @classmethod
     def batch_keys(cls, cfg: TrainConfig) -> tuple[str, ...]:
-        return ("x", "act", "rtg0") if getattr(cfg, "filtered", False) else ("x", "act")
+        keys = ("x", "xbar", "act") if getattr(cfg, "use_mf", False) else ("x", "act")
+        return (*keys, "rtg0") if getattr(cfg, "filtered", False) else keys
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw observations (..., 4) -> demands in RBs (unclipped)."""
-        z = self.net((obs - self.obs_mean) / self.obs_std).squeeze(-1)
+    def inputs(self, obs: torch.Tensor, mean_field: torch.Tensor | None) -> torch.Tensor:
+        """The network's normalised input: the observation (..., 4), and with ``use_mf`` the
+        mean field (..., 4) beside it."""
+        z = (obs - self.obs_mean) / self.obs_std
+        if not self.cfg.use_mf:
+            return z
+        if mean_field is None:
+            raise ValueError("mean_field: this BC model uses the mean field (use_mf=True)")
+        return torch.cat([z, (mean_field - self.mf_mean) / self.mf_std], dim=-1)
+
+    def forward(self, obs: torch.Tensor, mean_field: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw observations (..., 4) (and mean fields, with ``use_mf``) -> demands in RBs
+        (unclipped)."""
+        z = self.net(self.inputs(obs, mean_field)).squeeze(-1)
         return z * self.act_std + self.act_mean
 
     def loss(self, batch, generator=None):
-        pred = self.net((batch["x"][:, 0] - self.obs_mean) / self.obs_std).squeeze(-1)
+        xbar = batch["xbar"][:, 0] if self.cfg.use_mf else None
+        pred = self.net(self.inputs(batch["x"][:, 0], xbar)).squeeze(-1)
         target = (batch["act"][:, 0] - self.act_mean) / self.act_std
         err = (pred - target).pow(2)
         if not self.cfg.filtered:
@@ -101,9 +121,13 @@ class BehaviourCloning(Method):
 class _BCActor(Actor):
     def __init__(self, model: BehaviourCloning) -> None:
         self.model = model
-        self.label = "%BC" if model.cfg.filtered else "BC"
+        self.label = ("%BC" if model.cfg.filtered else "BC") + (" + MF" if model.cfg.use_mf else "")
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
-        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.model.device)
-        return self.model(o).clamp(0.0, self.model.rbs).double().cpu().numpy()
+        dev = self.model.device
+        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=dev)
+        mf = None
+        if self.model.cfg.use_mf:
+            mf = torch.as_tensor(np.asarray(mean_field), dtype=torch.float32, device=dev)
+        return self.model(o, mf).clamp(0.0, self.model.rbs).double().cpu().numpy()
