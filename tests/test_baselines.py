@@ -237,6 +237,9 @@ def test_bc_with_the_mean_field_learns_what_only_the_neighbours_tell():
     errors = {}
     for use_mf in (False, True):
         cfg = make_config("bc", "demo", use_mf=use_mf)
+        # off, the configuration (config.json, the bench's unit digests) is the one recorded
+        # before the field existed
+        assert ("use_mf" in cfg.to_dict()) == use_mf
         torch.manual_seed(0)
         model = get_method("bc")(cfg, stats, RBS)
         assert ("mf_mean" in dict(model.named_buffers())) == use_mf

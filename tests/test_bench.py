@@ -265,6 +265,14 @@ def test_answers_follow_their_rules(tmp_path):
     )
     a = rec["answers"]["paper"]
     assert a["beats_allocator"]["answer"] == NOT_ANSWERED and "BC" in a["beats_allocator"]["text"]
+    # a cell none of whose evaluations has run shares one short reason with every such cell
+    for s in range(3):
+        store.path(f"eval-paper-bc-s{s}-best-ideal").unlink(missing_ok=True)
+    (tmp_path / "b" / "failed" / "eval-paper-bc-s1-best-ideal.json").unlink()
+    rec = write_report(b, tmp_path / "b", plots=False)
+    assert rec["cells"]["BC"]["paper"] == (
+        "not run: not run yet (none of its 3 evaluations has a result)"
+    )
     assert a["mean_field"]["answer"] == NO  # reads only MA-CDMP and w/o MF
 
 

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from macdmp.methods.base import DEMO_SCHEDULE, Actor, Method, TrainConfig
+from macdmp.methods.base import DEMO_SCHEDULE, OMIT_AT_DEFAULT, Actor, Method, TrainConfig
 
 
 @dataclass(frozen=True)
 class BCConfig(TrainConfig):
+    # use_mf came after the first results: a run without it keeps its recorded configuration
+    omit_at_default: ClassVar[dict[str, Any]] = {**OMIT_AT_DEFAULT, "use_mf": False}
+
     horizon: int = 1  # one frame: (o_t, a_t)
     hidden: int = 256
     layers: int = 2

@@ -132,6 +132,9 @@ def _why(cell: Cell, keys: list[str], bench: Bench, store: Store, failures: dict
         else:
             reasons.append(f"{k} has no result yet")
     n = len(reasons)
+    if n == len(keys) and all(r.endswith(" has no result yet") for r in reasons):
+        # the common case while a bench is under way: one shared note, not one per cell
+        return f"not run: not run yet (none of its {n} evaluations has a result)"
     shown = "; ".join(reasons[:2]) + (f"; and {n - 2} more" if n > 2 else "")
     return f"not run: {n} of {len(keys)} evaluations have no current result ({shown})"
 

@@ -93,8 +93,9 @@ DEMO_SCHEDULE: dict[str, int] = {"steps_per_epoch": 250, "log_every": 50, "ckpt_
 DEMO_DIFFUSION: dict[str, int] = {"warmup_steps": 100, "ema_start": 200, **DEMO_SCHEDULE}
 
 # Fields added after results were recorded, written out (to_dict) only when set: the
-# configuration of a run without them (config.json, checkpoints, the reproduction's unit
-# digests, which hash it) is the one recorded before they existed.
+# configuration of a run without them (config.json, checkpoints, the reproduction's and the
+# bench's unit digests, which hash it) is the one recorded before they existed. A method's
+# config class adds its own in ``omit_at_default``.
 OMIT_AT_DEFAULT = {"tf32": False, "bf16": False}
 
 
@@ -106,6 +107,8 @@ def _need(obj: Any, ok: bool, name: str, allowed: str) -> None:
 @dataclass(frozen=True)
 class TrainConfig:
     """The fields every method's configuration has: data, optimisation and bookkeeping."""
+
+    omit_at_default: ClassVar[dict[str, Any]] = OMIT_AT_DEFAULT
 
     # data: windows of `horizon` frames, returns discounted by `gamma`, built from the
     # per-frame `reward` chosen when the windows are built (macdmp.data.rewards.REWARDS)
@@ -171,12 +174,12 @@ class TrainConfig:
         return self.max_steps or self.n_epochs * self.steps_per_epoch
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of the fields (tuples as lists; the fields of OMIT_AT_DEFAULT only
-        when they differ from their default)."""
+        """A JSON-able dict of the fields (tuples as lists; the fields of ``omit_at_default``
+        only when they differ from their default)."""
         return {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(self).items()
-            if not (k in OMIT_AT_DEFAULT and v is OMIT_AT_DEFAULT[k])
+            if not (k in self.omit_at_default and v is self.omit_at_default[k])
         }
 
     @classmethod
