@@ -209,3 +209,23 @@ def test_sampling_is_reproducible_with_a_generator() -> None:
     a = sample(eps, s, (3, 4, 4), generator=torch.Generator().manual_seed(5))
     b = sample(eps, s, (3, 4, 4), generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_a_cached_graph_goes_with_the_module_whose_id_keys_it():
+    """Graphs are cached by id(models); once the models are collected their entries must be
+    gone, or a new object with the same id would replay a graph reading freed weights."""
+    import gc
+
+    from macdmp.diffusion.graphs import forget_with
+
+    cache: dict = {}
+    owner = torch.nn.Linear(2, 2)
+    key = ("plan", id(owner), (4, 8, 8))
+    cache[key] = object()
+    forget_with(owner, cache, key)
+    cache[("other",)] = object()
+    gc.collect()
+    assert key in cache  # alive: kept
+    del owner
+    gc.collect()
+    assert list(cache) == [("other",)]

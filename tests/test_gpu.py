@@ -339,3 +339,20 @@ def test_tf32_and_bf16_captured_steps_stay_close_to_float32(tmp_path, switch):
     torch.testing.assert_close(tr.acc, ref.acc, rtol=ARITH_RTOL[switch], atol=1e-3)
     for p in tr.params:
         assert p.dtype == torch.float32  # autocast changes the arithmetic, not the weights
+
+
+def test_a_plans_graphs_are_forgotten_with_its_models():
+    """The planner's CUDA graphs, keyed by id(models), go when the models are collected (a new
+    model with the same id captures its own graph instead of replaying a stale one)."""
+    import gc
+
+    import macdmp.planner.plan as plan_module
+
+    models = _cuda_models("demo")
+    obs = np.random.default_rng(0).uniform(0, 20, (6, 4))
+    plan_batch(models, obs, obs, solver="dpm2", steps=4)
+    mine = [k for k in plan_module._GRAPHS if k[0] == id(models)]
+    assert mine
+    del models
+    gc.collect()
+    assert not any(k in plan_module._GRAPHS for k in mine)

@@ -165,13 +165,15 @@ def sample_plans(
     solver: str,
     inputs: list[torch.Tensor],
     generator: torch.Generator | None,
+    owner: object | None = None,
 ) -> torch.Tensor:
     """Draw the solver's noise from ``generator`` and run ``build(*inputs, noise)`` (a call of
-    :func:`sample` with ``noise=``), replayed from a CUDA graph per ``key`` on a GPU."""
+    :func:`sample` with ``noise=``), replayed from a CUDA graph per ``key`` on a GPU; ``owner``:
+    the model whose id ``key`` holds (its graphs go with it, ``graphs.forget_with``)."""
     noise = torch.randn(
         (noise_draws(solver, sch.n_steps), *shape), generator=generator, device=sch.device
     )
-    return run_maybe_graphed(_GRAPHS, key, build, [*inputs, noise], CUDA_GRAPHS)
+    return run_maybe_graphed(_GRAPHS, key, build, [*inputs, noise], CUDA_GRAPHS, owner=owner)
 
 
 __all__ = [

@@ -129,7 +129,7 @@ class MADDActor(ReturnConditionedActor):
                           cfg=w, clip_x0=5.0, noise=noise)  # fmt: skip
 
         key = ("ma-dd", id(m), shape, solver, steps, w)
-        z = sample_plans(key, build, sch, shape, solver, [first, cond], self.generator)
+        z = sample_plans(key, build, sch, shape, solver, [first, cond], self.generator, owner=m)
         self.last_plan = z  # normalised, one row per agent (its best plan)
         with torch.inference_mode():
             n = m.normalizer

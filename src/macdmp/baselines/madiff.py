@@ -184,7 +184,9 @@ class MADiffActor(ReturnConditionedActor):
                           clip_x0=5.0, noise=noise)  # fmt: skip
 
         key = ("madiff", id(m), shape, solver, steps, w)
-        z = sample_plans(key, build, sch, shape, solver, [first, cond, mask_t], self.generator)
+        z = sample_plans(
+            key, build, sch, shape, solver, [first, cond, mask_t], self.generator, owner=m
+        )
         self.last_plan = z  # normalised, one row per agent (its best plan)
         with torch.inference_mode():
             nm = m.normalizer

@@ -198,7 +198,7 @@ class MADiffuserActor(Actor):
                 return z.view(a, c, h, CHANNELS)[torch.arange(a, device=z.device), best]
 
         key = ("ma-diffuser", id(m), shape, solver, steps, guide)
-        z = sample_plans(key, build, sch, shape, solver, [first], self.generator)
+        z = sample_plans(key, build, sch, shape, solver, [first], self.generator, owner=m)
         self.last_plan = z  # normalised, one row per agent (its best plan)
         with torch.inference_mode():
             act = m.normalizer.unact(z[:, 0, OBS]).clamp(0.0, m.rbs)

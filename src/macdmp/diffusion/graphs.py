@@ -9,6 +9,7 @@ their whole :func:`macdmp.diffusion.sampler.sample` call, and so does MA-CDMP's 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -47,6 +48,17 @@ class GraphedCall:
         return self.out.clone()
 
 
+def forget_with(owner: object, cache: dict, key: tuple) -> None:
+    """Drop ``cache[key]`` when ``owner`` is garbage-collected.
+
+    A captured graph reads its weights at the addresses they had when it was captured, and
+    callers key their graphs by ``id(models)``. Once the models are collected, a new object may
+    get the same id while the old graph stays cached, and its replay would read memory the old
+    weights no longer own: the entry must go with its owner (whose id is freed only after this
+    callback has run)."""
+    weakref.finalize(owner, cache.pop, key, None)
+
+
 def run_maybe_graphed(
     cache: dict,
     key: tuple,
@@ -54,13 +66,17 @@ def run_maybe_graphed(
     inputs: Sequence[torch.Tensor],
     enabled: bool = True,
     warmup: int = 2,
+    owner: object | None = None,
 ) -> torch.Tensor:
     """``fn(*inputs)``, replayed from a graph captured on first use of ``key`` when the inputs
     are on a CUDA device (and ``enabled``), called eagerly otherwise. ``key`` must name
     everything that changes the captured computation besides the inputs' values (shapes,
-    solver, weights...)."""
+    solver, weights...); ``owner``, the module whose weights the graph reads (whose id the key
+    holds): the graph is forgotten when it is collected (:func:`forget_with`)."""
     if not enabled or inputs[0].device.type != "cuda":
         return fn(*inputs)
     if key not in cache:
         cache[key] = GraphedCall(fn, inputs, warmup)
+        if owner is not None:
+            forget_with(owner, cache, key)
     return cache[key](*inputs)

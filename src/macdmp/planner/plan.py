@@ -396,9 +396,8 @@ def plan_batch(
             nets, sch, shape, solver, steps, w_guide, clip_x0, start, guide_min_sigma,
             mc.cond_dim, w_cfg,
         )  # fmt: skip
-        z = run_maybe_graphed(
-            _GRAPHS, key, run, [first, noise.normal_(generator=generator), *rest], warmup=3
-        )
+        inputs = [first, noise.normal_(generator=generator), *rest]
+        z = run_maybe_graphed(_GRAPHS, key, run, inputs, warmup=3, owner=models)
     else:
         run = sampling_call(
             nets, sch, shape, solver, steps, w_guide, clip_x0, start, guide_min_sigma,
