@@ -103,8 +103,8 @@ def test_cli_refuses_bad_method_options(dataset, tmp_path, capsys):
     base = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--quiet"]
     assert main([*base, "--method", "nope"]) == 2
     assert "--method: 'nope' is not one of" in capsys.readouterr().err
-    assert main([*base, "--method", "bc", "--no-mf"]) == 2
-    assert "--no-mf" in capsys.readouterr().err
+    assert main([*base, "--method", "ma-td3bc", "--no-mf"]) == 2  # acts on its own observation
+    assert "--no-mf: method ma-td3bc has no mean field" in capsys.readouterr().err
     assert main([*base, "--method", "bc", "--set", "dim=3"]) == 2
     assert "unknown key 'dim' for method bc" in capsys.readouterr().err
     assert main([*base, "--method", "bc", "--steps", "0"]) == 2

@@ -63,7 +63,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="the method's preset: demo or paper (every method), also paper-steer, fast and "
         "fast-steer (MA-CDMP); an unknown one is refused with the method's list",
     )
-    p.add_argument("--no-mf", action="store_true", help="MA-CDMP w/o MF: model x alone")
+    p.add_argument(
+        "--no-mf",
+        action="store_true",
+        help="without the mean field (use_mf=false): MA-CDMP w/o MF models x alone; BC's default",
+    )
     p.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset)")
     p.add_argument(
         "--seeds",
