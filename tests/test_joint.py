@@ -131,6 +131,13 @@ def test_runs_that_differ_outside_the_joint_children_cannot_act_as_one():
     assert reason is not None and "normalizer" in reason
     with pytest.raises(ValueError, match="cannot act jointly: normalizer"):
         JointModel(ms)
+    # a configuration field the actor reads (not one the trainer applies per run)
+    warm = models(2)
+    warm[1].cfg = warm[1].cfg.replace(warm=0.3)
+    assert why_not_joint(warm) == "config field warm differs (0.0, 0.3)"
+    seeds = models(2)
+    seeds[1].cfg = seeds[1].cfg.replace(seed=5, lr=1e-3)  # applied per run: may differ
+    assert why_not_joint(seeds) is None
     from macdmp.baselines.bc import BehaviourCloning
 
     cfg = method_config("bc", "demo")

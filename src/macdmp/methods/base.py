@@ -79,6 +79,21 @@ BOOKKEEPING_KEYS = (
     "eval_seeds",
     "eval_frames",
 )
+# Configuration fields that may differ between runs trained as one stacked model, or acting as
+# one (macdmp.methods.stacked, macdmp.methods.joint): the trainer applies them per run
+# (initialisation seed and generator, optimiser, schedule, clipping, EMA) or they are run length
+# and bookkeeping. Every other field may be read by the loss or the actor, and must be equal.
+PER_RUN_KEYS = (
+    "seed",
+    "lr",
+    "lr_schedule",
+    "warmup_steps",
+    "min_lr_ratio",
+    "grad_clip",
+    "ema_decay",
+    "ema_start",
+    *BOOKKEEPING_KEYS,
+)
 # Fields that may change when a run is resumed: run length and bookkeeping only.
 RESUMABLE_KEYS = (
     *BOOKKEEPING_KEYS,

@@ -16,8 +16,8 @@ stacked.StackedTrainer`): the K runs' networks are simulated side by side, each 
 acting by its own weights, in one call per frame; each run then records its evaluation as it
 would alone. What differs from K evaluations alone: the sampler's noise for all K runs comes
 from one generator, so a run's result equals its evaluation alone in distribution, not bit for
-bit (tests/test_joint.py checks the children against the runs' own modules, and that one run
-evaluated jointly is the run evaluated alone).
+bit (tests/test_joint.py checks the children against the runs' own modules, and that every
+call of a joint plan gives each run only its own agents).
 
 Runs can act jointly when they share the method and its configuration (but the fields each run
 applies to itself), and every tensor and plain attribute outside the joint children is equal
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from macdmp.methods.base import Method
+from macdmp.methods.base import PER_RUN_KEYS, Method
 from macdmp.methods.policy import ActorPolicy
 from macdmp.policies.episodes import run_groups
 from macdmp.sim.seeds import validation_seeds
@@ -101,8 +101,8 @@ def _plain_attrs(module: nn.Module) -> dict[str, Any]:
 
 def why_not_joint(methods: Sequence[Method]) -> str | None:
     """None when these run modules can act as one :class:`JointModel`, else the first reason
-    they cannot (another method, no joint children, a tensor or attribute outside the joint
-    children that differs)."""
+    they cannot (another method, no joint children, a configuration field other than
+    ``PER_RUN_KEYS``, or a tensor or attribute outside the joint children, that differs)."""
     if not methods:
         return "no runs"
     m0 = methods[0]
@@ -112,6 +112,12 @@ def why_not_joint(methods: Sequence[Method]) -> str | None:
     for m in methods[1:]:
         if type(m) is not type(m0):
             return f"methods differ ({m0.name}, {m.name})"
+    cfg0 = {k: v for k, v in m0.cfg.to_dict().items() if k not in PER_RUN_KEYS}
+    for m in methods[1:]:
+        cfg = {k: v for k, v in m.cfg.to_dict().items() if k not in PER_RUN_KEYS}
+        if cfg != cfg0:
+            key = next(k for k in sorted(set(cfg0) | set(cfg)) if cfg0.get(k) != cfg.get(k))
+            return f"config field {key} differs ({cfg0.get(key)!r}, {cfg.get(key)!r})"
     skip = tuple(f"{n}." for n in names)
     state0 = {k: v for k, v in m0.state_dict().items() if not k.startswith(skip)}
     attrs0 = _plain_attrs(m0)

@@ -62,7 +62,7 @@ from torch.overrides import TorchFunctionMode
 
 from macdmp.common.progress import progress_bar
 from macdmp.common.signals import stop_requests
-from macdmp.methods.base import BOOKKEEPING_KEYS, lr_factor, lr_factor_tensor
+from macdmp.methods.base import PER_RUN_KEYS, lr_factor, lr_factor_tensor
 from macdmp.methods.joint import JointModel, evaluate_jointly, why_not_joint
 from macdmp.methods.trainer import (
     WARMUP_STEPS_BEFORE_CAPTURE,
@@ -73,20 +73,6 @@ from macdmp.methods.trainer import (
     wait_for_device,
 )
 
-# Configuration fields that may differ between stacked runs: the trainer applies them per run
-# (initialisation seed and generator, optimiser, schedule, clipping, EMA) or they are run length
-# and bookkeeping. Every other field may be read by the loss, and must be equal.
-PER_RUN_KEYS = (
-    "seed",
-    "lr",
-    "lr_schedule",
-    "warmup_steps",
-    "min_lr_ratio",
-    "grad_clip",
-    "ema_decay",
-    "ema_start",
-    *BOOKKEEPING_KEYS,
-)
 # Plain attributes of a method's modules (numbers, strings) must be equal across stacked runs,
 # since the one vmapped loss reads those of the first run. These are read only when acting, so
 # they may differ (MA-CDMP's default target return comes from the dataset's statistics).
