@@ -4,13 +4,12 @@ validation runs jointly with each run recording its own result."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from test_selection import dataset  # noqa: F401  (a fixture: a small collected dataset)
+from test_stacked import one_thread  # noqa: F401  (a fixture: one torch thread)
 
-from macdmp.app.main import main
 from macdmp.data.windows import open_windows
 from macdmp.methods import read_evals
 from macdmp.methods.base import make_config as method_config
@@ -24,14 +23,6 @@ from macdmp.planner.plan import plan_batch
 from macdmp.planner.synthetic import SyntheticWindows
 
 TINY = {"horizon": 8, "dim": 8, "groups": 4, "n_diffusion_steps": 10, "inv_hidden": 32}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def models(k: int, guidance: str = "cfg", same: bool = False) -> list[PlannerModels]:
@@ -147,16 +138,8 @@ def test_runs_that_differ_outside_the_joint_children_cannot_act_as_one():
     assert "methods differ" in why_not_joint([ms[0], bcs[0]])
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("joint") / "d.h5"
-    args = ["collect", "--out", str(path), "--trajectories", "4", "--frames", "120"]
-    assert main([*args, "--scenarios", "n9-2to7", "--quiet"]) == 0
-    return path
-
-
 @pytest.mark.parametrize("joint", [True, False], ids=["joint", "one-at-a-time"])
-def test_stacked_runs_validate_jointly_each_keeping_its_own_best(dataset, tmp_path, joint):
+def test_stacked_runs_validate_jointly_each_keeping_its_own_best(dataset, tmp_path, joint):  # noqa: F811
     sets = {
         **TINY,
         "n_epochs": 1,

@@ -40,7 +40,7 @@ from macdmp.methods.policy import ActorPolicy
 from macdmp.policies.episodes import run_groups
 from macdmp.sim.seeds import validation_seeds
 
-_PLAIN = (bool, int, float, str, tuple, type(None))
+PLAIN = (bool, int, float, str, tuple, type(None))  # the attribute kinds compared
 
 
 class _Vmapped(nn.Module):
@@ -90,13 +90,26 @@ class _Vmapped(nn.Module):
         return out.reshape(rows, *out.shape[2:])
 
 
-def _plain_attrs(module: nn.Module) -> dict[str, Any]:
+def module_attrs(method: nn.Module, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The plain attributes (numbers, strings) of every submodule, by dotted name (attribute
+    names in ``skip`` left out); runs acting or trained as one must agree on them."""
     out = {}
-    for prefix, m in module.named_modules():
-        for key, v in vars(m).items():
-            if not key.startswith("_") and isinstance(v, _PLAIN) and key != "training":
-                out[f"{prefix}.{key}" if prefix else key] = v
+    for prefix, mod in method.named_modules():
+        for key, value in vars(mod).items():
+            if key.startswith("_") or key == "training" or key in skip:
+                continue
+            if isinstance(value, PLAIN):
+                out[f"{prefix}.{key}" if prefix else key] = value
     return out
+
+
+def first_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first key (sorted) whose values differ, with both values ("(none)" where absent)."""
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "(none)"), b.get(key, "(none)")
+        if va != vb:
+            return key, va, vb
+    return None
 
 
 def why_not_joint(methods: Sequence[Method]) -> str | None:
@@ -113,26 +126,23 @@ def why_not_joint(methods: Sequence[Method]) -> str | None:
         if type(m) is not type(m0):
             return f"methods differ ({m0.name}, {m.name})"
     cfg0 = {k: v for k, v in m0.cfg.to_dict().items() if k not in PER_RUN_KEYS}
-    for m in methods[1:]:
-        cfg = {k: v for k, v in m.cfg.to_dict().items() if k not in PER_RUN_KEYS}
-        if cfg != cfg0:
-            key = next(k for k in sorted(set(cfg0) | set(cfg)) if cfg0.get(k) != cfg.get(k))
-            return f"config field {key} differs ({cfg0.get(key)!r}, {cfg.get(key)!r})"
     skip = tuple(f"{n}." for n in names)
     state0 = {k: v for k, v in m0.state_dict().items() if not k.startswith(skip)}
-    attrs0 = _plain_attrs(m0)
+    attrs0 = {k: v for k, v in module_attrs(m0).items() if not k.startswith(skip)}
     for m in methods[1:]:
+        cfg = {k: v for k, v in m.cfg.to_dict().items() if k not in PER_RUN_KEYS}
+        diff = first_difference(cfg0, cfg)
+        if diff is not None:
+            return f"config field {diff[0]} differs ({diff[1]!r}, {diff[2]!r})"
         state = m.state_dict()
         for key, v in state0.items():
             w = state.get(key)
             if w is None or w.shape != v.shape or not torch.equal(w, v):
                 return f"{key} differs between the runs (the data's statistics?)"
-        attrs = _plain_attrs(m)
-        for key, v in attrs0.items():
-            if key.startswith(skip):
-                continue
-            if attrs.get(key) != v:
-                return f"{key} differs between the runs ({v!r}, {attrs.get(key)!r})"
+        attrs = {k: v for k, v in module_attrs(m).items() if not k.startswith(skip)}
+        diff = first_difference(attrs0, attrs)
+        if diff is not None:
+            return f"{diff[0]} differs between the runs ({diff[1]!r}, {diff[2]!r})"
     return None
 
 

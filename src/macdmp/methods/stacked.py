@@ -63,7 +63,13 @@ from torch.overrides import TorchFunctionMode
 from macdmp.common.progress import progress_bar
 from macdmp.common.signals import stop_requests
 from macdmp.methods.base import PER_RUN_KEYS, lr_factor, lr_factor_tensor
-from macdmp.methods.joint import JointModel, evaluate_jointly, why_not_joint
+from macdmp.methods.joint import (
+    JointModel,
+    evaluate_jointly,
+    first_difference,
+    module_attrs,
+    why_not_joint,
+)
 from macdmp.methods.trainer import (
     WARMUP_STEPS_BEFORE_CAPTURE,
     Trainer,
@@ -77,7 +83,6 @@ from macdmp.methods.trainer import (
 # since the one vmapped loss reads those of the first run. These are read only when acting, so
 # they may differ (MA-CDMP's default target return comes from the dataset's statistics).
 ACTING_ONLY_ATTRS: dict[str, tuple[str, ...]] = {"ma-cdmp": ("default_target",)}
-_PLAIN = (bool, int, float, str, tuple, type(None))
 # Factory functions whose results are made per run inside the vmapped loss when the loss writes
 # per-run values into a tensor it created (vmap refuses such in-place writes otherwise).
 _FACTORIES = (torch.zeros, torch.ones, torch.empty, torch.full)
@@ -105,18 +110,6 @@ def _label(k: int, tr: Trainer) -> str:
     return f"run {k} ({tr.run_dir})"
 
 
-def _module_attrs(method: nn.Module, skip: tuple[str, ...]) -> dict[str, Any]:
-    """The plain attributes (numbers, strings) of every submodule, by dotted name."""
-    out = {}
-    for prefix, mod in method.named_modules():
-        for key, value in vars(mod).items():
-            if key.startswith("_") or key == "training" or key in skip:
-                continue
-            if isinstance(value, _PLAIN):
-                out[f"{prefix}.{key}" if prefix else key] = value
-    return out
-
-
 def _tensor_layout(method: nn.Module) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     for name, p in method.named_parameters():
@@ -124,14 +117,6 @@ def _tensor_layout(method: nn.Module) -> dict[str, tuple]:
     for name, b in method.named_buffers():
         out[f"buffer {name}"] = (tuple(b.shape), b.dtype)
     return out
-
-
-def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key, "(none)"), b.get(key, "(none)")
-        if va != vb:
-            return key, va, vb
-    return None
 
 
 def check_stackable(trainers: Sequence[Trainer]) -> None:
@@ -142,7 +127,7 @@ def check_stackable(trainers: Sequence[Trainer]) -> None:
     name = t0.method.name
     skip = ACTING_ONLY_ATTRS.get(name, ())
     cfg0 = {k: v for k, v in t0.cfg.to_dict().items() if k not in PER_RUN_KEYS}
-    attrs0, layout0 = _module_attrs(t0.method, skip), _tensor_layout(t0.method)
+    attrs0, layout0 = module_attrs(t0.method, skip), _tensor_layout(t0.method)
     for k, tr in enumerate(trainers[1:], start=1):
         this, first = _label(k, tr), _label(0, t0)
         if type(tr.method) is not type(t0.method):
@@ -159,7 +144,7 @@ def check_stackable(trainers: Sequence[Trainer]) -> None:
                     "one step function and one step counter)"
                 )
         cfg = {k2: v for k2, v in tr.cfg.to_dict().items() if k2 not in PER_RUN_KEYS}
-        diff = _first_difference(cfg0, cfg)
+        diff = first_difference(cfg0, cfg)
         if diff:
             raise NotStackable(
                 f"config {diff[0]}: {first} has {diff[1]!r}, {this} has {diff[2]!r} (only "
@@ -167,9 +152,9 @@ def check_stackable(trainers: Sequence[Trainer]) -> None:
             )
         for what, a, b in (
             ("shapes", layout0, _tensor_layout(tr.method)),
-            ("attribute", attrs0, _module_attrs(tr.method, skip)),
+            ("attribute", attrs0, module_attrs(tr.method, skip)),
         ):
-            diff = _first_difference(a, b)
+            diff = first_difference(a, b)
             if diff:
                 raise NotStackable(
                     f"{what}: {diff[0]} is {diff[1]} in {first}, {diff[2]} in {this}"
