@@ -324,6 +324,17 @@ def test_committed_results_rebuild_to_the_same_answers(folder, tmp_path):
     rebuilt = _rebuild(folder, tmp_path)
     assert rebuilt["answers"] == committed["answers"]
     assert rebuilt["cells"] == committed["cells"]
+    brief = (tmp_path / "leaderboard.md").read_text()
+    assert brief == (folder / "leaderboard.md").read_text()
+
+
+def test_the_readme_shows_the_committed_paper_scale_leaderboard():
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    start = readme.index("<!-- leaderboard: a copy of docs/bench/paper/leaderboard.md")
+    block = readme[readme.index("\n", start) + 1 : readme.index("<!-- /leaderboard -->")]
+    assert block == (DOCS / "paper" / "leaderboard.md").read_text(), (
+        "README.md: copy docs/bench/paper/leaderboard.md between the leaderboard markers"
+    )
 
 
 def _cells_filled_or_marked(rec: dict) -> None:

@@ -345,8 +345,10 @@ def test_a_plans_graphs_are_forgotten_with_its_models():
     """The planner's CUDA graphs, keyed by id(models), go when the models are collected (a new
     model with the same id captures its own graph instead of replaying a stale one)."""
     import gc
+    import importlib
 
-    import macdmp.planner.plan as plan_module
+    # the package's name `plan` is the function; the module holds the cache
+    plan_module = importlib.import_module("macdmp.planner.plan")
 
     models = _cuda_models("demo")
     obs = np.random.default_rng(0).uniform(0, 20, (6, 4))

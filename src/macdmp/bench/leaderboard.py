@@ -406,6 +406,34 @@ def _notes(notes: dict[str, int], shown: set[int]) -> list[str]:
     return ["", "Not run: " + "; ".join(f"({n}) {why}" for n, why in new) + "."] if new else []
 
 
+def summary_table(board: Board, bold: dict[tuple[str, str], str]) -> list[str]:
+    """The leaderboard in brief, for a page that cannot hold the report's (the README): the
+    first RF condition's columns, the rows with at least one result there (a cell without one
+    reads "—"), and one line naming the rows with none."""
+    b = board.bench
+    rf = b.scale.rfs[0]
+    fams = [f for f, r in b.columns if r == rf]
+    filled, empty = [], []
+    for r in b.rows:
+        texts = [board.text[(r.name, f, rf)] for f in fams]
+        if all(t.startswith("not run: ") for t in texts):
+            empty.append(r.label)
+            continue
+        cells = [
+            "—" if t.startswith("not run: ") else f"**{t}**" if bold.get((f, rf)) == r.name else t
+            for f, t in zip(fams, texts, strict=True)
+        ]
+        filled.append(f"| {r.label} | {KIND_TEXT[r.kind]} | " + " | ".join(cells) + " |")
+    out = [
+        f"| method | kind | {' | '.join(fams)} |",
+        "| --- | --- |" + " --- |" * len(fams),
+        *filled,
+    ]
+    if empty:
+        out += ["", "No result yet: " + ", ".join(empty) + "."]
+    return out
+
+
 def _settings(b: Bench) -> list[str]:
     sc, base = b.scale, b.scale.base
     c = base.common
@@ -436,8 +464,9 @@ def _settings(b: Bench) -> list[str]:
 def write_report(
     bench: Bench, out: str | Path, plots: bool = True, use_stale: bool = False
 ) -> dict[str, Any]:
-    """Write report.md, answers.json, heatmap.png and bars-FAMILY.png into ``out``; returns the
-    answers.json content. ``use_stale``: also use results made with other settings."""
+    """Write report.md, leaderboard.md (the table in brief), answers.json, heatmap.png and
+    bars-FAMILY.png into ``out``; returns the answers.json content. ``use_stale``: also use
+    results made with other settings."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out)
@@ -471,6 +500,14 @@ def write_report(
         "cells": cells,
     }
     write_json_atomic(out / "answers.json", record)
+    brief = [
+        f"Loss-aware delay (ms), {rfs[0]} RF, `{sc.name}` scale; learned methods: selected "
+        "checkpoint, mean ± sd over the training seeds; bold: the best deployable allocator; "
+        "—: not run yet.",
+        "",
+        *summary_table(board, bold),
+    ]
+    atomic_write_text(out / "leaderboard.md", "\n".join(brief) + "\n")
     if plots:
         plot_heatmap(board, out / "heatmap.png")
         for fam in b.families:

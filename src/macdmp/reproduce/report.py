@@ -123,9 +123,10 @@ def work_list_lines(
         if st == "done":
             res = store.read(k) or {}
             kind = plan.units[k].kind
-            wall[kind] = wall.get(kind, 0.0) + float(res.get("wall_s", 0.0)) / max(
-                1, int(res.get("packed_with", 1))
-            )
+            # a training run's own clock covers every segment of it (a resumed run's wall_s
+            # is its last process's); runs packed together share it
+            spent = res.get("train_wall_s", res.get("wall_s", 0.0))
+            wall[kind] = wall.get(kind, 0.0) + float(spent) / max(1, int(res.get("packed_with", 1)))
             cpu[kind] = cpu.get(kind, 0.0) + float(res.get("cpu_s", 0.0))
             if res.get("machine"):
                 machines.add(res["machine"])
@@ -136,7 +137,8 @@ def work_list_lines(
         f"{len(keys)} units: {counts['done']} done, {counts['pending']} not run yet, "
         f"{counts['stale']} stale (made with other settings; rerun to redo them), "
         f"{len(failures)} failed at their last attempt.",
-        "Wall time of the units done, by kind (seconds; packed training runs share theirs): "
+        "Wall time of the units done, by kind (seconds; a training run over all its segments, runs "
+        "packed together sharing theirs): "
         + (", ".join(f"{k} {v:.0f}" for k, v in sorted(wall.items())) or "none")
         + "; CPU time of the process running them: "
         + (", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())) or "none")
