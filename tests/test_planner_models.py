@@ -148,3 +148,29 @@ def test_plan_validates_inputs() -> None:
         plan(m, obs, obs, n_candidates=0)
     with pytest.raises(ValueError, match="steps"):
         plan(m, obs, obs, solver="ddpm", steps=5)
+
+
+def test_inverse_dynamics_reads_the_mean_field_with_inv_mf() -> None:
+    """``inv_mf``: f_phi reads the own observation and the mean field of both frames, in the
+    loss and in planning; without it (the paper's f_phi, the default, left out of a run's
+    params) the mean field does not reach the action of a given plan."""
+    assert "inv_mf" not in make_config("paper").to_dict()
+    with pytest.raises(ValueError, match="^inv_mf: "):
+        make_config("demo", use_mf=False, inv_mf=True)
+    batch = {
+        k: torch.as_tensor(v)
+        for k, v in SyntheticWindows(8, 0.99).sample(16, np.random.default_rng(0)).items()
+    }
+    other = dict(batch, xbar=batch["xbar"] + 5.0)
+    obs = torch.full((3, 4), 10.0)
+    for inv_mf, width in ((False, 4), (True, 8)):
+        m, _ = tiny_models(inv_mf=inv_mf)
+        assert m.invdyn.net[0].in_features == 2 * width
+        gen = torch.Generator()
+        losses = [m.loss(b, gen.manual_seed(0))["inv"] for b in (batch, other)]
+        z = m.to_model_space(torch.full((3, 8, 4), 12.0), torch.full((3, 8, 4), 12.0))
+        acts = [m.plan_action(obs, mf, z) for mf in (obs, obs + 5.0)]
+        reads_mf = not torch.equal(losses[0], losses[1]), not torch.equal(*acts)
+        assert reads_mf == (inv_mf, inv_mf)
+    with pytest.raises(ValueError, match="inv_mf"):
+        m.action_rbs(obs, obs)

@@ -64,9 +64,9 @@ def test_onnx_export_reproduces_the_eager_model(models) -> None:
         torch.set_num_threads(threads)
 
 
-def _cfg_models() -> PlannerModels:
+def _cfg_models(**overrides) -> PlannerModels:
     """A small untrained model of classifier-free guidance, the same every call."""
-    cfg = make_config("demo", **SMALL, guidance="cfg")
+    cfg = make_config("demo", **SMALL, guidance="cfg", **overrides)
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
     torch.manual_seed(0)
     return PlannerModels(cfg, data.stats, data.rbs).eval().requires_grad_(False)
@@ -130,6 +130,27 @@ def test_fused_plan_gives_the_eager_plans_and_decisions() -> None:
         assert "onnx fused" in actor.label
         np.testing.assert_allclose(acts["fused"], acts["torch"], rtol=0, atol=FUSED_ATOL)
         assert np.ptp(acts["fused"], axis=0).max() > 0  # the decisions change frame by frame
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_fused_plan_of_an_inverse_dynamics_with_the_mean_field() -> None:
+    """inv_mf: the fused graph takes the measured mean field to the inverse dynamics as eager
+    torch does (the mean field differs from the observation here)."""
+    pytest.importorskip("onnxruntime")
+    m = _cfg_models(inv_mf=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {}
+        for backend in ("torch", "fused"):
+            gen = torch.Generator().manual_seed(0)
+            out[backend] = plan_batch(
+                m, _obs(3), _obs(3, 9), "dpm2", 5, cfg=1.2, generator=gen,
+                speed=Speed(backend=backend),
+            )  # fmt: skip
+        for r, o in zip(out["torch"], out["fused"], strict=True):
+            torch.testing.assert_close(o, r, rtol=0, atol=FUSED_ATOL)
     finally:
         torch.set_num_threads(threads)
 

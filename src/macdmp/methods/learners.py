@@ -75,7 +75,8 @@ class Normalizer(nn.Module):
 
 
 class InverseDynamics(nn.Module):
-    """f_phi: normalised (o_t, o_t+1) -> normalised action, an MLP."""
+    """f_phi: normalised (o_t, o_t+1) -> normalised action, an MLP. ``obs_dim``: the width of
+    what it reads of one frame (the own observation, or with it the mean field)."""
 
     def __init__(self, obs_dim: int, hidden: int, layers: int) -> None:
         super().__init__()

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape, condition_keep
 from macdmp.diffusion.sampler import Conditioning
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
-from macdmp.methods.base import DEMO_DIFFUSION, Actor, Method, TrainConfig
+from macdmp.methods.base import DEMO_DIFFUSION, OMIT_AT_DEFAULT, Actor, Method, TrainConfig
 from macdmp.methods.base import make_config as base_make_config
 from macdmp.methods.learners import InverseDynamics, Normalizer, default_target
 from macdmp.planner.plan import GUIDANCE
@@ -25,6 +25,9 @@ class PlannerConfig(TrainConfig):
     """MA-CDMP's configuration: the common training fields plus its models; validated when
     built."""
 
+    # fields added after results were recorded, left out of a run's params at their default
+    omit_at_default: ClassVar[dict[str, Any]] = {**OMIT_AT_DEFAULT, "inv_mf": False}
+
     obs_dim: int = 4
     use_mf: bool = True
     # backbones (Diffuser's reference settings)
@@ -34,6 +37,9 @@ class PlannerConfig(TrainConfig):
     groups: int = 8
     inv_hidden: int = 256
     inv_layers: int = 2
+    # the inverse dynamics also reads the mean field, measured at t and planned at t+1
+    # (docs/adaptive-study.md, section 5); False is the paper's f_phi(o_t, o_t+1)
+    inv_mf: bool = False
     # diffusion
     n_diffusion_steps: int = 100
     beta_schedule: str = "cosine"
@@ -65,6 +71,9 @@ class PlannerConfig(TrainConfig):
         need(self.horizon >= 2, "horizon", ">= 2 (a plan needs o_t and o_t+1)")
         need(self.inv_hidden >= 1, "inv_hidden", ">= 1")
         need(self.inv_layers >= 1, "inv_layers", ">= 1")
+        need(
+            self.use_mf or not self.inv_mf, "inv_mf", "False when use_mf is False (it reads the MF)"
+        )
         need(self.n_diffusion_steps >= 2, "n_diffusion_steps", ">= 2")
         need(self.beta_schedule in SCHEDULES, "beta_schedule", f"one of {SCHEDULES}")
         for w in ("w_inv", "w_diff", "w_cls"):
@@ -175,7 +184,10 @@ class PlannerModels(Method):
         # so the checkpoint's state dict is the same for either guidance)
         self.default_target = default_target(stats)
         self.classifier = HalfUNet(cfg.horizon, cfg.channels, **unet)
-        self.invdyn = InverseDynamics(cfg.obs_dim, cfg.inv_hidden, cfg.inv_layers)
+        # f_phi's input per frame: the own observation, and the mean field with inv_mf
+        self.invdyn = InverseDynamics(
+            cfg.obs_dim * (2 if cfg.inv_mf else 1), cfg.inv_hidden, cfg.inv_layers
+        )
 
     def schedule(self, device: torch.device | str | None = None) -> NoiseSchedule:
         """The noise schedule the models were trained with, on ``device`` (default: theirs)."""
@@ -197,11 +209,34 @@ class PlannerModels(Method):
         own = self.normalizer.unobs(z[..., :d])
         return own, (self.normalizer.unmf(z[..., d:]) if self.cfg.use_mf else None)
 
-    def action_rbs(self, o_t: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
-        """Raw observations -> demand in RBs, clipped to [0, rbs] (what the simulator takes)."""
+    def action_rbs(
+        self,
+        o_t: torch.Tensor,
+        o_next: torch.Tensor,
+        mf_t: torch.Tensor | None = None,
+        mf_next: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Raw observations (and, with ``inv_mf``, raw mean fields) -> demand in RBs, clipped
+        to [0, rbs] (what the simulator takes)."""
         n = self.normalizer
-        a = n.unact(self.invdyn(n.obs(o_t), n.obs(o_next)))
-        return a.clamp(0.0, self.rbs)
+        if self.cfg.inv_mf:
+            if mf_t is None or mf_next is None:
+                raise ValueError("mean_field: this model's inverse dynamics reads it (inv_mf)")
+            now = torch.cat([n.obs(o_t), n.mf(mf_t)], dim=-1)
+            nxt = torch.cat([n.obs(o_next), n.mf(mf_next)], dim=-1)
+            return n.unact(self.invdyn(now, nxt)).clamp(0.0, self.rbs)
+        return n.unact(self.invdyn(n.obs(o_t), n.obs(o_next))).clamp(0.0, self.rbs)
+
+    def plan_action(
+        self, o_t: torch.Tensor, mf_t: torch.Tensor | None, z: torch.Tensor
+    ) -> torch.Tensor:
+        """The demand (RBs) of plans ``z`` (model space, (A, H, channels)) made from the raw
+        observation ``o_t`` and mean field ``mf_t``: the inverse dynamics on o_t (the plan's
+        pinned first entry, exactly) and the plan's next frame."""
+        own, mf = self.from_model_space(z)
+        if self.cfg.inv_mf:
+            return self.action_rbs(o_t, own[:, 1], mf_t, mf[:, 1])  # type: ignore[index]
+        return self.action_rbs(o_t, own[:, 1])
 
     def predict_return(
         self, x: torch.Tensor, xbar: torch.Tensor | None, k: int = 1
@@ -256,7 +291,10 @@ def joint_loss(
         eps = models.eps(zk, idx)
     diff = (eps - noise)[:, 1:].pow(2).mean()
     cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
-    pred = models.invdyn(n.obs(x[:, :-1]), n.obs(x[:, 1:]))
+    # f_phi on the data's transitions (own observations, and the mean field with inv_mf: the
+    # first channels of the model space, normalised as the planner's)
+    seen = z0 if cfg.inv_mf else n.obs(x)
+    pred = models.invdyn(seen[:, :-1], seen[:, 1:])
     inv = (pred - n.act(act[:, :-1])).pow(2).mean()
     loss = cfg.w_inv * inv + cfg.w_diff * diff + cfg.w_cls * cls
     return {"loss": loss, "inv": inv, "diff": diff, "cls": cls}

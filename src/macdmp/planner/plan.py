@@ -219,8 +219,7 @@ class _FusedRuns:
                 k1 = torch.zeros(z.shape[0], dtype=torch.long)
                 best = models.classifier(z, k1).view(a, n_candidates).argmax(dim=1)
                 z = z.view(a, n_candidates, h, -1)[torch.arange(a), best]
-            own, _ = models.from_model_space(z)
-            return models.action_rbs(obs, own[:, 1]), z
+            return models.plan_action(obs, mf, z), z
 
         examples = {"obs": torch.zeros(a, mc.obs_dim), "noise": torch.zeros(shape)}
         if mc.use_mf:
@@ -410,9 +409,8 @@ def plan_batch(
             score = models.classifier(z, k1).view(a, n_candidates)
             best = score.argmax(dim=1)
             z = z.view(a, n_candidates, h, -1)[torch.arange(a, device=device), best]
-        own, _ = models.from_model_space(z)
         # The pinned first entry is the current observation exactly; act on it and o_t+1.
-        actions = models.action_rbs(o, own[:, 1])
+        actions = models.plan_action(o, mf, z)
     return actions, z
 
 
