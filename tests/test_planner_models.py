@@ -150,27 +150,38 @@ def test_plan_validates_inputs() -> None:
         plan(m, obs, obs, solver="ddpm", steps=5)
 
 
-def test_inverse_dynamics_reads_the_mean_field_with_inv_mf() -> None:
-    """``inv_mf``: f_phi reads the own observation and the mean field of both frames, in the
-    loss and in planning; without it (the paper's f_phi, the default, left out of a run's
+def test_inverse_dynamics_reads_the_mean_field_inv_mf_names() -> None:
+    """``inv_mf``: f_phi also reads the mean field at t ("now") or at t and t+1 ("both"), in the
+    loss and in planning; with "none" (the paper's f_phi, the default, left out of a run's
     params) the mean field does not reach the action of a given plan."""
     assert "inv_mf" not in make_config("paper").to_dict()
-    with pytest.raises(ValueError, match="^inv_mf: "):
-        make_config("demo", use_mf=False, inv_mf=True)
+    for bad in ({"inv_mf": "next"}, {"use_mf": False, "inv_mf": "now"}):
+        with pytest.raises(ValueError, match="^inv_mf: "):
+            make_config("demo", **bad)
     batch = {
         k: torch.as_tensor(v)
         for k, v in SyntheticWindows(8, 0.99).sample(16, np.random.default_rng(0)).items()
     }
-    other = dict(batch, xbar=batch["xbar"] + 5.0)
+    shifted = {"now": batch["xbar"] + 5.0, "next": batch["xbar"].clone()}
+    shifted["next"][:, 1:] += 5.0  # the mean field of every frame but the first
     obs = torch.full((3, 4), 10.0)
-    for inv_mf, width in ((False, 4), (True, 8)):
+    plan_mf = torch.full((3, 8, 4), 12.0)
+    for inv_mf, frames, reads in (("none", 2, set()), ("now", 3, {"now"}), ("both", 4, {"now"})):
         m, _ = tiny_models(inv_mf=inv_mf)
-        assert m.invdyn.net[0].in_features == 2 * width
+        assert m.invdyn.net[0].in_features == 4 * frames
         gen = torch.Generator()
-        losses = [m.loss(b, gen.manual_seed(0))["inv"] for b in (batch, other)]
-        z = m.to_model_space(torch.full((3, 8, 4), 12.0), torch.full((3, 8, 4), 12.0))
-        acts = [m.plan_action(obs, mf, z) for mf in (obs, obs + 5.0)]
-        reads_mf = not torch.equal(losses[0], losses[1]), not torch.equal(*acts)
-        assert reads_mf == (inv_mf, inv_mf)
+        base = m.loss(batch, gen.manual_seed(0))["inv"]
+        read = {
+            k for k, xbar in shifted.items()
+            if not torch.equal(m.loss(dict(batch, xbar=xbar), gen.manual_seed(0))["inv"], base)
+        }  # fmt: skip
+        # the loss of "now" reads m_t of each transition, so a shift from the second frame on
+        # reaches it too; "both" reads every frame; "none" none
+        assert read == ({"now", "next"} if inv_mf != "none" else set())
+        z = m.to_model_space(torch.full((3, 8, 4), 12.0), plan_mf)
+        acts = {k: m.plan_action(obs, mf, z) for k, mf in (("a", obs), ("b", obs + 5.0))}
+        assert torch.equal(acts["a"], acts["b"]) == (not reads)
+        z2 = m.to_model_space(torch.full((3, 8, 4), 12.0), plan_mf + 5.0)
+        assert torch.equal(m.plan_action(obs, obs, z2), acts["a"]) == (inv_mf != "both")
     with pytest.raises(ValueError, match="inv_mf"):
         m.action_rbs(obs, obs)

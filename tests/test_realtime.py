@@ -138,7 +138,7 @@ def test_fused_plan_of_an_inverse_dynamics_with_the_mean_field() -> None:
     """inv_mf: the fused graph takes the measured mean field to the inverse dynamics as eager
     torch does (the mean field differs from the observation here)."""
     pytest.importorskip("onnxruntime")
-    m = _cfg_models(inv_mf=True)
+    m = _cfg_models(inv_mf="both")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

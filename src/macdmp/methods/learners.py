@@ -75,13 +75,13 @@ class Normalizer(nn.Module):
 
 
 class InverseDynamics(nn.Module):
-    """f_phi: normalised (o_t, o_t+1) -> normalised action, an MLP. ``obs_dim``: the width of
-    what it reads of one frame (the own observation, or with it the mean field)."""
+    """f_phi: normalised (o_t, o_t+1) -> normalised action, an MLP. ``extra``: the width of
+    what it reads besides the two observations (MA-CDMP's ``inv_mf``), concatenated to them."""
 
-    def __init__(self, obs_dim: int, hidden: int, layers: int) -> None:
+    def __init__(self, obs_dim: int, hidden: int, layers: int, extra: int = 0) -> None:
         super().__init__()
         mods: list[nn.Module] = []
-        width = 2 * obs_dim
+        width = 2 * obs_dim + extra
         for _ in range(layers):
             mods += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden

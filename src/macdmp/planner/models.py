@@ -19,6 +19,9 @@ from macdmp.methods.learners import InverseDynamics, Normalizer, default_target
 from macdmp.planner.plan import GUIDANCE
 from macdmp.planner.policy import PlannerActor
 
+# what of the mean field the inverse dynamics reads besides (o_t, o_t+1) (PlannerConfig.inv_mf)
+INV_MF = ("none", "now", "both")
+
 
 @dataclass(frozen=True)
 class PlannerConfig(TrainConfig):
@@ -26,7 +29,7 @@ class PlannerConfig(TrainConfig):
     built."""
 
     # fields added after results were recorded, left out of a run's params at their default
-    omit_at_default: ClassVar[dict[str, Any]] = {**OMIT_AT_DEFAULT, "inv_mf": False}
+    omit_at_default: ClassVar[dict[str, Any]] = {**OMIT_AT_DEFAULT, "inv_mf": "none"}
 
     obs_dim: int = 4
     use_mf: bool = True
@@ -37,9 +40,10 @@ class PlannerConfig(TrainConfig):
     groups: int = 8
     inv_hidden: int = 256
     inv_layers: int = 2
-    # the inverse dynamics also reads the mean field, measured at t and planned at t+1
-    # (docs/adaptive-study.md, section 5); False is the paper's f_phi(o_t, o_t+1)
-    inv_mf: bool = False
+    # what of the mean field the inverse dynamics reads besides (o_t, o_t+1) (docs/adaptive-
+    # study.md, section 5): "none" (the paper's f_phi), "now" (the measured m_t), "both" (m_t
+    # and the plan's m_t+1)
+    inv_mf: str = "none"
     # diffusion
     n_diffusion_steps: int = 100
     beta_schedule: str = "cosine"
@@ -71,9 +75,8 @@ class PlannerConfig(TrainConfig):
         need(self.horizon >= 2, "horizon", ">= 2 (a plan needs o_t and o_t+1)")
         need(self.inv_hidden >= 1, "inv_hidden", ">= 1")
         need(self.inv_layers >= 1, "inv_layers", ">= 1")
-        need(
-            self.use_mf or not self.inv_mf, "inv_mf", "False when use_mf is False (it reads the MF)"
-        )
+        need(self.inv_mf in INV_MF, "inv_mf", f"one of {INV_MF}")
+        need(self.use_mf or self.inv_mf == "none", "inv_mf", "'none' when use_mf is False")
         need(self.n_diffusion_steps >= 2, "n_diffusion_steps", ">= 2")
         need(self.beta_schedule in SCHEDULES, "beta_schedule", f"one of {SCHEDULES}")
         for w in ("w_inv", "w_diff", "w_cls"):
@@ -184,10 +187,9 @@ class PlannerModels(Method):
         # so the checkpoint's state dict is the same for either guidance)
         self.default_target = default_target(stats)
         self.classifier = HalfUNet(cfg.horizon, cfg.channels, **unet)
-        # f_phi's input per frame: the own observation, and the mean field with inv_mf
-        self.invdyn = InverseDynamics(
-            cfg.obs_dim * (2 if cfg.inv_mf else 1), cfg.inv_hidden, cfg.inv_layers
-        )
+        # f_phi reads (o_t, o_t+1), with inv_mf "now" also m_t, with "both" also m_t+1
+        extra = cfg.obs_dim * INV_MF.index(cfg.inv_mf)  # "none" 0, "now" m_t, "both" m_t, m_t+1
+        self.invdyn = InverseDynamics(cfg.obs_dim, cfg.inv_hidden, cfg.inv_layers, extra)
 
     def schedule(self, device: torch.device | str | None = None) -> NoiseSchedule:
         """The noise schedule the models were trained with, on ``device`` (default: theirs)."""
@@ -216,16 +218,38 @@ class PlannerModels(Method):
         mf_t: torch.Tensor | None = None,
         mf_next: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Raw observations (and, with ``inv_mf``, raw mean fields) -> demand in RBs, clipped
-        to [0, rbs] (what the simulator takes)."""
+        """Raw observations (and the raw mean fields that ``inv_mf`` names) -> demand in RBs,
+        clipped to [0, rbs] (what the simulator takes)."""
         n = self.normalizer
-        if self.cfg.inv_mf:
-            if mf_t is None or mf_next is None:
-                raise ValueError("mean_field: this model's inverse dynamics reads it (inv_mf)")
-            now = torch.cat([n.obs(o_t), n.mf(mf_t)], dim=-1)
-            nxt = torch.cat([n.obs(o_next), n.mf(mf_next)], dim=-1)
-            return n.unact(self.invdyn(now, nxt)).clamp(0.0, self.rbs)
-        return n.unact(self.invdyn(n.obs(o_t), n.obs(o_next))).clamp(0.0, self.rbs)
+        if self.cfg.inv_mf != "none" and (
+            mf_t is None or (mf_next is None and self.cfg.inv_mf == "both")
+        ):
+            raise ValueError("mean_field: this model's inverse dynamics reads it (inv_mf)")
+        which = self.cfg.inv_mf
+        now, nxt = self.inv_inputs(
+            n.obs(o_t),
+            n.obs(o_next),
+            n.mf(mf_t) if which != "none" else None,  # type: ignore[arg-type]
+            n.mf(mf_next) if which == "both" else None,  # type: ignore[arg-type]
+        )
+        return n.unact(self.invdyn(now, nxt)).clamp(0.0, self.rbs)
+
+    def inv_inputs(
+        self,
+        o_t: torch.Tensor,
+        o_next: torch.Tensor,
+        mf_t: torch.Tensor | None,
+        mf_next: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_phi's two inputs from normalised frames: (o_t, o_t+1), with ``inv_mf`` "now"
+        ((o_t, m_t), o_t+1), with "both" ((o_t, m_t), (o_t+1, m_t+1))."""
+        which = self.cfg.inv_mf
+        if which == "none":
+            return o_t, o_next
+        now = torch.cat([o_t, mf_t], dim=-1)  # type: ignore[list-item]
+        if which == "now":
+            return now, o_next
+        return now, torch.cat([o_next, mf_next], dim=-1)  # type: ignore[list-item]
 
     def plan_action(
         self, o_t: torch.Tensor, mf_t: torch.Tensor | None, z: torch.Tensor
@@ -234,9 +258,7 @@ class PlannerModels(Method):
         observation ``o_t`` and mean field ``mf_t``: the inverse dynamics on o_t (the plan's
         pinned first entry, exactly) and the plan's next frame."""
         own, mf = self.from_model_space(z)
-        if self.cfg.inv_mf:
-            return self.action_rbs(o_t, own[:, 1], mf_t, mf[:, 1])  # type: ignore[index]
-        return self.action_rbs(o_t, own[:, 1])
+        return self.action_rbs(o_t, own[:, 1], mf_t, None if mf is None else mf[:, 1])
 
     def predict_return(
         self, x: torch.Tensor, xbar: torch.Tensor | None, k: int = 1
@@ -291,10 +313,14 @@ def joint_loss(
         eps = models.eps(zk, idx)
     diff = (eps - noise)[:, 1:].pow(2).mean()
     cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
-    # f_phi on the data's transitions (own observations, and the mean field with inv_mf: the
-    # first channels of the model space, normalised as the planner's)
-    seen = z0 if cfg.inv_mf else n.obs(x)
-    pred = models.invdyn(seen[:, :-1], seen[:, 1:])
+    # f_phi on the data's transitions, reading what inv_mf names (normalised as the planner's)
+    own, mf = n.obs(x), z0[..., cfg.obs_dim :] if cfg.use_mf else None
+    pred = models.invdyn(
+        *models.inv_inputs(
+            own[:, :-1], own[:, 1:], None if mf is None else mf[:, :-1],
+            None if mf is None else mf[:, 1:],
+        )
+    )  # fmt: skip
     inv = (pred - n.act(act[:, :-1])).pow(2).mean()
     loss = cfg.w_inv * inv + cfg.w_diff * diff + cfg.w_cls * cls
     return {"loss": loss, "inv": inv, "diff": diff, "cls": cls}
