@@ -408,27 +408,27 @@ def _notes(notes: dict[str, int], shown: set[int]) -> list[str]:
 
 def summary_table(board: Board, bold: dict[tuple[str, str], str]) -> list[str]:
     """The leaderboard in brief, for a page that cannot hold the report's (the README): the
-    first RF condition's columns, the rows with at least one result there (a cell without one
-    reads "—"), and one line naming the rows with none."""
+    first RF condition's columns, the means without their spreads, the rows with at least one
+    result there (a cell without one reads "—"), and one line naming the rows with none."""
     b = board.bench
     rf = b.scale.rfs[0]
     fams = [f for f, r in b.columns if r == rf]
     filled, empty = [], []
     for r in b.rows:
-        texts = [board.text[(r.name, f, rf)] for f in fams]
-        if all(t.startswith("not run: ") for t in texts):
+        values = [board.best[(r.name, f, rf)] for f in fams]
+        if all(v is None for v in values):
             empty.append(r.label)
             continue
         cells = [
-            "—" if t.startswith("not run: ") else f"**{t}**" if bold.get((f, rf)) == r.name else t
-            for f, t in zip(fams, texts, strict=True)
+            "—"
+            if v is None
+            else f"**{v.mean:.1f}**"
+            if bold.get((f, rf)) == r.name
+            else f"{v.mean:.1f}"
+            for f, v in zip(fams, values, strict=True)
         ]
-        filled.append(f"| {r.label} | {KIND_TEXT[r.kind]} | " + " | ".join(cells) + " |")
-    out = [
-        f"| method | kind | {' | '.join(fams)} |",
-        "| --- | --- |" + " --- |" * len(fams),
-        *filled,
-    ]
+        filled.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    out = [f"| method | {' | '.join(fams)} |", "| --- |" + " --- |" * len(fams), *filled]
     if empty:
         out += ["", "No result yet: " + ", ".join(empty) + "."]
     return out
@@ -501,9 +501,8 @@ def write_report(
     }
     write_json_atomic(out / "answers.json", record)
     brief = [
-        f"Loss-aware delay (ms), {rfs[0]} RF, `{sc.name}` scale; learned methods: selected "
-        "checkpoint, mean ± sd over the training seeds; bold: the best deployable allocator; "
-        "—: not run yet.",
+        f"Loss-aware delay (ms), {rfs[0]} RF, `{sc.name}` scale, means (learned methods: of the "
+        "selected checkpoints over the training seeds). Bold: the best deployable allocator.",
         "",
         *summary_table(board, bold),
     ]

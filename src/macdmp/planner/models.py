@@ -220,12 +220,9 @@ class PlannerModels(Method):
     ) -> torch.Tensor:
         """Raw observations (and the raw mean fields that ``inv_mf`` names) -> demand in RBs,
         clipped to [0, rbs] (what the simulator takes)."""
-        n = self.normalizer
-        if self.cfg.inv_mf != "none" and (
-            mf_t is None or (mf_next is None and self.cfg.inv_mf == "both")
-        ):
+        n, which = self.normalizer, self.cfg.inv_mf
+        if which != "none" and (mf_t is None or (mf_next is None and which == "both")):
             raise ValueError("mean_field: this model's inverse dynamics reads it (inv_mf)")
-        which = self.cfg.inv_mf
         now, nxt = self.inv_inputs(
             n.obs(o_t),
             n.obs(o_next),
@@ -314,13 +311,9 @@ def joint_loss(
     diff = (eps - noise)[:, 1:].pow(2).mean()
     cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
     # f_phi on the data's transitions, reading what inv_mf names (normalised as the planner's)
-    own, mf = n.obs(x), z0[..., cfg.obs_dim :] if cfg.use_mf else None
-    pred = models.invdyn(
-        *models.inv_inputs(
-            own[:, :-1], own[:, 1:], None if mf is None else mf[:, :-1],
-            None if mf is None else mf[:, 1:],
-        )
-    )  # fmt: skip
+    own = n.obs(x)
+    mf = z0[..., cfg.obs_dim :] if cfg.inv_mf != "none" else own  # not read with "none"
+    pred = models.invdyn(*models.inv_inputs(own[:, :-1], own[:, 1:], mf[:, :-1], mf[:, 1:]))
     inv = (pred - n.act(act[:, :-1])).pow(2).mean()
     loss = cfg.w_inv * inv + cfg.w_diff * diff + cfg.w_cls * cls
     return {"loss": loss, "inv": inv, "diff": diff, "cls": cls}

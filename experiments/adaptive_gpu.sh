@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The adaptive study's MA-CDMP levers (docs/adaptive-study.md) on the device machine, one variant
+# at a time: three training seeds of one MA-CDMP configuration trained together on one GPU (one
+# stacked model where the runs allow it) under the bench's protocol (a validation point every
+# 10,000 steps on 2 validation seeds x 1,000 frames of every scenario of the family, which keeps
+# the best checkpoint), then the held-out test of each seed's selected and last checkpoints
+# (3 test seeds x 1,000 frames, ideal and limited RF).
+#
+#   experiments/adaptive_gpu.sh FAMILY NAME PRESET [KEY=VALUE ...]
+#
+#   experiments/adaptive_gpu.sh load100 steer paper-steer
+#   experiments/adaptive_gpu.sh load100 steer-invnow paper-steer inv_mf=now
+#
+# Training stops after TIME_LIMIT seconds (default 480) as on SIGTERM, its checkpoints saved;
+# the same command on the same warm machine goes on from them (a fresh machine starts again:
+# nothing is kept between leases). Once the runs reach STEPS (default 30,000) the test runs, in
+# the same call if less than SPLIT seconds (default 300) have gone, else in the next: it writes
+# $OUT/eval-FAMILY-NAME.json and .txt, and the runs' learning curves go to
+# $OUT/train-FAMILY-NAME.tgz (small files; no checkpoints). Exit 75: call again to go on.
+# Smaller settings for a try on a CPU: SIZE="--trajectories 12 --frames 100" STEPS=20
+# EVAL_EVERY=20 EVAL_FRAMES=20 FRAMES=20 with the demo preset (tests/test_experiments.py).
+# Works without installing the package (PYTHONPATH=src).
+set -euo pipefail
+[ $# -ge 3 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+FAMILY="$1" NAME="$2" PRESET="$3"
+shift 3
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+W="${STUDY_WORK:-/root/adaptive}"
+OUT="${OUT:-$W/out}"
+STEPS="${STEPS:-30000}"
+TIME_LIMIT="${TIME_LIMIT:-480}"
+SPLIT="${SPLIT:-300}"
+EVAL_EVERY="${EVAL_EVERY:-10000}"
+EVAL_FRAMES="${EVAL_FRAMES:-1000}"
+FRAMES="${FRAMES:-1000}"
+SIZE="${SIZE:-}"  # the dataset's size, as macdmp collect takes it (default: the family's own)
+mkdir -p "$W" "$OUT"
+macdmp() { python3 -m macdmp.app "$@"; }
+SCEN=$(python3 -c "import sys; from macdmp.sim.families import family; print(','.join(family(sys.argv[1]).scenarios))" "$FAMILY")
+DATA="$W/$FAMILY.h5"
+# shellcheck disable=SC2086  # SIZE is a list of options
+[ -f "$DATA" ] || macdmp collect --family "$FAMILY" --out "$DATA" --threads "$(nproc)" $SIZE --quiet
+RUN="$W/$FAMILY-$NAME"
+rc=0
+timeout -s TERM "$TIME_LIMIT" python3 -m macdmp.app train --data "$DATA" --out "$RUN" \
+  --preset "$PRESET" --seeds 0,1,2 --steps "$STEPS" --eval-every "$EVAL_EVERY" --quiet \
+  --set eval_seeds=2 eval_frames="$EVAL_FRAMES" "$@" || rc=$?
+if [ "$rc" -ne 0 ]; then
+  echo "training stopped (exit $rc; 124: the time limit): run the same command to go on"
+  exit 75
+fi
+if [ "$SECONDS" -gt "$SPLIT" ]; then  # bash's seconds since the script started
+  echo "trained in this call ($SECONDS s): run the same command for the test"
+  exit 75
+fi
+tar czf "$OUT/train-$FAMILY-$NAME.tgz" -C "$W" \
+  $(cd "$W" && ls -d "$FAMILY-$NAME"/seed-*/{config.json,losses.jsonl,evals.jsonl} 2>/dev/null)
+P=()
+for s in 0 1 2; do
+  for c in best last; do P+=(--policy "$RUN/seed-$s,checkpoint=$c,label=$NAME-s$s-$c"); done
+done
+macdmp evaluate --scenarios "$SCEN" "${P[@]}" --rf ideal,limited --seeds 3 --frames "$FRAMES" \
+  --json "$OUT/eval-$FAMILY-$NAME.json" --quiet | tee "$OUT/eval-$FAMILY-$NAME.txt"
