@@ -135,8 +135,8 @@ def test_fused_plan_gives_the_eager_plans_and_decisions() -> None:
 
 
 def test_fused_plan_of_an_inverse_dynamics_with_the_mean_field() -> None:
-    """inv_mf: the fused graph takes the measured mean field to the inverse dynamics as eager
-    torch does (the mean field differs from the observation here)."""
+    """inv_mf: the fused graph takes the measured and the planned mean field to the inverse
+    dynamics as eager torch does (the mean field differs from the observation here)."""
     pytest.importorskip("onnxruntime")
     m = _cfg_models(inv_mf="both")
     threads = torch.get_num_threads()
