@@ -19,6 +19,7 @@ import gc
 import json
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +77,12 @@ def main() -> None:
             for _ in range(args.frames + 1):  # the first frame is cold, in another graph
                 o = rng.uniform(0, 20, (1, cfg.obs_dim)).astype(np.float32)
                 actor.act(o, o)
-            # the sessions write their profiles when told to end them
-            files = [
-                s.end_profiling() for s in gc.get_objects() if isinstance(s, ort.InferenceSession)
-            ]
+            # the sessions write their profiles when told to end them (walking every object
+            # touches torch's deprecated aliases, which warn)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                sessions = [s for s in gc.get_objects() if isinstance(s, ort.InferenceSession)]
+            files = [s.end_profiling() for s in sessions]
         finally:
             ort.SessionOptions = plain  # type: ignore[misc]
         # the warm graph's profile: the one of the most decisions (the cold one ran once)
