@@ -14,9 +14,11 @@
 # Training stops after TIME_LIMIT seconds (default 480) as on SIGTERM, its checkpoints saved;
 # the same command on the same warm machine goes on from them (a fresh machine starts again:
 # nothing is kept between leases). Once the runs reach STEPS (default 30,000) the test runs, in
-# the same call if less than SPLIT seconds (default 300) have gone, else in the next: it writes
-# $OUT/eval-FAMILY-NAME.json and .txt, and the runs' learning curves go to
-# $OUT/train-FAMILY-NAME.tgz (small files; no checkpoints). Exit 75: call again to go on.
+# the same call if less than SPLIT seconds (default 480) have gone, else in the next: it writes
+# $OUT/eval-FAMILY-NAME.json and .txt (rows labelled 'NAME seed S [best|last]', which
+# `macdmp report --json eval-*.json --out DIR` averages over the training seeds), and the runs'
+# learning curves go to $OUT/train-FAMILY-NAME.tgz (small files; no checkpoints). Exit 75: call
+# again to go on.
 # Smaller settings for a try on a CPU: SIZE="--trajectories 12 --frames 100" STEPS=20
 # EVAL_EVERY=20 EVAL_FRAMES=20 FRAMES=20 with the demo preset (tests/test_experiments.py).
 # Works without installing the package (PYTHONPATH=src).
@@ -29,7 +31,7 @@ W="${STUDY_WORK:-/root/adaptive}"
 OUT="${OUT:-$W/out}"
 STEPS="${STEPS:-30000}"
 TIME_LIMIT="${TIME_LIMIT:-480}"
-SPLIT="${SPLIT:-300}"
+SPLIT="${SPLIT:-480}"
 EVAL_EVERY="${EVAL_EVERY:-10000}"
 EVAL_FRAMES="${EVAL_FRAMES:-1000}"
 FRAMES="${FRAMES:-1000}"
@@ -57,7 +59,7 @@ tar czf "$OUT/train-$FAMILY-$NAME.tgz" -C "$W" \
   $(cd "$W" && ls -d "$FAMILY-$NAME"/seed-*/{config.json,losses.jsonl,evals.jsonl} 2>/dev/null)
 P=()
 for s in 0 1 2; do
-  for c in best last; do P+=(--policy "$RUN/seed-$s,checkpoint=$c,label=$NAME-s$s-$c"); done
+  for c in best last; do P+=(--policy "$RUN/seed-$s,checkpoint=$c,label=$NAME seed $s [$c]"); done
 done
 macdmp evaluate --scenarios "$SCEN" "${P[@]}" --rf ideal,limited --seeds 3 --frames "$FRAMES" \
   --json "$OUT/eval-$FAMILY-$NAME.json" --quiet | tee "$OUT/eval-$FAMILY-$NAME.txt"

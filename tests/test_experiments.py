@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from test_reproduce import gpu_script_env
 
+from macdmp.eval.report import training_seed_table
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "SIZE": "--trajectories 12 --frames 100",
@@ -34,7 +36,10 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
     out = tmp_path / "out"
     res = json.loads((out / "eval-load100-invnow.json").read_text())
     labels = {r["policy"] for r in res["rows"]}
-    assert labels == {f"invnow-s{s}-{c}" for s in (0, 1, 2) for c in ("best", "last")}
+    assert labels == {f"invnow seed {s} [{c}]" for s in (0, 1, 2) for c in ("best", "last")}
+    seeds_table = training_seed_table(res["rows"])  # what `macdmp report` averages
+    assert "| invnow [best] | ideal | 0, 1, 2 |" in seeds_table
+    assert "| invnow [last] | limited | 0, 1, 2 |" in seeds_table
     assert set(res["scenarios"]) == {
         "n8-2to6-load100", "n8-4to4-load100", "n9-2to7-load100", "n9-4to5-load100"
     }  # fmt: skip

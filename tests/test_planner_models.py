@@ -185,3 +185,41 @@ def test_inverse_dynamics_reads_the_mean_field_inv_mf_names() -> None:
         assert torch.equal(m.plan_action(obs, obs, z2), acts["a"]) == (inv_mf != "both")  # m_t+1
     with pytest.raises(ValueError, match="inv_mf"):
         m.action_rbs(obs, obs)
+
+
+def test_filtered_noise_loss_learns_from_the_best_windows_only() -> None:
+    """``filtered``: the noise loss (the plans' prior) is the mean over the windows whose
+    trajectory's return reaches the data's ``rtg_start_best``; the return model and the inverse
+    dynamics still learn from every window. Off by default and left out of a run's params."""
+    assert "filtered" not in make_config("paper").to_dict()
+    assert "rtg0" not in PlannerModels.batch_keys(make_config("demo"))
+    assert "rtg0" in PlannerModels.batch_keys(make_config("demo", filtered=True))
+    data = SyntheticWindows(8, 0.99)
+    stats = {**data.stats, "rtg_start_best": np.float32(-10.0)}
+    models = {}
+    for filtered in (False, True):
+        torch.manual_seed(0)  # the same weights
+        cfg = make_config("demo", **TINY, filtered=filtered)
+        models[filtered] = PlannerModels(cfg, stats, data.rbs).eval()
+    batch = {k: torch.as_tensor(v) for k, v in data.sample(16, np.random.default_rng(0)).items()}
+    best = torch.arange(16) < 4  # the first four windows come from the best trajectories
+    batch["rtg0"] = torch.where(best, -5.0, -20.0)
+    gen = torch.Generator()
+
+    def losses(model, **changes):
+        return model.loss(dict(batch, **changes), gen.manual_seed(0))
+
+    base = losses(models[True])
+    plain = losses(models[False])
+    assert torch.equal(base["cls"], plain["cls"]) and torch.equal(base["inv"], plain["inv"])
+    assert not torch.allclose(base["diff"], plain["diff"])
+    kept_all = losses(models[True], rtg0=torch.zeros(16))
+    assert torch.allclose(kept_all["diff"], plain["diff"])
+    assert losses(models[True], rtg0=torch.full((16,), -20.0))["diff"] == 0.0
+    # a window of a worse trajectory reaches the return and inverse losses, not the noise loss
+    for rows, reaches_diff in ((~best, False), (best, True)):
+        x = batch["x"].clone()
+        x[rows] += 3.0
+        moved = losses(models[True], x=x)
+        assert torch.equal(moved["diff"], base["diff"]) != reaches_diff
+        assert not torch.equal(moved["cls"], base["cls"])

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from macdmp.diffusion.backbones import HalfUNet, TemporalUNet, check_unet_shape, condition_keep
@@ -29,7 +30,11 @@ class PlannerConfig(TrainConfig):
     built."""
 
     # fields added after results were recorded, left out of a run's params at their default
-    omit_at_default: ClassVar[dict[str, Any]] = {**OMIT_AT_DEFAULT, "inv_mf": "none"}
+    omit_at_default: ClassVar[dict[str, Any]] = {
+        **OMIT_AT_DEFAULT,
+        "inv_mf": "none",
+        "filtered": False,
+    }
 
     obs_dim: int = 4
     use_mf: bool = True
@@ -44,6 +49,11 @@ class PlannerConfig(TrainConfig):
     # study.md, section 5): "none" (the paper's f_phi), "now" (the measured m_t), "both" (m_t
     # and the plan's m_t+1)
     inv_mf: str = "none"
+    # the data lever (docs/adaptive-study.md, section 4): the noise model, the plans' prior,
+    # learns from the windows of the best 10% of the data's (trajectory, agent) returns only,
+    # those at or above `rtg_start_best` (%BC's filter); the return model and the inverse
+    # dynamics still learn from every window
+    filtered: bool = False
     # diffusion
     n_diffusion_steps: int = 100
     beta_schedule: str = "cosine"
@@ -190,6 +200,8 @@ class PlannerModels(Method):
         # f_phi reads (o_t, o_t+1), with inv_mf "now" also m_t, with "both" also m_t+1
         extra = cfg.obs_dim * INV_MF.index(cfg.inv_mf)  # "none" 0, "now" m_t, "both" m_t, m_t+1
         self.invdyn = InverseDynamics(cfg.obs_dim, cfg.inv_hidden, cfg.inv_layers, extra)
+        # the filter's threshold (a number, not a buffer: run folders keep their layout)
+        self.rtg_best = float(np.asarray(stats["rtg_start_best"])) if cfg.filtered else -np.inf
 
     def schedule(self, device: torch.device | str | None = None) -> NoiseSchedule:
         """The noise schedule the models were trained with, on ``device`` (default: theirs)."""
@@ -267,7 +279,8 @@ class PlannerModels(Method):
 
     @classmethod
     def batch_keys(cls, cfg: TrainConfig) -> tuple[str, ...]:
-        return ("x", "xbar", "act", "y") if cfg.use_mf else ("x", "act", "y")  # type: ignore[attr-defined]
+        keys = ("x", "xbar", "act", "y") if cfg.use_mf else ("x", "act", "y")  # type: ignore[attr-defined]
+        return (*keys, "rtg0") if getattr(cfg, "filtered", False) else keys
 
     def loss(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
@@ -290,7 +303,8 @@ def joint_loss(
 ) -> dict[str, torch.Tensor]:
     """Eq. 19 on one batch of raw windows: inverse dynamics + noise + return MSE (normalised).
     With ``guidance="cfg"`` the noise model is conditioned on the normalised return y, dropped
-    for the rows of a keep mask drawn from ``generator`` (no host sync)."""
+    for the rows of a keep mask drawn from ``generator`` (no host sync). With ``filtered`` the
+    noise loss is the mean over the windows whose trajectory's return reaches ``rtg_best``."""
     cfg = models.cfg
     n = models.normalizer
     x, act, y = batch["x"], batch["act"], batch["y"]
@@ -308,7 +322,12 @@ def joint_loss(
         eps = models.eps(zk, idx, n.ret(y)[:, None], keep)
     else:
         eps = models.eps(zk, idx)
-    diff = (eps - noise)[:, 1:].pow(2).mean()
+    if cfg.filtered:  # a weighted mean, no host sync; 0 when no window of the batch passes
+        per_window = (eps - noise)[:, 1:].pow(2).mean(dim=(1, 2))
+        best = (batch["rtg0"] >= models.rtg_best).to(per_window.dtype)
+        diff = (per_window * best).sum() / best.sum().clamp(min=1.0)
+    else:
+        diff = (eps - noise)[:, 1:].pow(2).mean()
     cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
     # f_phi on the data's transitions, reading what inv_mf names (normalised as the planner's)
     own = n.obs(x)
