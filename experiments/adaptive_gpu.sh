@@ -14,11 +14,14 @@
 # Training stops after TIME_LIMIT seconds (default 480) as on SIGTERM, its checkpoints saved;
 # the same command on the same warm machine goes on from them (a fresh machine starts again:
 # nothing is kept between leases). Once the runs reach STEPS (default 30,000) the test runs, in
-# the same call if less than SPLIT seconds (default 480) have gone, else in the next: it writes
+# the same call if less than SPLIT seconds have gone (default 540 less 10 per policy tested:
+# the test takes about 10 s a policy on an H200), else in the next: it writes
 # $OUT/eval-FAMILY-NAME.json and .txt (rows labelled 'NAME seed S [best|last]', which
 # `macdmp report --json eval-*.json --out DIR` averages over the training seeds), and the runs'
 # learning curves go to $OUT/train-FAMILY-NAME.tgz (small files; no checkpoints). Exit 75: call
-# again to go on.
+# again to go on. ACTING (space-separated option sets, e.g. "target=-135 target=-45,warm=0") also
+# tests each seed's selected checkpoint with those planner options, no training needed: rows
+# 'NAME+target=-135 seed S [best]'.
 # Smaller settings for a try on a CPU: SIZE="--trajectories 12 --frames 100" STEPS=20
 # EVAL_EVERY=20 EVAL_FRAMES=20 FRAMES=20 with the demo preset (tests/test_experiments.py).
 # Works without installing the package (PYTHONPATH=src).
@@ -31,11 +34,13 @@ W="${STUDY_WORK:-/root/adaptive}"
 OUT="${OUT:-$W/out}"
 STEPS="${STEPS:-30000}"
 TIME_LIMIT="${TIME_LIMIT:-480}"
-SPLIT="${SPLIT:-480}"
 EVAL_EVERY="${EVAL_EVERY:-10000}"
 EVAL_FRAMES="${EVAL_FRAMES:-1000}"
 FRAMES="${FRAMES:-1000}"
 SIZE="${SIZE:-}"  # the dataset's size, as macdmp collect takes it (default: the family's own)
+ACTING="${ACTING:-}"  # acting settings to test beside the defaults (space-separated)
+read -ra SETS <<<"$ACTING"
+SPLIT="${SPLIT:-$((540 - 10 * (6 + 3 * ${#SETS[@]})))}"
 mkdir -p "$W" "$OUT"
 macdmp() { python3 -m macdmp.app "$@"; }
 SCEN=$(python3 -c "import sys; from macdmp.sim.families import family; print(','.join(family(sys.argv[1]).scenarios))" "$FAMILY")
@@ -60,6 +65,9 @@ tar czf "$OUT/train-$FAMILY-$NAME.tgz" -C "$W" \
 P=()
 for s in 0 1 2; do
   for c in best last; do P+=(--policy "$RUN/seed-$s,checkpoint=$c,label=$NAME seed $s [$c]"); done
+  for o in "${SETS[@]}"; do  # acting settings on the selected checkpoint, no training
+    P+=(--policy "$RUN/seed-$s,checkpoint=best,$o,label=$NAME+${o//,/+} seed $s [best]")
+  done
 done
 macdmp evaluate --scenarios "$SCEN" "${P[@]}" --rf ideal,limited --seeds 3 --frames "$FRAMES" \
   --json "$OUT/eval-$FAMILY-$NAME.json" --quiet | tee "$OUT/eval-$FAMILY-$NAME.txt"

@@ -29,6 +29,7 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
     come back under OUT, and the option reached every run's configuration."""
     env = gpu_script_env(tmp_path, "STUDY_WORK", **TINY)
     cmd = ["bash", str(ROOT / "experiments" / "adaptive_gpu.sh"), "load100", "invnow", "demo"]
+    env["ACTING"] = "steps=2 solver=dpm1,steps=3"  # acting settings on the selected checkpoints
     run = subprocess.run(
         [*cmd, "inv_mf=now"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
@@ -36,7 +37,14 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
     out = tmp_path / "out"
     res = json.loads((out / "eval-load100-invnow.json").read_text())
     labels = {r["policy"] for r in res["rows"]}
-    assert labels == {f"invnow seed {s} [{c}]" for s in (0, 1, 2) for c in ("best", "last")}
+    assert labels == {
+        f"{name} seed {s} [{c}]"
+        for s in (0, 1, 2)
+        for name, c in (
+            ("invnow", "best"), ("invnow", "last"),
+            ("invnow+steps=2", "best"), ("invnow+solver=dpm1+steps=3", "best"),
+        )
+    }  # fmt: skip
     seeds_table = training_seed_table(res["rows"])  # what `macdmp report` averages
     assert "| invnow [best] | ideal | 0, 1, 2 |" in seeds_table
     assert "| invnow [last] | limited | 0, 1, 2 |" in seeds_table
@@ -48,3 +56,32 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
         saved = json.load(tar.extractfile("load100-invnow/seed-1/config.json"))  # type: ignore[arg-type]
     assert {f"load100-invnow/seed-{s}/evals.jsonl" for s in (0, 1, 2)} <= names
     assert saved["config"]["inv_mf"] == "now" and saved["config"]["max_steps"] == 20
+
+
+def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys):
+    """experiments/return_quantiles.py: the horizon returns' quantiles for a training setting;
+    its 90% quantile is the run's default target (the training statistics' `ret_best`)."""
+    import importlib.util
+
+    from macdmp.data.collect import CollectSettings, collect
+    from macdmp.data.windows import open_windows
+
+    path = tmp_path / "d.h5"
+    settings = CollectSettings(
+        out=str(path), scenarios=("n8-2to6-load100",), trajectories=3, frames=60, seed=3
+    )
+    collect(settings, progress=False)
+    spec = importlib.util.spec_from_file_location(
+        "rq", ROOT / "experiments" / "return_quantiles.py"
+    )
+    rq = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(rq)  # type: ignore[union-attr]
+    argv = [str(path), "--horizon", "8", "--reward", "own-backlog", "--quantiles", "0.9,1"]
+    assert rq.main(argv) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    best = open_windows(path, 8, 0.99, "own-backlog").stats["ret_best"]
+    assert [r[0] for r in rows] == ["0.9", "1"]
+    assert float(rows[0][1]) == pytest.approx(float(best), abs=0.05)  # printed to 0.1
+    assert float(rows[1][1]) >= float(rows[0][1])
+    with pytest.raises(SystemExit):
+        rq.main([str(path), "--quantiles", "0.5,2"])
