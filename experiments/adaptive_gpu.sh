@@ -22,6 +22,9 @@
 # again to go on. ACTING (space-separated option sets, e.g. "target=-135 target=-45,warm=0") also
 # tests each seed's selected checkpoint with those planner options, no training needed: rows
 # 'NAME+target=-135 seed S [best]'.
+# COLLECT (default "--family FAMILY") collects the data another way, e.g. another behaviour mix:
+#   COLLECT="--scenarios S1,S2 --policies behaviour:0.5,maxweight,proportional:0.3
+#   --trajectories 400 --frames 3000"; the test stays on the family's scenarios.
 # Smaller settings for a try on a CPU: SIZE="--trajectories 12 --frames 100" STEPS=20
 # EVAL_EVERY=20 EVAL_FRAMES=20 FRAMES=20 with the demo preset (tests/test_experiments.py).
 # Works without installing the package (PYTHONPATH=src).
@@ -38,15 +41,17 @@ EVAL_EVERY="${EVAL_EVERY:-10000}"
 EVAL_FRAMES="${EVAL_FRAMES:-1000}"
 FRAMES="${FRAMES:-1000}"
 SIZE="${SIZE:-}"  # the dataset's size, as macdmp collect takes it (default: the family's own)
+COLLECT="${COLLECT:---family $FAMILY}"  # how the data is collected (default: the family's)
 ACTING="${ACTING:-}"  # acting settings to test beside the defaults (space-separated)
 read -ra SETS <<<"$ACTING"
 SPLIT="${SPLIT:-$((540 - 10 * (6 + 3 * ${#SETS[@]})))}"
 mkdir -p "$W" "$OUT"
 macdmp() { python3 -m macdmp.app "$@"; }
 SCEN=$(python3 -c "import sys; from macdmp.sim.families import family; print(','.join(family(sys.argv[1]).scenarios))" "$FAMILY")
-DATA="$W/$FAMILY.h5"
-# shellcheck disable=SC2086  # SIZE is a list of options
-[ -f "$DATA" ] || macdmp collect --family "$FAMILY" --out "$DATA" --threads "$(nproc)" $SIZE --quiet
+DATA="$W/$FAMILY.h5"  # the family's own dataset; another recipe gets a file of its own
+[ "$COLLECT" = "--family $FAMILY" ] || DATA="$W/$FAMILY-$(md5sum <<<"$COLLECT" | cut -c1-8).h5"
+# shellcheck disable=SC2086  # COLLECT and SIZE are lists of options
+[ -f "$DATA" ] || macdmp collect $COLLECT --out "$DATA" --threads "$(nproc)" $SIZE --quiet
 RUN="$W/$FAMILY-$NAME"
 rc=0
 timeout -s TERM "$TIME_LIMIT" python3 -m macdmp.app train --data "$DATA" --out "$RUN" \

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_reproduce import gpu_script_env
 
+from macdmp.data.info import dataset_info
 from macdmp.eval.report import training_seed_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +27,12 @@ TINY = {
 def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_path):
     """One variant (the demo preset with inv_mf=now) on `load100`: three seeds trained with
     their validation, then each seed's selected and last checkpoints tested; the small files
-    come back under OUT, and the option reached every run's configuration."""
+    come back under OUT, and the option reached every run's configuration. The data is
+    collected another way (COLLECT: two of the family's scenarios, another mix)."""
     env = gpu_script_env(tmp_path, "STUDY_WORK", **TINY)
     cmd = ["bash", str(ROOT / "experiments" / "adaptive_gpu.sh"), "load100", "invnow", "demo"]
     env["ACTING"] = "steps=2 solver=dpm1,steps=3"  # acting settings on the selected checkpoints
+    env["COLLECT"] = "--scenarios n8-2to6-load100,n9-4to5-load100 --policies maxweight,proportional"
     run = subprocess.run(
         [*cmd, "inv_mf=now"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
@@ -56,6 +59,10 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
         saved = json.load(tar.extractfile("load100-invnow/seed-1/config.json"))  # type: ignore[arg-type]
     assert {f"load100-invnow/seed-{s}/evals.jsonl" for s in (0, 1, 2)} <= names
     assert saved["config"]["inv_mf"] == "now" and saved["config"]["max_steps"] == 20
+    (data,) = (tmp_path / "w").glob("load100-*.h5")  # named by its recipe, not the family's
+    info = dataset_info(data)
+    assert set(info["scenarios"]) == {"n8-2to6-load100", "n9-4to5-load100"}
+    assert info["behaviour_policy"]["policies"] == ["maxweight", "proportional"]
 
 
 def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys):
