@@ -128,11 +128,18 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "guidance, differ", [("classifier", "seeds"), ("classifier", "settings"), ("cfg", "seeds")]
+    "guidance, differ, filtered",
+    [
+        ("classifier", "seeds", False),
+        ("classifier", "settings", False),
+        ("cfg", "seeds", False),
+        ("cfg", "seeds", True),
+    ],
 )
-def test_stacked_runs_match_the_runs_alone(tmp_path, guidance, differ):
-    """guidance=cfg draws a third random tensor (the keep mask) inside the loss."""
-    cfgs = tiny_cfgs(differ, guidance=guidance)
+def test_stacked_runs_match_the_runs_alone(tmp_path, guidance, differ, filtered):
+    """guidance=cfg draws a third random tensor (the keep mask) inside the loss; filtered
+    reads one more batch key (rtg0) and a threshold of the data's."""
+    cfgs = tiny_cfgs(differ, guidance=guidance, filtered=filtered)
     data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
     ref = alone(cfgs, data, tmp_path)
     trs = trainers(cfgs, data, tmp_path)

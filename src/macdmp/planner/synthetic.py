@@ -17,7 +17,8 @@ from macdmp.data.rewards import DEFAULT_REWARD, check_reward
 
 
 class SyntheticWindows:
-    """Mixture-of-Gaussians windows: ``sample(B, rng)`` -> dict of x, xbar, act, y (float32)."""
+    """Mixture-of-Gaussians windows: ``sample(B, rng)`` -> dict of x, xbar, act, y and rtg0
+    (float32; rtg0, the window's trajectory return, is its own y here)."""
 
     obs_dim = 4
 
@@ -65,7 +66,9 @@ class SyntheticWindows:
         r = -np.abs(x[..., 0]) - 0.5 * np.abs(xbar[..., 1])  # "minus delay"
         y = (r * self.gamma ** np.arange(self.horizon)).sum(axis=1)
         f = np.float32
-        return {"x": x.astype(f), "xbar": xbar.astype(f), "act": act.astype(f), "y": y.astype(f)}
+        # rtg0: a window's trajectory return (filtered training keeps the best); here its own y
+        out = {"x": x.astype(f), "xbar": xbar.astype(f), "act": act.astype(f), "y": y.astype(f)}
+        return {**out, "rtg0": out["y"]}
 
     def _estimate_stats(self) -> dict[str, np.ndarray]:
         d = self._draw(20000, np.random.default_rng(12345))
@@ -79,6 +82,7 @@ class SyntheticWindows:
             "act_std": np.asarray(d["act"].std(), dtype=f),
             "ret_mean": np.asarray(d["y"].mean(), dtype=f),
             "ret_std": np.asarray(d["y"].std(), dtype=f),
+            "rtg_start_best": np.asarray(np.quantile(d["y"], 0.9), dtype=f),
         }
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -129,5 +133,6 @@ class _TorchSynthetic:
         dz = torch.diff(z[..., 0], dim=1, append=z[:, -1:, 0])
         act = (s.rbs / 2 + 5.0 * dz).clamp(0, s.rbs)
         r = -x[..., 0].abs() - 0.5 * xbar[..., 1].abs()
-        out = {"x": x, "xbar": xbar, "act": act, "rew": r, "y": r @ self.disc}
+        y = r @ self.disc
+        out = {"x": x, "xbar": xbar, "act": act, "rew": r, "y": y, "rtg0": y}
         return out if any(k.startswith("j") for k in self.keys) else {k: out[k] for k in self.keys}
