@@ -1,6 +1,7 @@
 import numpy as np, h5py
 from macdmp.data.windows import open_windows
-import sys; P=sys.argv[1]; ds = open_windows(P, horizon=16, gamma=0.99)
+import sys; P=sys.argv[1]  # DATASET.h5 [REWARD] (default the paper's delay reward)
+ds = open_windows(P, horizon=16, gamma=0.99, reward=sys.argv[2] if len(sys.argv) > 2 else "delay")
 with h5py.File(P) as f:
     pols = f.attrs["policies"]
     import json
