@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--quantiles: a comma list of numbers in [0, 1] (got {args.quantiles!r})")
     if not all(0.0 <= q <= 1.0 for q in qs):
         p.error(f"--quantiles: each must be in [0, 1] (got {args.quantiles!r})")
-    w = open_windows(args.data, args.horizon, args.gamma, args.reward)
+    try:  # a bad horizon or gamma, a missing or damaged file: named, before any work
+        w = open_windows(args.data, args.horizon, args.gamma, args.reward)
+    except (ValueError, OSError) as exc:
+        p.error(str(exc))
     n = min(STATS_WINDOWS, w.n_windows)  # the draw of WindowDataset.stats
     y = w.sample(n, np.random.default_rng(STATS_SEED))["y"].astype(np.float64)
     mean, std = float(y.mean()), float(y.std())

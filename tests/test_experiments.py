@@ -90,5 +90,13 @@ def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys)
     assert [r[0] for r in rows] == ["0.9", "1"]
     assert float(rows[0][1]) == pytest.approx(float(best), abs=0.05)  # printed to 0.1
     assert float(rows[1][1]) >= float(rows[0][1])
+    for option, value, field in (
+        ("--quantiles", "0.5,2", "--quantiles"), ("--horizon", "0", "horizon"),
+        ("--gamma", "1.5", "gamma"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit):
+            rq.main([str(path), option, value])
+        assert field in capsys.readouterr().err.splitlines()[-1]
     with pytest.raises(SystemExit):
-        rq.main([str(path), "--quantiles", "0.5,2"])
+        rq.main([str(tmp_path / "missing.h5")])
+    assert "missing.h5" in capsys.readouterr().err
