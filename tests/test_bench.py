@@ -90,6 +90,12 @@ def test_paper_scale_settings():
         want = make_config("ma-cdmp", preset, max_steps=100_000, eval_every=10_000,
                            eval_seeds=2, eval_frames=1000, seed=2).to_dict()  # fmt: skip
         assert cfg == want
+    # the adaptive study's preset, and its w/o MF twin with nothing left that reads the field
+    top = units["train-sessions-top-steer-s0"].params["config"]
+    twin = units["train-sessions-top-steer-nomf-s0"].params["config"]
+    assert (top["filtered"], top["inv_mf"], top["use_mf"]) == (True, "now", True)
+    assert "inv_mf" not in twin  # omitted from the dict at its default, "none"
+    assert twin == {**{k: v for k, v in top.items() if k != "inv_mf"}, "use_mf": False}
     for name in BENCH_METHODS:
         cfg = units[f"train-paper-{name}-s0"].params["config"]
         assert cfg["max_steps"] == 100_000 and cfg["eval_every"] == 10_000

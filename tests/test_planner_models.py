@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from macdmp.methods.config import build_config
 from macdmp.methods.learners import Normalizer
 from macdmp.planner import PlannerConfig, PlannerModels, make_config, plan
 from macdmp.planner.models import STEER_CHANGES
@@ -54,6 +55,16 @@ def test_presets_and_unknown_keys() -> None:
     assert steer.replace(reward="delay", guidance="classifier", warm=0.0) == paper
     assert (steer.reward, steer.guidance, steer.warm) == ("own+neighbours-backlog", "cfg", 0.15)
     assert make_config("fast-steer") == make_config("fast", **STEER_CHANGES)
+    # the adaptive study's preset: paper-steer, the prior learnt from the best returns, f_phi
+    # reading m_t; its w/o MF twin leaves out what reads the mean field, f_phi's input included
+    top = make_config("top-steer")
+    assert top == steer.replace(filtered=True, inv_mf="now")
+    twin = build_config("ma-cdmp", "top-steer", no_mf=True)
+    assert twin == top.replace(use_mf=False, inv_mf="none")
+    with pytest.raises(ValueError, match="--set inv_mf='now': --no-mf sets inv_mf='none'"):
+        build_config("ma-cdmp", "top-steer", no_mf=True, sets=["inv_mf=now"])
+    with pytest.raises(ValueError, match="inv_mf: .*'none' when use_mf is False"):
+        make_config("top-steer", use_mf=False)
     assert steer == make_config("paper", **STEER_CHANGES)
     # a run folder saved before the field existed loads with warm = 0 (no warm start)
     old = {k: v for k, v in paper.to_dict().items() if k != "warm"}

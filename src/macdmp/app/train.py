@@ -60,8 +60,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="demo",
-        help="the method's preset: demo or paper (every method), also paper-steer, fast and "
-        "fast-steer (MA-CDMP); an unknown one is refused with the method's list",
+        help="the method's preset: demo or paper (every method), also paper-steer, fast, "
+        "fast-steer and top-steer (MA-CDMP); an unknown one is refused with the method's list",
     )
     p.add_argument(
         "--no-mf",

@@ -64,7 +64,8 @@ def _label(method: str) -> str:
 
 
 def _ma_cdmp(name: str, label: str, preset: str) -> tuple[BenchMethod, BenchMethod]:
-    nomf = BenchMethod(f"{name}-nomf", f"{label} w/o MF", "ma-cdmp", preset, (("use_mf", False),))
+    changes = tuple(get_method("ma-cdmp").no_mf_changes.items())
+    nomf = BenchMethod(f"{name}-nomf", f"{label} w/o MF", "ma-cdmp", preset, changes)
     return BenchMethod(name, label, "ma-cdmp", preset, twin=nomf.name), nomf
 
 
@@ -74,6 +75,7 @@ BENCH_METHODS: dict[str, BenchMethod] = {
         *_ma_cdmp("ma-cdmp", "MA-CDMP", "paper"),
         *_ma_cdmp("paper-steer", "MA-CDMP paper-steer", "paper-steer"),
         *_ma_cdmp("fast-steer", "MA-CDMP fast-steer", "fast-steer"),
+        *_ma_cdmp("top-steer", "MA-CDMP top-steer", "top-steer"),
         *(BenchMethod(m, _label(m), m) for m in ("ma-dd", "madiff", "ma-td3bc", "ma-cql")),
         *(BenchMethod(m, _label(m), m) for m in ("ma-dt", "ma-diffuser")),
         BenchMethod("bc", "BC", "bc"),

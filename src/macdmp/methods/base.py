@@ -287,6 +287,9 @@ class Method(nn.Module):
     joint_modules: ClassVar[tuple[str, ...]] = ()
     # options of make_actor accepted in `--policy RUN_DIR,key=value`: key -> (kwarg, type)
     actor_options: ClassVar[dict[str, tuple[str, type]]] = {}
+    # the configuration changes that make a method's w/o MF twin (`macdmp train --no-mf`, the
+    # benchmark's "w/o MF" rows): more than use_mf where other fields read the mean field
+    no_mf_changes: ClassVar[dict[str, Any]] = {"use_mf": False}
 
     def __init__(self, cfg: TrainConfig, stats: Mapping[str, Any], rbs: float) -> None:
         super().__init__()

@@ -72,7 +72,13 @@ def build_config(
     if no_mf:
         if "use_mf" not in config_fields(method):
             raise ValueError(f"--no-mf: method {method} has no mean field to leave out")
-        overrides["use_mf"] = False
+        for key, value in get_method(method).no_mf_changes.items():
+            if key in overrides and overrides[key] != value:
+                raise ValueError(
+                    f"--set {key}={overrides[key]!r}: --no-mf sets {key}={value!r} (the method's "
+                    "w/o MF twin); leave one of them out"
+                )
+            overrides[key] = value
     if steps is not None:
         if steps < 1:
             raise ValueError(f"--steps: must be >= 1 (got {steps})")

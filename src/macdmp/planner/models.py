@@ -118,6 +118,10 @@ STEER_CHANGES: dict[str, Any] = {
 }
 
 
+# The adaptive study's changes on top of STEER_CHANGES (the `top-steer` preset)
+TOP_CHANGES: dict[str, Any] = {"filtered": True, "inv_mf": "now"}
+
+
 def make_config(preset: str = "demo", **overrides: Any) -> PlannerConfig:
     """MA-CDMP's preset configuration (``PlannerModels.presets``) with fields replaced by
     ``overrides`` (``macdmp.methods.make_config`` for ``ma-cdmp``)."""
@@ -156,6 +160,10 @@ class PlannerModels(Method):
         # about 3 ms of an H200, at a better delay than the paper preset's cold plans
         # (docs/guide/realtime.md).
         "fast-steer": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128, **STEER_CHANGES),
+        # Top-steer: paper-steer with TOP_CHANGES, the adaptive study's best settings at paper
+        # scale so far: the plans' prior learns from the best 10% of the data's returns only,
+        # and f_phi reads the measured mean field (docs/adaptive-study.md, sections 4 and 5c).
+        "top-steer": PlannerConfig(**STEER_CHANGES, **TOP_CHANGES),
         # Demo: small enough to train on a 2-core CPU in a few minutes.
         "demo": PlannerConfig(
             horizon=8,
@@ -167,6 +175,7 @@ class PlannerModels(Method):
         ),
     }
     loss_names = ("loss", "inv", "diff", "cls")
+    no_mf_changes = {"use_mf": False, "inv_mf": "none"}  # no mean field for f_phi to read either
     compile_modules = ("eps", "classifier")
     joint_modules = ("eps", "classifier", "invdyn")
     actor_options = {
