@@ -10,6 +10,7 @@
 #
 #   experiments/adaptive_gpu.sh load100 steer paper-steer
 #   experiments/adaptive_gpu.sh load100 steer-invnow paper-steer inv_mf=now
+#   experiments/adaptive_gpu.sh sessions top-nomf top-steer use_mf=false inv_mf=none
 #
 # Training stops after TIME_LIMIT seconds (default 480) as on SIGTERM, its checkpoints saved;
 # the same command on the same warm machine goes on from them (a fresh machine starts again:
@@ -29,7 +30,7 @@
 # EVAL_EVERY=20 EVAL_FRAMES=20 FRAMES=20 with the demo preset (tests/test_experiments.py).
 # Works without installing the package (PYTHONPATH=src).
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
 FAMILY="$1" NAME="$2" PRESET="$3"
 shift 3
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1

@@ -220,7 +220,7 @@ class _Builder:
         extra: dict[str, Any] = {}
         tag = ""
         if no_mf:
-            extra.update(get_method("ma-cdmp").no_mf_changes)
+            extra.update(get_method(method).no_mf_changes)
             tag += "-nomf"
         if steer:  # the guidance study's variant: paper-steer's changes at this scale
             extra.update(STEER_CHANGES)
