@@ -131,16 +131,17 @@ def run_demo(args: argparse.Namespace) -> int:
         res = collect(settings, progress=show)
         print(f"wrote {res.path}: {settings.trajectories} trajectories x {settings.frames} frames")
     folder = out / size["runs"]
-    # label -> (run folder, what differs from the `demo` preset besides the size's settings)
+    # label -> (run folder, what differs from the `demo` preset besides the size's settings,
+    # whether it is the w/o MF twin)
     runs = {
-        "MA-CDMP": (folder / "macdmp", {}),
-        "MA-CDMP w/o MF": (folder / "macdmp-nomf", {"use_mf": False}),
+        "MA-CDMP": (folder / "macdmp", {}, False),
+        "MA-CDMP w/o MF": (folder / "macdmp-nomf", {}, True),
         # the `paper-steer` preset's changes at the demo's size
-        "MA-CDMP steer": (folder / "macdmp-steer", dict(STEER_CHANGES)),
+        "MA-CDMP steer": (folder / "macdmp-steer", dict(STEER_CHANGES), False),
     }
-    for k, (label, (run, extra)) in enumerate(runs.items()):
+    for k, (label, (run, extra, no_mf)) in enumerate(runs.items()):
         stage(f"{2 + k}/5 train {label} ({size['describe']}; resumes if interrupted)")
-        cfg = build_config("ma-cdmp", "demo", sets={**size["train_sets"], **extra})
+        cfg = build_config("ma-cdmp", "demo", no_mf, sets={**size["train_sets"], **extra})
         (tr,) = open_trainers([("ma-cdmp", cfg, data, run)])
         state = f"resuming at step {tr.step}" if tr.step else "new"
         print(f"{run}: {tr.cfg.total_steps} steps, {state}", file=sys.stderr)
@@ -156,7 +157,7 @@ def run_demo(args: argparse.Namespace) -> int:
         f"5/5 evaluate on held-out networks: {len(PAPER_SCENARIOS)} scenarios x "
         f"{args.seeds} seeds x {frames} frames, ideal and limited RF"
     )
-    planners = [f"{run}{size['planner']}" for run, _ in runs.values()]
+    planners = [f"{run}{size['planner']}" for run, _, _ in runs.values()]
     result = evaluate(
         [*planners, *ALLOCATOR_SET],
         PAPER_SCENARIOS,
