@@ -26,6 +26,9 @@
 # COLLECT (default "--family FAMILY") collects the data another way, e.g. another behaviour mix:
 #   COLLECT="--scenarios S1,S2 --policies behaviour:0.5,maxweight,proportional:0.3
 #   --trajectories 400 --frames 3000"; the test stays on the family's scenarios.
+# TEST_ONLY=1 tests the runs already on this machine as they are (with ACTING, say) and
+# collects and trains nothing (its files: eval-FAMILY-NAME-testonly.json and .txt); on a
+# machine without them (a fresh one, the warm one having gone back) it stops at once, exit 3.
 # Smaller settings for a try on a CPU: SIZE="--trajectories 12 --frames 100" STEPS=20
 # EVAL_EVERY=20 EVAL_FRAMES=20 FRAMES=20 with the demo preset (tests/test_experiments.py).
 # Works without installing the package (PYTHONPATH=src).
@@ -46,28 +49,43 @@ COLLECT="${COLLECT:---family $FAMILY}"  # how the data is collected (default: th
 ACTING="${ACTING:-}"  # acting settings to test beside the defaults (space-separated)
 read -ra SETS <<<"$ACTING"
 SPLIT="${SPLIT:-$((540 - 10 * (6 + 3 * ${#SETS[@]})))}"
+RUN="$W/$FAMILY-$NAME"
+if [ -n "${TEST_ONLY:-}" ]; then
+  for s in 0 1 2; do
+    [ -f "$RUN/seed-$s/checkpoint.pt" ] || {
+      echo "TEST_ONLY: no trained run $RUN/seed-$s on this machine (a fresh one?): nothing done" >&2
+      exit 3
+    }
+  done
+fi
 mkdir -p "$W" "$OUT"
 macdmp() { python3 -m macdmp.app "$@"; }
 SCEN=$(python3 -c "import sys; from macdmp.sim.families import family; print(','.join(family(sys.argv[1]).scenarios))" "$FAMILY")
 DATA="$W/$FAMILY.h5"  # the family's own dataset; another recipe gets a file of its own
 [ "$COLLECT" = "--family $FAMILY" ] || DATA="$W/$FAMILY-$(md5sum <<<"$COLLECT" | cut -c1-8).h5"
-# shellcheck disable=SC2086  # COLLECT and SIZE are lists of options
-[ -f "$DATA" ] || macdmp collect $COLLECT --out "$DATA" --threads "$(nproc)" $SIZE --quiet
-RUN="$W/$FAMILY-$NAME"
-rc=0
-timeout -s TERM "$TIME_LIMIT" python3 -m macdmp.app train --data "$DATA" --out "$RUN" \
-  --preset "$PRESET" --seeds 0,1,2 --steps "$STEPS" --eval-every "$EVAL_EVERY" --quiet \
-  --set eval_seeds=2 eval_frames="$EVAL_FRAMES" "$@" || rc=$?
-if [ "$rc" -ne 0 ]; then
-  echo "training stopped (exit $rc; 124: the time limit): run the same command to go on"
-  exit 75
+if [ -z "${TEST_ONLY:-}" ]; then
+  # shellcheck disable=SC2086  # COLLECT and SIZE are lists of options
+  [ -f "$DATA" ] || macdmp collect $COLLECT --out "$DATA" --threads "$(nproc)" $SIZE --quiet
+  rc=0
+  timeout -s TERM "$TIME_LIMIT" python3 -m macdmp.app train --data "$DATA" --out "$RUN" \
+    --preset "$PRESET" --seeds 0,1,2 --steps "$STEPS" --eval-every "$EVAL_EVERY" --quiet \
+    --set eval_seeds=2 eval_frames="$EVAL_FRAMES" "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "training stopped (exit $rc; 124: the time limit): run the same command to go on"
+    exit 75
+  fi
 fi
 if [ "$SECONDS" -gt "$SPLIT" ]; then  # bash's seconds since the script started
   echo "trained in this call ($SECONDS s): run the same command for the test"
   exit 75
 fi
-tar czf "$OUT/train-$FAMILY-$NAME.tgz" -C "$W" \
-  $(cd "$W" && ls -d "$FAMILY-$NAME"/seed-*/{config.json,losses.jsonl,evals.jsonl} 2>/dev/null)
+TAG=""
+if [ -z "${TEST_ONLY:-}" ]; then
+  tar czf "$OUT/train-$FAMILY-$NAME.tgz" -C "$W" \
+    $(cd "$W" && ls -d "$FAMILY-$NAME"/seed-*/{config.json,losses.jsonl,evals.jsonl} 2>/dev/null)
+else
+  TAG="-testonly"  # beside the first test's files, not over them
+fi
 P=()
 for s in 0 1 2; do
   for c in best last; do P+=(--policy "$RUN/seed-$s,checkpoint=$c,label=$NAME seed $s [$c]"); done
@@ -76,4 +94,4 @@ for s in 0 1 2; do
   done
 done
 macdmp evaluate --scenarios "$SCEN" "${P[@]}" --rf ideal,limited --seeds 3 --frames "$FRAMES" \
-  --json "$OUT/eval-$FAMILY-$NAME.json" --quiet | tee "$OUT/eval-$FAMILY-$NAME.txt"
+  --json "$OUT/eval-$FAMILY-$NAME$TAG.json" --quiet | tee "$OUT/eval-$FAMILY-$NAME$TAG.txt"

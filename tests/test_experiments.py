@@ -63,6 +63,16 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
     info = dataset_info(data)
     assert set(info["scenarios"]) == {"n8-2to6-load100", "n9-4to5-load100"}
     assert info["behaviour_policy"]["policies"] == ["maxweight", "proportional"]
+    # TEST_ONLY: the same runs tested again with another acting setting, nothing trained
+    losses = (tmp_path / "w" / "load100-invnow" / "seed-0" / "losses.jsonl").read_bytes()
+    env["TEST_ONLY"], env["ACTING"] = "1", "steps=4"
+    run = subprocess.run(
+        [*cmd, "inv_mf=now"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    res = json.loads((out / "eval-load100-invnow-testonly.json").read_text())
+    assert "invnow+steps=4 seed 2 [best]" in {r["policy"] for r in res["rows"]}
+    assert (tmp_path / "w" / "load100-invnow" / "seed-0" / "losses.jsonl").read_bytes() == losses
 
 
 def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys):
@@ -100,3 +110,16 @@ def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys)
     with pytest.raises(SystemExit):
         rq.main([str(tmp_path / "missing.h5")])
     assert "missing.h5" in capsys.readouterr().err
+
+
+def test_adaptive_gpu_script_test_only_stops_at_once_without_the_runs(tmp_path):
+    """TEST_ONLY on a machine without the trained runs (a fresh device machine) stops with
+    exit 3 before collecting or training anything, rather than starting the variant again."""
+    env = gpu_script_env(tmp_path, "STUDY_WORK", **TINY)
+    env["TEST_ONLY"] = "1"
+    cmd = ["bash", str(ROOT / "experiments" / "adaptive_gpu.sh"), "load100", "invnow", "demo"]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "TEST_ONLY: no trained run" in run.stderr and "seed-0" in run.stderr
+    work = tmp_path / "w"
+    assert not work.exists() or not any(work.iterdir())  # no dataset, no run folder
