@@ -50,7 +50,9 @@ ACTING="${ACTING:-}"  # acting settings to test beside the defaults (space-separ
 read -ra SETS <<<"$ACTING"
 SPLIT="${SPLIT:-$((540 - 10 * (6 + 3 * ${#SETS[@]})))}"
 RUN="$W/$FAMILY-$NAME"
-if [ -n "${TEST_ONLY:-}" ]; then
+TEST_ONLY="${TEST_ONLY:-0}"
+case "$TEST_ONLY" in 0 | 1) ;; *) echo "TEST_ONLY: '$TEST_ONLY'; allowed: 0 or 1" >&2; exit 2 ;; esac
+if [ "$TEST_ONLY" = 1 ]; then
   for s in 0 1 2; do
     [ -f "$RUN/seed-$s/checkpoint.pt" ] || {
       echo "TEST_ONLY: no trained run $RUN/seed-$s on this machine (a fresh one?): nothing done" >&2
@@ -63,7 +65,7 @@ macdmp() { python3 -m macdmp.app "$@"; }
 SCEN=$(python3 -c "import sys; from macdmp.sim.families import family; print(','.join(family(sys.argv[1]).scenarios))" "$FAMILY")
 DATA="$W/$FAMILY.h5"  # the family's own dataset; another recipe gets a file of its own
 [ "$COLLECT" = "--family $FAMILY" ] || DATA="$W/$FAMILY-$(md5sum <<<"$COLLECT" | cut -c1-8).h5"
-if [ -z "${TEST_ONLY:-}" ]; then
+if [ "$TEST_ONLY" = 0 ]; then
   # shellcheck disable=SC2086  # COLLECT and SIZE are lists of options
   [ -f "$DATA" ] || macdmp collect $COLLECT --out "$DATA" --threads "$(nproc)" $SIZE --quiet
   rc=0
@@ -80,7 +82,7 @@ if [ "$SECONDS" -gt "$SPLIT" ]; then  # bash's seconds since the script started
   exit 75
 fi
 TAG=""
-if [ -z "${TEST_ONLY:-}" ]; then
+if [ "$TEST_ONLY" = 0 ]; then
   tar czf "$OUT/train-$FAMILY-$NAME.tgz" -C "$W" \
     $(cd "$W" && ls -d "$FAMILY-$NAME"/seed-*/{config.json,losses.jsonl,evals.jsonl} 2>/dev/null)
 else

@@ -123,3 +123,6 @@ def test_adaptive_gpu_script_test_only_stops_at_once_without_the_runs(tmp_path):
     assert "TEST_ONLY: no trained run" in run.stderr and "seed-0" in run.stderr
     work = tmp_path / "w"
     assert not work.exists() or not any(work.iterdir())  # no dataset, no run folder
+    env["TEST_ONLY"] = "yes"
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "TEST_ONLY: 'yes'; allowed: 0 or 1" in run.stderr
