@@ -112,6 +112,52 @@ def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys)
     assert "missing.h5" in capsys.readouterr().err
 
 
+def _script(name: str):  # type: ignore[no-untyped-def]
+    """An experiments/ script as a module (experiments/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_history_r2_fits_each_information_set_on_held_out_trajectories(tmp_path, capsys):
+    """experiments/history_r2.py: one row per information set, its inputs the pin's frames in
+    order (o_t, m_t, then o and m of each frame before), an R^2 per horizon; bad options named."""
+    import numpy as np
+
+    from macdmp.data.collect import CollectSettings, collect
+
+    paths = [tmp_path / "train.h5", tmp_path / "test.h5"]
+    for path, seed in zip(paths, (3, 4), strict=True):
+        settings = CollectSettings(
+            out=str(path), scenarios=("n8-2to6-load100",), trajectories=3, frames=60, seed=seed
+        )
+        collect(settings, progress=False)
+    hr = _script("history_r2")
+    argv = [str(p) for p in paths] + ["--history", "2", "--ahead", "3,1", "--steps", "5"]
+    assert hr.main(argv + ["--n", "300"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split("|")[3:5] == [" R^2, t+1 ", " R^2, t+3 "]  # sorted
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[3:]]
+    assert [(r[0], r[1]) for r in rows] == [("own", "4"), ("own+mf", "8"), ("own+mf+h2", "24")]
+    assert all(float(v) <= 1.0 for r in rows for v in r[2:])
+    x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    f = hr.features(x, -x, now=2, history=2, mf=True)
+    assert f.shape == (2, 24)
+    want = [x[:, 2], -x[:, 2], x[:, 1], -x[:, 1], x[:, 0], -x[:, 0]]
+    assert np.array_equal(f, np.concatenate(want, axis=1))
+    assert np.array_equal(hr.features(x, -x, now=2, history=0, mf=False), x[:, 2])
+    for option, value in (("--history", "0"), ("--ahead", "one"), ("--steps", "0")):
+        with pytest.raises(SystemExit):
+            hr.main([str(p) for p in paths] + [option, value])
+        assert option in capsys.readouterr().err.splitlines()[-1]
+    with pytest.raises(SystemExit):
+        hr.main([str(tmp_path / "missing.h5"), str(paths[1])])
+    assert "missing.h5" in capsys.readouterr().err
+
+
 def test_adaptive_gpu_script_test_only_stops_at_once_without_the_runs(tmp_path):
     """TEST_ONLY on a machine without the trained runs (a fresh device machine) stops with
     exit 3 before collecting or training anything, rather than starting the variant again."""
