@@ -10,6 +10,7 @@ from macdmp.methods.config import build_config
 from macdmp.methods.learners import Normalizer
 from macdmp.planner import PlannerConfig, PlannerModels, make_config, plan
 from macdmp.planner.models import STEER_CHANGES
+from macdmp.planner.policy import PlannerActor
 from macdmp.planner.synthetic import SyntheticWindows
 
 TINY = {"horizon": 8, "dim": 8, "groups": 4, "n_diffusion_steps": 10, "inv_hidden": 32}
@@ -234,3 +235,80 @@ def test_filtered_noise_loss_learns_from_the_best_windows_only() -> None:
         moved = losses(models[True], x=x)
         assert torch.equal(moved["diff"], base["diff"]) != reaches_diff
         assert not torch.equal(moved["cls"], base["cls"])
+
+
+def test_history_pins_the_past_and_acts_on_the_current_frame() -> None:
+    """``history`` = k: a plan pins o_t-k .. o_t (own and mean field; the current ones repeated
+    when no past is given), the action is f_phi(o_t, the plan's o_t+1) at window positions k
+    and k + 1. Off by default and left out of a run's params; bad values named."""
+    from macdmp.planner.plan import plan_batch
+
+    assert "history" not in make_config("paper").to_dict()
+    for bad in (-1, 7, True, 1.5):  # TINY's horizon is 8: history at most 6
+        with pytest.raises(ValueError, match="^history: "):
+            make_config("demo", **TINY, history=bad)
+    m, data = tiny_models(history=2)
+    w = data.sample(5, np.random.default_rng(4))
+    past, obs = w["x"][:, :2], w["x"][:, 2]
+    past_mf, mf = w["xbar"][:, :2], w["xbar"][:, 2]
+    gen = torch.Generator()
+    for solver, steps in (("ddpm", None), ("dpm2", 4)):
+        acts, z = plan_batch(
+            m, obs, mf, solver, steps, generator=gen.manual_seed(0), past=past, past_mf=past_mf
+        )
+        own, plan_mf = (v.numpy() for v in m.from_model_space(z))
+        assert np.allclose(own[:, :3], w["x"][:, :3], atol=1e-3)
+        assert np.allclose(plan_mf[:, :3], w["xbar"][:, :3], atol=1e-3)
+        o = torch.as_tensor(obs)
+        want = m.action_rbs(o, torch.as_tensor(own[:, 3]))
+        assert torch.allclose(acts, want, atol=1e-4)
+        assert not torch.allclose(acts, m.action_rbs(o, torch.as_tensor(own[:, 1])))
+    _, z = plan_batch(m, obs, mf, "dpm2", 4, generator=gen.manual_seed(0))
+    own = m.from_model_space(z)[0].numpy()
+    assert np.allclose(own[:, :3], obs[:, None].repeat(3, 1), atol=1e-3)  # no past: repeated
+    with pytest.raises(ValueError, match=r"^past: expected shape \(5, 2, 4\)"):
+        plan_batch(m, obs, mf, past=past[:, :1], past_mf=past_mf)
+    with pytest.raises(ValueError, match="^backend: 'fused'"):
+        PlannerActor(m, backend="fused")
+    m0, _ = tiny_models()
+    with pytest.raises(ValueError, match="^past: "):
+        plan_batch(m0, obs, mf, past=past)
+
+
+def test_history_noise_loss_leaves_the_pinned_frames_out() -> None:
+    """With ``history`` = k the noise loss is over window positions k + 1 on: with a noise model
+    that predicts 0 it is the mean square of the drawn noise there."""
+    batch = {
+        k: torch.as_tensor(v)
+        for k, v in SyntheticWindows(8, 0.99).sample(16, np.random.default_rng(0)).items()
+    }
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, k, *rest):  # type: ignore[no-untyped-def]
+            return torch.zeros_like(x)
+
+    gen = torch.Generator()
+    for k in (0, 2):
+        m, _ = tiny_models(history=k)
+        m.eps = Zero()
+        diff = m.loss(batch, gen.manual_seed(7))["diff"]
+        gen.manual_seed(7)
+        torch.randint(0, m.cfg.n_diffusion_steps, (16,), generator=gen)  # the noise levels
+        noise = torch.randn((16, 8, m.cfg.channels), generator=gen)
+        assert torch.allclose(diff, noise[:, k + 1 :].pow(2).mean())
+
+
+def test_actor_keeps_each_agents_last_frames_for_history() -> None:
+    """The actor of a ``history`` = 2 model pins, each frame, the agent's two observations and
+    mean fields before it (at an episode's start its first one repeated); reset forgets them."""
+    m, data = tiny_models(history=2)
+    w = data.sample(3, np.random.default_rng(5))
+    actor = PlannerActor(m, seed=1, steps=4, warm=0.3)  # warm: the actor keeps its plans
+    for episode in range(2):
+        actor.reset(3)
+        for t in range(4):
+            actor.act(w["x"][:, t], w["xbar"][:, t])
+            own, plan_mf = (v.numpy() for v in m.from_model_space(actor._prev))
+            seen = [max(t - 2 + i, 0) for i in range(3)]  # o_t-2, o_t-1, o_t; none before 0
+            assert np.allclose(own[:, :3], w["x"][:, seen], atol=1e-3), (episode, t)
+            assert np.allclose(plan_mf[:, :3], w["xbar"][:, seen], atol=1e-3), (episode, t)

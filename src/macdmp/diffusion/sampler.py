@@ -48,11 +48,19 @@ class Conditioning:
     @staticmethod
     def first_step(first: torch.Tensor, horizon: int) -> Conditioning:
         """Pin x[:, 0, :] to ``first`` (B, C) for sequences of shape (B, horizon, C)."""
-        b, c = first.shape
-        mask = torch.zeros(1, horizon, 1, dtype=torch.bool, device=first.device)
-        mask[:, 0] = True
-        values = torch.zeros(b, horizon, c, dtype=first.dtype, device=first.device)
-        values[:, 0] = first
+        return Conditioning.prefix(first[:, None], horizon)
+
+    @staticmethod
+    def prefix(known: torch.Tensor, horizon: int) -> Conditioning:
+        """Pin the first P steps x[:, :P, :] to ``known`` (B, P, C), for sequences of shape
+        (B, horizon, C): the current observation (P = 1), or it and the ones before it."""
+        b, p, c = known.shape
+        if not 1 <= p <= horizon:
+            raise ValueError(f"known: 1 to {horizon} steps to pin (got {p})")
+        mask = torch.zeros(1, horizon, 1, dtype=torch.bool, device=known.device)
+        mask[:, :p] = True
+        values = torch.zeros(b, horizon, c, dtype=known.dtype, device=known.device)
+        values[:, :p] = known
         return Conditioning(mask, values)
 
 

@@ -34,6 +34,7 @@ class PlannerConfig(TrainConfig):
         **OMIT_AT_DEFAULT,
         "inv_mf": "none",
         "filtered": False,
+        "history": 0,
     }
 
     obs_dim: int = 4
@@ -54,6 +55,14 @@ class PlannerConfig(TrainConfig):
     # those at or above `rtg_start_best` (%BC's filter); the return model and the inverse
     # dynamics still learn from every window
     filtered: bool = False
+    # what an agent knows of its own past (docs/adaptive-study.md, lever 5): a plan pins its
+    # window's first history + 1 frames, o_t-k .. o_t (own and mean-field channels, k =
+    # history), and samples the rest; the noise loss leaves them out, the inverse dynamics acts
+    # on (o_t, o_t+1) at window positions k and k + 1, and the actor keeps each agent's last k
+    # observations and mean fields (an episode's first frames repeat its first observation).
+    # 0 (the paper's): the plan is pinned at o_t alone. The plan's future is horizon - k - 1
+    # frames; the return the classifier and the guidance use stays the window's.
+    history: int = 0
     # diffusion
     n_diffusion_steps: int = 100
     beta_schedule: str = "cosine"
@@ -83,6 +92,11 @@ class PlannerConfig(TrainConfig):
         need(self.obs_dim >= 1, "obs_dim", ">= 1")
         check_unet_shape(self.horizon, self.dim, self.dim_mults, self.kernel_size, self.groups)
         need(self.horizon >= 2, "horizon", ">= 2 (a plan needs o_t and o_t+1)")
+        need(
+            not isinstance(self.history, bool) and isinstance(self.history, int)
+            and 0 <= self.history <= self.horizon - 2,
+            "history", f"an integer in [0, horizon - 2 = {self.horizon - 2}]",
+        )  # fmt: skip
         need(self.inv_hidden >= 1, "inv_hidden", ">= 1")
         need(self.inv_layers >= 1, "inv_layers", ">= 1")
         need(self.inv_mf in INV_MF, "inv_mf", f"one of {INV_MF}")
@@ -274,9 +288,10 @@ class PlannerModels(Method):
     ) -> torch.Tensor:
         """The demand (RBs) of plans ``z`` (model space, (A, H, channels)) made from the raw
         observation ``o_t`` and mean field ``mf_t``: the inverse dynamics on o_t (the plan's
-        pinned first entry, exactly) and the plan's next frame."""
+        pinned entry at position ``history``, exactly) and the plan's next frame."""
         own, mf = self.from_model_space(z)
-        return self.action_rbs(o_t, own[:, 1], mf_t, None if mf is None else mf[:, 1])
+        nxt = self.cfg.history + 1
+        return self.action_rbs(o_t, own[:, nxt], mf_t, None if mf is None else mf[:, nxt])
 
     def predict_return(
         self, x: torch.Tensor, xbar: torch.Tensor | None, k: int = 1
@@ -322,9 +337,11 @@ def joint_loss(
     dev = z0.device
     idx = torch.randint(0, cfg.n_diffusion_steps, (b,), generator=generator, device=dev)
     noise = torch.randn(z0.shape, generator=generator, device=dev)
-    # The first observation is always known when planning, so it is pinned here as well and
-    # left out of the noise loss (its "noise" is never removed by the sampler).
-    cond = Conditioning.first_step(z0[:, 0], h)
+    # The current observation (and, with ``history``, the ones before it) is always known when
+    # planning, so it is pinned here as well and left out of the noise loss (its "noise" is
+    # never removed by the sampler).
+    known = cfg.history + 1
+    cond = Conditioning.prefix(z0[:, :known], h)
     zk = cond.apply(schedule.q_sample(z0, idx, noise))
     if cfg.guidance == "cfg":
         keep = condition_keep(b, cfg.cond_dropout, generator, dev)
@@ -332,11 +349,11 @@ def joint_loss(
     else:
         eps = models.eps(zk, idx)
     if cfg.filtered:  # a weighted mean, no host sync; 0 when no window of the batch passes
-        per_window = (eps - noise)[:, 1:].pow(2).mean(dim=(1, 2))
+        per_window = (eps - noise)[:, known:].pow(2).mean(dim=(1, 2))
         best = (batch["rtg0"] >= models.rtg_best).to(per_window.dtype)
         diff = (per_window * best).sum() / best.sum().clamp(min=1.0)
     else:
-        diff = (eps - noise)[:, 1:].pow(2).mean()
+        diff = (eps - noise)[:, known:].pow(2).mean()
     cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
     # f_phi on the data's transitions, reading what inv_mf names (normalised as the planner's)
     own = n.obs(x)

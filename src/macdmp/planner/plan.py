@@ -116,21 +116,23 @@ def sampling_call(
     generator: torch.Generator | None = None,
     value_grad: Callable | None = None,
 ) -> Callable[..., torch.Tensor]:
-    """One planning call's sampling loop as a function of tensors only, ``(first, noise,
-    [x_start], [condition]) -> plans`` (x_start with a warm start, condition when the noise
-    model takes one), for :func:`~macdmp.diffusion.graphs.run_maybe_graphed` to capture in a
-    CUDA graph: a plan is hundreds of small kernels per solver step, which launched one by one
-    from Python cost about 8x their GPU time (docs/notes/planner-speed.md). Called eagerly,
-    ``noise`` may be None: the sampler then draws from ``generator``."""
+    """One planning call's sampling loop as a function of tensors only, ``(known, noise,
+    [x_start], [condition]) -> plans`` (known: the pinned first steps (B, P, C), the current
+    observation and, with ``history``, the ones before it; x_start with a warm start;
+    condition when the noise model takes one), for
+    :func:`~macdmp.diffusion.graphs.run_maybe_graphed` to capture in a CUDA graph: a plan is
+    hundreds of small kernels per solver step, which launched one by one from Python cost
+    about 8x their GPU time (docs/notes/planner-speed.md). Called eagerly, ``noise`` may be
+    None: the sampler then draws from ``generator``."""
 
-    def run(first: torch.Tensor, noise: torch.Tensor | None, *rest: torch.Tensor) -> torch.Tensor:
+    def run(known: torch.Tensor, noise: torch.Tensor | None, *rest: torch.Tensor) -> torch.Tensor:
         return sample(
             nets["eps_model"],
             sch,
             shape,
             solver=solver,
             steps=steps,
-            cond=Conditioning.first_step(first, shape[1]),
+            cond=Conditioning.prefix(known, shape[1]),
             value=nets["value"],
             guide=guide,
             generator=generator,
@@ -298,7 +300,48 @@ def check_options(
         raise ValueError(f"backend: {backend!r} runs on the CPU; add device=cpu")
     if backend == "fused" and solver == "ddpm":
         raise ValueError("backend: 'fused' needs a DPM solver (dpm1 or dpm2)")
+    if backend == "fused" and getattr(mc, "history", 0):
+        raise ValueError(
+            "backend: 'fused' plans from the current observation alone; a model trained with "
+            "history > 0 runs with backend torch or onnx"
+        )
     return guidance
+
+
+def _past_frames(
+    mc: Any,
+    o: torch.Tensor,
+    mf: torch.Tensor | None,
+    past: np.ndarray | torch.Tensor | None,
+    past_mf: np.ndarray | torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The raw frames a plan pins, own (A, k + 1, obs) and mean field (or None): the k =
+    ``history`` frames before this one (``past``, ``past_mf``; the current ones repeated when
+    None) and the current one."""
+    k = getattr(mc, "history", 0)
+    if not k:
+        if past is not None or past_mf is not None:
+            raise ValueError("past: this model plans from the current observation alone")
+        return o[:, None], None if mf is None else mf[:, None]
+    frames = []
+    for name, now, given in (("past", o, past), ("past_mf", mf, past_mf)):
+        if now is None:  # a model without the mean field
+            frames.append(None)
+            continue
+        if given is None:
+            before = now[:, None].expand(-1, k, -1)
+        else:
+            before = torch.as_tensor(
+                np.asarray(given) if not torch.is_tensor(given) else given, device=device
+            ).to(torch.float32)
+            if tuple(before.shape) != (len(now), k, mc.obs_dim):
+                raise ValueError(
+                    f"{name}: expected shape {(len(now), k, mc.obs_dim)} (the last history = "
+                    f"{k} frames, oldest first; got {tuple(before.shape)})"
+                )
+        frames.append(torch.cat([before, now[:, None]], dim=1))
+    return frames[0], frames[1]  # type: ignore[return-value]
 
 
 def plan_batch(
@@ -320,8 +363,15 @@ def plan_batch(
     speed: Speed | None = None,
     guidance: str | None = None,
     target: float | None = None,
+    past: np.ndarray | torch.Tensor | None = None,
+    past_mf: np.ndarray | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`plan` on tensors: (actions (A,) in RBs, chosen plans (A, H, C) in model space).
+
+    ``past`` and ``past_mf``: for a model trained with ``history`` = k > 0, each agent's own
+    observations and mean fields of the k frames before this one, (A, k, 4) raw, oldest first;
+    a plan pins them and the current ones. None: the current ones repeated (an episode's first
+    frame). A model with history 0 takes none.
 
     ``guidance`` (default: the model's ``cfg.guidance``): "classifier", the paper's classifier
     guidance with scale ``guide`` (a model trained for "cfg" then runs its noise model
@@ -352,6 +402,7 @@ def plan_batch(
         mf = torch.as_tensor(np.asarray(mean_field), dtype=torch.float32, device=device)
         if mf.shape != o.shape:
             raise ValueError(f"mean_field: expected shape {tuple(o.shape)} (got {tuple(mf.shape)})")
+    seen = _past_frames(mc, o, mf, past, past_mf, device)
     h = mc.horizon
     shape = (a * n_candidates, h, mc.channels)
     sch = _schedule(models, device)
@@ -373,18 +424,18 @@ def plan_batch(
         run_key = (float(guide_min_sigma), y, w_cfg)
         return run(run_key, o, mf, warm_from, generator)
     with torch.inference_mode():
-        first = models.to_model_space(o[:, None], None if mf is None else mf[:, None])[:, 0]
+        known = models.to_model_space(*seen)  # (A, history + 1, C), the pinned first steps
         if warm_from is not None:
             x_start = shift_plans(warm_from)
             x_start = x_start.repeat_interleave(n_candidates, dim=0)
-        first = first.repeat_interleave(n_candidates, dim=0)
+        known = known.repeat_interleave(n_candidates, dim=0)
         condition = None
         if y is not None:
             condition = models.normalizer.ret(torch.full((shape[0], 1), y, device=device))
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
     nets = _backbones(models, speed, shape, device)
-    rest = [v for v in (x_start, condition) if v is not None]  # the inputs besides first, noise
+    rest = [v for v in (x_start, condition) if v is not None]  # the inputs besides known, noise
     if cuda_graph:
         if device.type != "cuda":
             raise ValueError("cuda_graph: needs the models on a CUDA device")
@@ -395,21 +446,22 @@ def plan_batch(
             nets, sch, shape, solver, steps, w_guide, clip_x0, start, guide_min_sigma,
             mc.cond_dim, w_cfg,
         )  # fmt: skip
-        inputs = [first, noise.normal_(generator=generator), *rest]
+        inputs = [known, noise.normal_(generator=generator), *rest]
         z = run_maybe_graphed(_GRAPHS, key, run, inputs, warmup=3, owner=models)
     else:
         run = sampling_call(
             nets, sch, shape, solver, steps, w_guide, clip_x0, start, guide_min_sigma,
             mc.cond_dim, w_cfg, generator, nets["value_grad"],
         )  # fmt: skip
-        z = run(first.clone(), None, *rest)
+        z = run(known.clone(), None, *rest)
     with torch.inference_mode():
         if n_candidates > 1:
             k1 = torch.zeros(z.shape[0], dtype=torch.long, device=device)
             score = models.classifier(z, k1).view(a, n_candidates)
             best = score.argmax(dim=1)
             z = z.view(a, n_candidates, h, -1)[torch.arange(a, device=device), best]
-        # The pinned first entry is the current observation exactly; act on it and o_t+1.
+        # The pinned entry at position `history` is the current observation exactly; act on it
+        # and the plan's o_t+1.
         actions = models.plan_action(o, mf, z)
     return actions, z
 

@@ -102,6 +102,8 @@ class PlannerActor(Actor):
         self.warm = float(warm)
         self.guide_sigma = float(guide_sigma)
         self._prev = None  # each agent's last plan in model space (A, H, C), for warm starts
+        # with history k > 0: each agent's last k observations and mean fields (A, k, 4), raw
+        self._past: tuple[torch.Tensor, torch.Tensor] | None = None
         self.models = models
         self.solver = solver
         self.steps = steps
@@ -138,6 +140,7 @@ class PlannerActor(Actor):
     def reset(self, n_agents: int) -> None:
         self.generator.manual_seed(self.seed)
         self._prev = None  # a new episode: the first frame plans from scratch
+        self._past = None  # and knows no frame before its first
 
     def act(self, obs: np.ndarray, mean_field: np.ndarray) -> np.ndarray:
         # Agents are the rows of the batch, the same every frame of an episode; a batch of
@@ -145,6 +148,10 @@ class PlannerActor(Actor):
         prev = self._prev
         if prev is not None and prev.shape[0] != len(obs):
             prev = None
+        k = getattr(self.models.cfg, "history", 0)
+        past = self._past  # none at an episode's start, nor for a batch of another size
+        if past is not None and len(past[0]) != len(obs):
+            past = None
         actions, z = plan_batch(
             self.models,
             obs,
@@ -161,9 +168,18 @@ class PlannerActor(Actor):
             speed=self.speed,
             guidance=self.guidance,
             target=self.target,
+            past=None if past is None else past[0],
+            past_mf=None if past is None else past[1],
         )
         if self.warm:
             self._prev = z
+        if k:  # the frames the next plan pins before its own: these k, moved on by one
+            dev = z.device
+            o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=dev)[:, None]
+            m = torch.as_tensor(np.asarray(mean_field), dtype=torch.float32, device=dev)[:, None]
+            if past is None:  # the episode's first frame: nothing before it is known
+                past = (o.expand(-1, k, -1), m.expand(-1, k, -1))
+            self._past = (torch.cat([past[0], o], 1)[:, 1:], torch.cat([past[1], m], 1)[:, 1:])
         return actions.double().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
