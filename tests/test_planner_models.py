@@ -312,3 +312,11 @@ def test_actor_keeps_each_agents_last_frames_for_history() -> None:
             seen = [max(t - 2 + i, 0) for i in range(3)]  # o_t-2, o_t-1, o_t; none before 0
             assert np.allclose(own[:, :3], w["x"][:, seen], atol=1e-3), (episode, t)
             assert np.allclose(plan_mf[:, :3], w["xbar"][:, seen], atol=1e-3), (episode, t)
+    assert "history 2" in actor.label and actor.describe()["history"] == 2
+    m, _ = tiny_models(history=1, use_mf=False)  # w/o MF: the own past alone
+    actor = PlannerActor(m, seed=1, steps=4, warm=0.3)
+    actor.reset(3)
+    for t in range(2):
+        actor.act(w["x"][:, t], w["xbar"][:, t])
+    own = m.from_model_space(actor._prev)[0].numpy()
+    assert actor._prev.shape[-1] == 4 and np.allclose(own[:, :2], w["x"][:, :2], atol=1e-3)

@@ -2,7 +2,9 @@
 
 Every frame, each agent receives its 1-hop neighbours' current observations (their mean is the
 only message), samples a plan of H observations whose first entry is pinned to its own current
-observation and that mean, takes a_t = f_phi(o_t, planned o_t+1), and replans the next frame.
+observation and that mean (with ``history`` = k, whose first k + 1 entries are pinned to its
+last k observations and mean fields, which the actor keeps, and the current ones), takes
+a_t = f_phi(o_t, planned o_t+1), and replans the next frame.
 All agents given to one call are planned in one batch. Options, as in
 ``--policy RUN_DIR,solver=dpm2,steps=10,guide=0.1,candidates=1``:
 
@@ -129,6 +131,8 @@ class PlannerActor(Actor):
         extras += "".join(f", {n}" for n, on in tags if on)
         reward = getattr(models.cfg, "reward", "delay")
         extras += "" if reward == "delay" else f", reward {reward}"
+        history = getattr(models.cfg, "history", 0)
+        extras += "" if not history else f", history {history}"
         self.label = f"{base} ({solver} {k}{extras})"
 
     def plan_target(self) -> float | None:
@@ -176,7 +180,9 @@ class PlannerActor(Actor):
         if k:  # the frames the next plan pins before its own: these k, moved on by one
             dev = z.device
             o = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=dev)[:, None]
-            m = torch.as_tensor(np.asarray(mean_field), dtype=torch.float32, device=dev)[:, None]
+            m = o if mean_field is None else torch.as_tensor(
+                np.asarray(mean_field), dtype=torch.float32, device=dev
+            )[:, None]  # fmt: skip
             if past is None:  # the episode's first frame: nothing before it is known
                 past = (o.expand(-1, k, -1), m.expand(-1, k, -1))
             self._past = (torch.cat([past[0], o], 1)[:, 1:], torch.cat([past[1], m], 1)[:, 1:])
@@ -199,4 +205,5 @@ class PlannerActor(Actor):
             "backend": self.speed.backend,
             "use_mf": self.models.cfg.use_mf,
             "reward": getattr(self.models.cfg, "reward", "delay"),
+            "history": getattr(self.models.cfg, "history", 0),
         }
