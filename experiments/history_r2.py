@@ -1,11 +1,11 @@
 """How much an agent's recent past tells about its future queues (adaptive study, lever 5).
 
-A plan is pinned at o_t alone, so nothing tells the planner whether its queues are filling or
-draining. Before the history lever is built (pin the last k observations as well), this
-measures what it could give: the R^2, on held-out trajectories, of an MLP (2 x 256) fitted to
-the change of the agent's backlog (gen + tran queue, packets) from frame t to t + j, whether
-its queues fill or drain, from what it knows at frame t (the level itself is near-trivial: the
-backlog persists, R^2 > 0.9 from o_t alone up to 15 frames ahead):
+A plan pinned at o_t alone cannot tell whether the agent's queues are filling or draining;
+MA-CDMP's option `history` = k pins the k frames before as well. This measures what those
+frames could give, before any training: the R^2, on held-out trajectories, of an MLP
+(2 x 256) fitted to the change of the agent's backlog (gen + tran queue, packets) from frame t
+to t + j, whether its queues fill or drain (not its level, which persists from frame to
+frame), from what it knows at frame t:
 
     own            o_t (4): the agent's queues now, what the plan is pinned at
     own+mf         o_t and the mean field m_t (8): MA-CDMP's pin
