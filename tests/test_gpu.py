@@ -27,12 +27,13 @@ def _cuda_models(preset: str = "demo", **overrides) -> PlannerModels:
 
 
 @pytest.mark.parametrize(
-    "solver, steps, warm, min_sigma",
-    [("ddpm", None, None, 0.0), ("dpm2", 10, None, 0.0), ("dpm1", 5, None, 0.0),
-     ("dpm2", 10, 0.3, 0.5), ("ddpm", None, None, 0.5)],
+    "solver, steps, warm, min_sigma, pinned",
+    [("ddpm", None, None, 0.0, 1), ("dpm2", 10, None, 0.0, 1), ("dpm1", 5, None, 0.0, 1),
+     ("dpm2", 10, 0.3, 0.5, 1), ("ddpm", None, None, 0.5, 1), ("dpm2", 10, 0.3, 0.0, 3)],
 )  # fmt: skip
-def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
-    """``warm`` is a fraction of the schedule; the level is the solver grid's nearest."""
+def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma, pinned):
+    """``warm`` is a fraction of the schedule; the level is the solver grid's nearest.
+    ``pinned``: the first steps held (1: o_t; 3: with ``history`` = 2, the two before too)."""
     models = _cuda_models("demo")
     cfg = models.cfg
     sch = models.schedule()
@@ -43,7 +44,7 @@ def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
     graphed = None
     for seed in (1, 2):  # two replays with new inputs
         g = torch.Generator(device="cuda").manual_seed(seed)
-        first = torch.randn(shape[0], shape[2], device="cuda", generator=g)
+        first = torch.randn(shape[0], pinned, shape[2], device="cuda", generator=g)
         noise = torch.randn(noise_draws(solver, sch.n_steps), *shape, device="cuda", generator=g)
         x_start = torch.randn(shape, device="cuda", generator=g) if warm else None
         inputs = [first, noise] + ([x_start] if warm else [])
@@ -55,7 +56,7 @@ def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
             shape,
             solver=solver,
             steps=steps,
-            cond=Conditioning.first_step(first, shape[1]),
+            cond=Conditioning.prefix(first, shape[1]),
             value=models.classifier,
             guide=0.3,
             clip_x0=5.0,
@@ -65,6 +66,7 @@ def test_cuda_graph_replays_the_eager_sampler(solver, steps, warm, min_sigma):
             guide_min_sigma=min_sigma,
         )
         torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(replayed[:, :pinned], first)
 
 
 @pytest.mark.parametrize(
@@ -85,14 +87,14 @@ def test_cuda_graph_replays_the_eager_cfg_sampler(solver, steps, cfg_weight, sca
     graphed = None
     for seed in (1, 2):  # two replays with new inputs
         g = torch.Generator(device="cuda").manual_seed(seed)
-        first = torch.randn(shape[0], shape[2], device="cuda", generator=g)
+        first = torch.randn(shape[0], 1, shape[2], device="cuda", generator=g)
         noise = torch.randn(noise_draws(solver, sch.n_steps), *shape, device="cuda", generator=g)
         condition = torch.randn(shape[0], 1, device="cuda", generator=g)
         graphed = graphed or GraphedCall(run, [first, noise, condition], warmup=3)
         replayed = graphed(first, noise, condition)
         eager = sample(
             models.eps, sch, shape, solver=solver, steps=steps,
-            cond=Conditioning.first_step(first, shape[1]), value=models.classifier,
+            cond=Conditioning.prefix(first, shape[1]), value=models.classifier,
             guide=scale, clip_x0=5.0, noise=noise, condition=condition,
             cfg=cfg_weight,
         )  # fmt: skip
@@ -147,6 +149,28 @@ def test_plan_on_gpu_defaults_to_graphs_and_stays_in_range():
     actions, plans = plan(models, obs, obs, "dpm2", 10, 0.1, 1, gen)
     assert actions.shape == (9,) and np.all((actions >= 0) & (actions <= models.rbs))
     assert np.allclose(plans[:, 0, :4], obs, atol=1e-3)
+
+
+def test_a_history_plan_pins_the_past_through_graphs():
+    """``history`` = 2 on a GPU (captured): the plans hold the two frames before and the
+    current one; the actor keeps them over an episode."""
+    models = _cuda_models("demo", history=2)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 20, (9, 4)).astype(np.float32)
+    past = rng.uniform(0, 20, (9, 2, 4)).astype(np.float32)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    actions, plans = plan(models, obs, obs, "dpm2", 10, 0.1, 1, gen, past=past, past_mf=past)
+    assert np.all((actions >= 0) & (actions <= models.rbs))
+    assert np.allclose(plans[:, :2, :4], past, atol=1e-3)
+    assert np.allclose(plans[:, :2, 4:], past, atol=1e-3)
+    assert np.allclose(plans[:, 2, :4], obs, atol=1e-3)
+    actor = models.make_actor(seed=0, warm=0.3)
+    actor.reset(9)
+    frames = [obs + t for t in range(3)]
+    for o in frames:
+        actor.act(o, o)
+    own = models.from_model_space(actor._prev)[0].cpu().numpy()
+    assert np.allclose(own[:, :3], np.stack(frames, axis=1), atol=1e-3)
 
 
 # ---- the trainer's captured step -----------------------------------------------------------
