@@ -50,6 +50,13 @@ def features(x: np.ndarray, xbar: np.ndarray, now: int, history: int, mf: bool) 
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+def backlog_change(x: np.ndarray, now: int, ahead: list[int]) -> np.ndarray:
+    """The targets: the change of the backlog (gen + tran queue) from frame ``now`` to ``now``
+    + j for each j of ``ahead``, from windows x (B, frames, 4); (B, len(ahead))."""
+    q = x[:, :, 0] + x[:, :, 2]
+    return np.stack([q[:, now + j] - q[:, now] for j in ahead], axis=1).astype(np.float32)
+
+
 def fit_r2(
     f_tr: np.ndarray, y_tr: np.ndarray, f_te: np.ndarray, y_te: np.ndarray, steps: int
 ) -> np.ndarray:
@@ -98,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     tr = tr_ds.sample(args.n, rng)
     te = te_ds.sample(max(1, args.n // 4), rng)
 
-    def backlog(b: dict) -> np.ndarray:
-        q = b["x"][:, :, 0] + b["x"][:, :, 2]
-        return np.stack([q[:, now + j] - q[:, now] for j in ahead], axis=1).astype(np.float32)
-
-    y_tr, y_te = backlog(tr), backlog(te)
+    y_tr, y_te = (backlog_change(b["x"], now, ahead) for b in (tr, te))
     level = float(te["x"][:, now, [0, 2]].sum(1).mean())
     print(f"{args.train} -> {args.test}: backlog at t {level:.1f} packets on average; "
           f"{len(y_tr):,} training windows, {len(y_te):,} held out")  # fmt: skip

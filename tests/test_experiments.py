@@ -75,11 +75,19 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
     assert (tmp_path / "w" / "load100-invnow" / "seed-0" / "losses.jsonl").read_bytes() == losses
 
 
+def _script(name: str):  # type: ignore[no-untyped-def]
+    """An experiments/ script as a module (experiments/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys):
     """experiments/return_quantiles.py: the horizon returns' quantiles for a training setting;
     its 90% quantile is the run's default target (the training statistics' `ret_best`)."""
-    import importlib.util
-
     from macdmp.data.collect import CollectSettings, collect
     from macdmp.data.windows import open_windows
 
@@ -88,11 +96,7 @@ def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys)
         out=str(path), scenarios=("n8-2to6-load100",), trajectories=3, frames=60, seed=3
     )
     collect(settings, progress=False)
-    spec = importlib.util.spec_from_file_location(
-        "rq", ROOT / "experiments" / "return_quantiles.py"
-    )
-    rq = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(rq)  # type: ignore[union-attr]
+    rq = _script("return_quantiles")
     argv = [str(path), "--horizon", "8", "--reward", "own-backlog", "--quantiles", "0.9,1"]
     assert rq.main(argv) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
@@ -110,16 +114,6 @@ def test_return_quantiles_lists_the_targets_a_plan_can_ask_for(tmp_path, capsys)
     with pytest.raises(SystemExit):
         rq.main([str(tmp_path / "missing.h5")])
     assert "missing.h5" in capsys.readouterr().err
-
-
-def _script(name: str):  # type: ignore[no-untyped-def]
-    """An experiments/ script as a module (experiments/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def test_history_r2_fits_each_information_set_on_held_out_trajectories(tmp_path, capsys):
@@ -149,6 +143,10 @@ def test_history_r2_fits_each_information_set_on_held_out_trajectories(tmp_path,
     want = [x[:, 2], -x[:, 2], x[:, 1], -x[:, 1], x[:, 0], -x[:, 0]]
     assert np.array_equal(f, np.concatenate(want, axis=1))
     assert np.array_equal(hr.features(x, -x, now=2, history=0, mf=False), x[:, 2])
+    # the targets are the backlog's change (gen + tran queue), not its level
+    q = x[:, :, 0] + x[:, :, 2]
+    change = hr.backlog_change(x, now=1, ahead=[1, 2])
+    assert np.array_equal(change, np.stack([q[:, 2] - q[:, 1], q[:, 3] - q[:, 1]], axis=1))
     for option, value in (("--history", "0"), ("--ahead", "one"), ("--steps", "0")):
         with pytest.raises(SystemExit):
             hr.main([str(p) for p in paths] + [option, value])
