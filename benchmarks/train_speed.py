@@ -19,7 +19,10 @@ and the one-off preparation time (warm-up steps, compilation and graph capture).
   procsR     R separate processes, each one captured run, started together
   MODE+tf32  the mode with TF32 matmuls (the configuration field tf32=true)
   MODE+bf16  the mode with the loss's forward under bf16 autocast (bf16=true)
-  tf32, bf16, tf32+bf16   short for captured+tf32, captured+bf16, captured+tf32+bf16
+  MODE+streams  the mode with the loss's independent parts on CUDA streams of their own
+             (streams=true, the configuration's default; macdmp.methods.branches); the
+             other modes run with streams=false, as measured before it existed
+  tf32, bf16, streams, ...  short for captured+tf32, captured+bf16, captured+streams, ...
 Targets on one H200 (paper preset, issue 31): one run's 100,000 steps in 6 min (bar) or 3 min
 (goal); eight stacked runs at least 6x the total throughput of one captured run (eight seeds of
 100,000 steps in 15 min, bar; 8 min, goal).
@@ -55,7 +58,7 @@ def overrides(a) -> dict:
     return over
 
 
-SWITCHES = ("tf32", "bf16")  # configuration fields of the step's GPU arithmetic
+SWITCHES = ("tf32", "bf16", "streams")  # configuration fields of how a GPU step is computed
 FLAGS = (*SWITCHES, "compile")  # "compile": stacked modes only (the trainer's compile)
 
 
@@ -70,7 +73,7 @@ def parse_mode(mode: str) -> tuple[str, dict]:
         bad.append("compile (stacked modes only; `compiled` compiles the backbones)")
     if bad or len(set(flags)) != len(flags):
         raise SystemExit(
-            f"--modes: unknown or repeated switch in {mode!r} (switches: tf32, bf16; "
+            f"--modes: unknown or repeated switch in {mode!r} (switches: tf32, bf16, streams; "
             f"compile after stackedR): {', '.join(bad)}"
         )
     return base, {f: True for f in flags}
@@ -87,7 +90,10 @@ def measure(
     switches: dict | None = None,
     stacked: bool = False,
 ) -> dict:
-    cfg = make_config(method, preset, max_steps=10**9, **{**overrides(a), **(switches or {})})
+    # streams is on by default in the configuration; here a mode has it only when it says so
+    # (+streams), so that the modes keep the meaning of the earlier tables
+    fields = {"streams": False, **overrides(a), **(switches or {})}
+    cfg = make_config(method, preset, max_steps=10**9, **fields)
     data = SyntheticWindows(cfg.horizon, cfg.gamma, reward=cfg.reward)
     with tempfile.TemporaryDirectory() as root:
         trs = [
@@ -209,7 +215,7 @@ def main() -> None:
         if not known or (kind.startswith("procs") and sw):
             raise SystemExit(f"--modes: unknown mode {mode!r}")
     if not cuda and any(set(parse_mode(m)[1]) - {"compile"} for m in modes):
-        print("note: tf32 and bf16 act on CUDA only; on this device they change nothing")
+        print("note: tf32, bf16 and streams act on CUDA only; on this device they change nothing")
     cfg = make_config(a.method, a.preset, **over)
     name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(

@@ -235,6 +235,54 @@ def test_packed_runs_on_streams_match_a_run_alone(tmp_path):
         torch.testing.assert_close(tr.acc, alone.acc, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.usefixtures("deterministic_cudnn")
+@pytest.mark.parametrize("capture", [False, True])
+def test_streams_train_the_run_of_one_stream(tmp_path, capture):
+    """``streams`` (macdmp.methods.branches): the noise model, the return model and the inverse
+    dynamics each on a CUDA stream of its own, forward and backward, eager and inside the
+    captured graph, compute what one stream computes: the same draws (the generators end
+    equal), losses, weights and EMA weights after 25 steps."""
+    from macdmp.methods import Trainer
+    from macdmp.planner import make_config as planner_config
+
+    cfg = planner_config("demo", **TINY_GPU)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    one = Trainer("ma-cdmp", cfg.replace(streams=False), data, tmp_path / "one", "cuda",
+                  capture=capture)  # fmt: skip
+    par = Trainer("ma-cdmp", cfg.replace(streams=True), data, tmp_path / "par", "cuda",
+                  capture=capture)  # fmt: skip
+    n = 25 - 3 if capture else 25  # prepare() takes 3 eager warm-up steps before capture
+    _steps([one], n)
+    _steps([par], n)
+    assert (par.graph is not None) == capture and par.step == one.step == 25
+    assert torch.equal(par.gen.get_state(), one.gen.get_state())
+    torch.testing.assert_close(par.acc, one.acc, rtol=1e-5, atol=1e-6)
+    for a, b in zip(par.params, one.params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(par.ema_params, one.ema_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.usefixtures("deterministic_cudnn")
+def test_packed_runs_with_streams_match_a_run_alone(tmp_path):
+    """Packed runs (each on its own stream) whose losses branch onto side streams: each run's
+    branches get side streams of their own, and each run trains as one stream alone."""
+    from macdmp.methods import Trainer
+    from macdmp.planner import make_config as planner_config
+
+    cfg = planner_config("demo", **TINY_GPU)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    alone = Trainer("ma-cdmp", cfg.replace(streams=False), data, tmp_path / "one", "cuda",
+                    capture=True)  # fmt: skip
+    packed = [
+        Trainer("ma-cdmp", cfg, data, tmp_path / f"par{k}", "cuda", capture=True) for k in range(2)
+    ]
+    _steps([alone], 30)
+    _steps(packed, 30)
+    for tr in packed:
+        torch.testing.assert_close(tr.acc, alone.acc, rtol=1e-4, atol=1e-5)
+
+
 def test_compiled_captured_training_runs(tmp_path):
     (eager,) = _trainers(tmp_path, 1, capture=False)
     (comp,) = _trainers(tmp_path, 1, capture=True, compile=True)

@@ -458,3 +458,24 @@ def test_gpu_compiled_stacked_equals_stacked(tmp_path, k):
     for a, b in zip(plain, comp, strict=True):
         assert torch.equal(ckpt(a.run_dir)["rng"], ckpt(b.run_dir)["rng"])
         assert_close_losses(a.run_dir, b.run_dir, rel=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("deterministic_cudnn")
+def test_gpu_stacked_streams_equal_stacked(tmp_path):
+    """``streams`` inside the vmapped loss of stacked runs (each of the three models on a CUDA
+    stream of its own, captured): the same draws and the same losses as one stream."""
+    cfgs = paper_cfgs(2)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    plain = gpu_trainers([c.replace(streams=False) for c in cfgs], data, tmp_path, "plain")
+    train_stacked(plain, progress=False)
+    par = gpu_trainers([c.replace(streams=True) for c in cfgs], data, tmp_path, "par")
+    st = StackedTrainer(par)
+    st.prepare()
+    assert st.graph is not None
+    st.run(progress=False)
+    close(plain + par)
+    for a, b in zip(plain, par, strict=True):
+        assert torch.equal(ckpt(a.run_dir)["rng"], ckpt(b.run_dir)["rng"])
+        assert_close_losses(a.run_dir, b.run_dir, rel=1e-4)

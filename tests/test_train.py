@@ -406,8 +406,9 @@ def test_warm_start_arguments_are_checked(trained) -> None:
 
 
 def test_gpu_arithmetic_fields_are_checked_and_the_cpu_step_stays_float32(tmp_path: Path) -> None:
-    """``tf32`` and ``bf16`` (docs/guide/training.md) are booleans, refused by name otherwise;
-    on the CPU they are ignored: a run with both set trains exactly as one without, and leaves
+    """``tf32``, ``bf16`` and ``streams`` (docs/guide/training.md) are booleans, refused by
+    name otherwise; on the CPU they are ignored: a run with all set trains exactly as one
+    without, and leaves
     torch's process-wide matmul precision as it was. Like the device, they say how a step is
     computed, not which run it is: a run resumes with other values, and a configuration without
     them writes the dict recorded before they existed (the reproduction's digests hash it)."""
@@ -415,22 +416,27 @@ def test_gpu_arithmetic_fields_are_checked_and_the_cpu_step_stays_float32(tmp_pa
         tiny_cfg(tf32="yes")
     with pytest.raises(ValueError, match="bf16: must be true or false"):
         tiny_cfg(bf16=1)
-    sets = parse_sets("ma-cdmp", ["tf32=true", "bf16=off"])
-    assert sets == {"tf32": True, "bf16": False}
+    with pytest.raises(ValueError, match="streams: must be true or false"):
+        tiny_cfg(streams="on")
+    sets = parse_sets("ma-cdmp", ["tf32=true", "bf16=off", "streams=false"])
+    assert sets == {"tf32": True, "bf16": False, "streams": False}
     cfg = tiny_cfg(n_epochs=1)
-    assert cfg.tf32 is False and cfg.bf16 is False  # the defaults: today's arithmetic
+    assert (cfg.tf32, cfg.bf16, cfg.streams) == (False, False, True)  # the defaults
     data = SyntheticWindows(cfg.horizon, cfg.gamma)
     before = torch.get_float32_matmul_precision()
     train(cfg, data, tmp_path / "fp32", progress=False)
-    fast = cfg.replace(tf32=True, bf16=True)
+    fast = cfg.replace(tf32=True, bf16=True, streams=False)
     tr = Trainer("ma-cdmp", fast, data, tmp_path / "fast", "cpu")
     assert tr.tf32 is False and tr.bf16 is False
     tr.run(progress=False)
     tr.close()
     assert torch.get_float32_matmul_precision() == before
     assert strip(read_losses(tmp_path / "fast")) == strip(read_losses(tmp_path / "fp32"))
-    assert "tf32" not in cfg.to_dict() and "bf16" not in cfg.to_dict()
-    assert fast.to_dict()["tf32"] is True and type(cfg).from_dict(fast.to_dict()) == fast
-    again = Trainer("ma-cdmp", fast.replace(bf16=False, n_epochs=2), data, tmp_path / "fast")
+    assert not {"tf32", "bf16", "streams"} & set(cfg.to_dict())
+    assert fast.to_dict()["tf32"] is True and fast.to_dict()["streams"] is False
+    assert type(cfg).from_dict(fast.to_dict()) == fast
+    again = Trainer(
+        "ma-cdmp", fast.replace(bf16=False, streams=True, n_epochs=2), data, tmp_path / "fast"
+    )
     assert again.step == cfg.total_steps
     again.close()

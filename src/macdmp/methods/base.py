@@ -101,6 +101,7 @@ RESUMABLE_KEYS = (
     # ignores both), not which run it is
     "tf32",
     "bf16",
+    "streams",
 )
 # The demo presets' schedule, shared by every method: checkpoints every epoch of 250 steps, a log
 # line every 50; and the diffusion models' warm-up and EMA start at that size.
@@ -111,7 +112,7 @@ DEMO_DIFFUSION: dict[str, int] = {"warmup_steps": 100, "ema_start": 200, **DEMO_
 # configuration of a run without them (config.json, checkpoints, the reproduction's and the
 # bench's unit digests, which hash it) is the one recorded before they existed. A method's
 # config class adds its own in ``omit_at_default``.
-OMIT_AT_DEFAULT = {"tf32": False, "bf16": False}
+OMIT_AT_DEFAULT = {"tf32": False, "bf16": False, "streams": True}
 
 
 def _need(obj: Any, ok: bool, name: str, allowed: str) -> None:
@@ -158,6 +159,12 @@ class TrainConfig:
     # default: docs/notes/training-arithmetic.md has the measurement behind each default.
     tf32: bool = False
     bf16: bool = False
+    # streams: the independent parts of the method's loss (for MA-CDMP its three models) each
+    # on a CUDA stream of its own, forward and backward, so their small kernels overlap
+    # (macdmp.methods.branches). On by default: the same kernels, so the same numbers, and
+    # 1.1-1.3x the steps/s (docs/guide/training.md). CUDA only; methods whose loss has no such
+    # parts ignore it.
+    streams: bool = True
 
     def __post_init__(self) -> None:
         need = lambda ok, name, allowed: _need(self, ok, name, allowed)  # noqa: E731
@@ -183,6 +190,7 @@ class TrainConfig:
         need(self.eval_frames >= 1, "eval_frames", ">= 1")
         need(isinstance(self.tf32, bool), "tf32", "true or false")
         need(isinstance(self.bf16, bool), "bf16", "true or false")
+        need(isinstance(self.streams, bool), "streams", "true or false")
 
     @property
     def total_steps(self) -> int:

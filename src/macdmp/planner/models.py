@@ -16,6 +16,7 @@ from macdmp.diffusion.sampler import Conditioning
 from macdmp.diffusion.schedule import SCHEDULES, NoiseSchedule
 from macdmp.methods.base import DEMO_DIFFUSION, OMIT_AT_DEFAULT, Actor, Method, TrainConfig
 from macdmp.methods.base import make_config as base_make_config
+from macdmp.methods.branches import Branches
 from macdmp.methods.learners import InverseDynamics, Normalizer, default_target
 from macdmp.planner.plan import GUIDANCE
 from macdmp.planner.policy import PlannerActor
@@ -343,22 +344,31 @@ def joint_loss(
     known = cfg.history + 1
     cond = Conditioning.prefix(z0[:, :known], h)
     zk = cond.apply(schedule.q_sample(z0, idx, noise))
-    if cfg.guidance == "cfg":
-        keep = condition_keep(b, cfg.cond_dropout, generator, dev)
-        eps = models.eps(zk, idx, n.ret(y)[:, None], keep)
-    else:
-        eps = models.eps(zk, idx)
-    if cfg.filtered:  # a weighted mean, no host sync; 0 when no window of the batch passes
-        per_window = (eps - noise)[:, known:].pow(2).mean(dim=(1, 2))
-        best = (batch["rtg0"] >= models.rtg_best).to(per_window.dtype)
-        diff = (per_window * best).sum() / best.sum().clamp(min=1.0)
-    else:
-        diff = (eps - noise)[:, known:].pow(2).mean()
-    cls = (models.classifier(zk, idx) - n.ret(y)).pow(2).mean()
-    # f_phi on the data's transitions, reading what inv_mf names (normalised as the planner's)
-    own = n.obs(x)
-    mf = z0[..., cfg.obs_dim :] if cfg.inv_mf != "none" else own  # not read with "none"
-    pred = models.invdyn(*models.inv_inputs(own[:, :-1], own[:, 1:], mf[:, :-1], mf[:, 1:]))
-    inv = (pred - n.act(act[:, :-1])).pow(2).mean()
+    yn = n.ret(y)
+    keep = condition_keep(b, cfg.cond_dropout, generator, dev) if cfg.guidance == "cfg" else None
+    # The three models share no parameter: with ``streams`` each runs (forward and backward)
+    # on a CUDA stream of its own (macdmp.methods.branches); the same kernels either way.
+    par = Branches(dev, cfg.streams)
+
+    def noise_loss() -> torch.Tensor:
+        eps = models.eps(zk, idx, yn[:, None], keep) if keep is not None else models.eps(zk, idx)
+        if cfg.filtered:  # a weighted mean, no host sync; 0 when no window of the batch passes
+            per_window = (eps - noise)[:, known:].pow(2).mean(dim=(1, 2))
+            best = (batch["rtg0"] >= models.rtg_best).to(per_window.dtype)
+            return (per_window * best).sum() / best.sum().clamp(min=1.0)
+        return (eps - noise)[:, known:].pow(2).mean()
+
+    def inverse_loss() -> torch.Tensor:
+        # f_phi on the data's transitions, reading what inv_mf names (normalised as the
+        # planner's)
+        own = n.obs(x)
+        mf = z0[..., cfg.obs_dim :] if cfg.inv_mf != "none" else own  # not read with "none"
+        pred = models.invdyn(*models.inv_inputs(own[:, :-1], own[:, 1:], mf[:, :-1], mf[:, 1:]))
+        return (pred - n.act(act[:, :-1])).pow(2).mean()
+
+    diff = par.run(noise_loss, zk, idx, yn, keep, noise, batch)
+    cls = par.run(lambda: (models.classifier(zk, idx) - yn).pow(2).mean(), zk, idx, yn)
+    inv = par.run(inverse_loss, x, z0, act)
+    par.join()
     loss = cfg.w_inv * inv + cfg.w_diff * diff + cfg.w_cls * cls
     return {"loss": loss, "inv": inv, "diff": diff, "cls": cls}
