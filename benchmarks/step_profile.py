@@ -39,12 +39,17 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="compile the backbones first")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("step_profile: needs a CUDA device")
     if a.steps < 1:
         raise SystemExit(f"--steps: must be >= 1 (got {a.steps})")
-    over = {**parse_sets("ma-cdmp", a.set), "streams": True}
-    cfg = make_config("ma-cdmp", a.preset, max_steps=10**9, **over)
+    try:  # a bad preset or --set is refused by name before any GPU work
+        over = parse_sets("ma-cdmp", a.set)
+        if over.get("streams") is False:
+            raise ValueError("streams: the profile groups kernels by stream; it needs true")
+        cfg = make_config("ma-cdmp", a.preset, max_steps=10**9, **{**over, "streams": True})
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if not torch.cuda.is_available():
+        raise SystemExit("step_profile: needs a CUDA device")
     data = SyntheticWindows(cfg.horizon, cfg.gamma, reward=cfg.reward)
     with tempfile.TemporaryDirectory() as root:
         tr = Trainer("ma-cdmp", cfg, data, f"{root}/run", "cuda", capture=False, compile=a.compile)

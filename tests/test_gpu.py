@@ -199,6 +199,13 @@ def _steps(trs, n):
         tr.sync()
 
 
+def _assert_same_training(a, b, rtol_loss: float, rtol: float, atol: float) -> None:
+    """Two trainers at the same step: their loss sums, weights and EMA weights agree."""
+    torch.testing.assert_close(a.acc, b.acc, rtol=rtol_loss, atol=atol)
+    for mine, theirs in zip(a.params + a.ema_params, b.params + b.ema_params, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=rtol, atol=atol)
+
+
 @pytest.fixture
 def deterministic_cudnn(monkeypatch):
     """Checks that two paths give the same numbers need deterministic cuDNN kernels.
@@ -218,11 +225,7 @@ def test_captured_step_matches_the_eager_step(tmp_path):
     _steps([eager], 25)
     _steps([graph], 25 - 3)  # prepare() took 3 eager warm-up steps before capture
     assert graph.graph is not None and graph.step == eager.step == 25
-    torch.testing.assert_close(graph.acc, eager.acc, rtol=1e-4, atol=1e-5)
-    for a, b in zip(graph.params, eager.params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
-    for a, b in zip(graph.ema_params, eager.ema_params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    _assert_same_training(graph, eager, rtol_loss=1e-4, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.usefixtures("deterministic_cudnn")
@@ -256,11 +259,7 @@ def test_streams_train_the_run_of_one_stream(tmp_path, capture):
     _steps([par], n)
     assert (par.graph is not None) == capture and par.step == one.step == 25
     assert torch.equal(par.gen.get_state(), one.gen.get_state())
-    torch.testing.assert_close(par.acc, one.acc, rtol=1e-5, atol=1e-6)
-    for a, b in zip(par.params, one.params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    for a, b in zip(par.ema_params, one.ema_params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    _assert_same_training(par, one, rtol_loss=1e-5, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.usefixtures("deterministic_cudnn")
