@@ -4,10 +4,12 @@ stream of their own (macdmp.methods.branches), so the kernels of each stream are
 the first stream of a step holds the rest (the batch's gather, the loss's combination, the
 clipping, Adam and the EMA update).
 
-    python benchmarks/step_profile.py [--preset paper] [--steps 20] [--compile] [--set K=V]
+    python benchmarks/step_profile.py [--preset paper] [--steps 20] [--compile] [--top N]
+        [--set K=V]
 
 Eager steps (after warm-up) under torch.profiler; prints per stream the kernels and the kernel
-time per step, and the step's wall time. The captured step replays the same kernels without
+time per step, and the step's wall time; with ``--top N`` also each stream's N kernels of most
+time, by name. The captured step replays the same kernels without
 the Python between them, so the longest stream plus the first bounds its time from below.
 CUDA only.
 """
@@ -37,10 +39,13 @@ def main() -> None:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--steps", type=int, default=20, help="profiled steps (default 20)")
     ap.add_argument("--compile", action="store_true", help="compile the backbones first")
+    ap.add_argument("--top", type=int, default=0, help="per stream, the N kernels of most time")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
     if a.steps < 1:
         raise SystemExit(f"--steps: must be >= 1 (got {a.steps})")
+    if a.top < 0:
+        raise SystemExit(f"--top: must be >= 0 (got {a.top})")
     try:  # a bad preset or --set is refused by name before any GPU work
         over = parse_sets("ma-cdmp", a.set)
         if over.get("streams") is False:
@@ -74,11 +79,15 @@ def main() -> None:
     first: dict[int, float] = {}
     time_us: dict[int, float] = defaultdict(float)
     count: dict[int, int] = defaultdict(int)
+    by_name: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
     for e in kernels:
         s = e["args"]["stream"]
         first[s] = min(first.get(s, e["ts"]), e["ts"])
         time_us[s] += e["dur"]
         count[s] += 1
+        row = by_name[s][e["name"][:90]]
+        row[0] += 1
+        row[1] += e["dur"]
     order = sorted(first, key=first.get)  # the first stream of a step starts first
     print(
         f"ma-cdmp {a.preset} preset{' compiled' if a.compile else ''}, batch {cfg.batch_size}, "
@@ -94,6 +103,13 @@ def main() -> None:
     n = sum(count.values()) / a.steps
     print(f"| all | | {n:.0f} | {total:.2f} |")
     print(f"\neager step wall time (median, profiled): {statistics.median(walls) * 1000:.2f} ms")
+    for i, s in enumerate(order if a.top else []):
+        part = PARTS[i] if i < len(PARTS) else "other"
+        print(f"\nstream {i} ({part}): the {a.top} kernels of most time, per step")
+        print("\n| kernel | count | time (ms) |\n|---|---|---|")
+        top = sorted(by_name[s].items(), key=lambda kv: -kv[1][1])[: a.top]
+        for name, (c, us) in top:
+            print(f"| `{name}` | {c / a.steps:.0f} | {us / a.steps / 1000:.3f} |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ and the one-off preparation time (warm-up steps, compilation and graph capture).
   MODE+streams  the mode with the loss's independent parts on CUDA streams of their own
              (streams=true, the configuration's default; macdmp.methods.branches); the
              other modes run with streams=false, as measured before it existed
-  tf32, bf16, streams, ...  short for captured+tf32, captured+bf16, captured+streams, ...
+  MODE+flat  the mode with the update after the backward (clipping, Adam, EMA) over flat
+             buffers (flat=true, the configuration's default; macdmp.methods.flat); the other
+             modes run with flat=false, as measured before it existed
+  tf32, bf16, streams, flat, ...  short for captured+tf32, captured+bf16, ...
 Targets on one H200 (paper preset, issue 31): one run's 100,000 steps in 6 min (bar) or 3 min
 (goal); eight stacked runs at least 6x the total throughput of one captured run (eight seeds of
 100,000 steps in 15 min, bar; 8 min, goal).
@@ -58,7 +61,7 @@ def overrides(a) -> dict:
     return over
 
 
-SWITCHES = ("tf32", "bf16", "streams")  # configuration fields of how a GPU step is computed
+SWITCHES = ("tf32", "bf16", "streams", "flat")  # configuration fields of how a GPU step is computed
 FLAGS = (*SWITCHES, "compile")  # "compile": stacked modes only (the trainer's compile)
 
 
@@ -73,8 +76,8 @@ def parse_mode(mode: str) -> tuple[str, dict]:
         bad.append("compile (stacked modes only; `compiled` compiles the backbones)")
     if bad or len(set(flags)) != len(flags):
         raise SystemExit(
-            f"--modes: unknown or repeated switch in {mode!r} (switches: tf32, bf16, streams; "
-            f"compile after stackedR): {', '.join(bad)}"
+            f"--modes: unknown or repeated switch in {mode!r} (switches: "
+            f"{', '.join(SWITCHES)}; compile after stackedR): {', '.join(bad)}"
         )
     return base, {f: True for f in flags}
 
@@ -90,9 +93,9 @@ def measure(
     switches: dict | None = None,
     stacked: bool = False,
 ) -> dict:
-    # streams is on by default in the configuration; here a mode has it only when it says so
-    # (+streams), so that the modes keep the meaning of the earlier tables
-    fields = {"streams": False, **overrides(a), **(switches or {})}
+    # streams and flat are on by default in the configuration; here a mode has them only when
+    # it says so (+streams, +flat), so that the modes keep the meaning of the earlier tables
+    fields = {"streams": False, "flat": False, **overrides(a), **(switches or {})}
     cfg = make_config(method, preset, max_steps=10**9, **fields)
     data = SyntheticWindows(cfg.horizon, cfg.gamma, reward=cfg.reward)
     with tempfile.TemporaryDirectory() as root:

@@ -263,6 +263,34 @@ def test_streams_train_the_run_of_one_stream(tmp_path, capture):
 
 
 @pytest.mark.usefixtures("deterministic_cudnn")
+@pytest.mark.parametrize("capture", [False, True])
+def test_flat_update_trains_the_run_of_the_per_tensor_update(tmp_path, capture):
+    """``flat`` (macdmp.methods.flat): clipping, the fused capturable Adam and the EMA over flat
+    buffers, eager and inside the captured graph, compute what the per-tensor update computes
+    (the EMA as a lerp: last-bit differences), and the checkpoint's Adam state is the same."""
+    from macdmp.methods import Trainer
+    from macdmp.planner import make_config as planner_config
+
+    cfg = planner_config("demo", **TINY_GPU)
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    lists = Trainer("ma-cdmp", cfg.replace(flat=False), data, tmp_path / "lists", "cuda",
+                    capture=capture)  # fmt: skip
+    flat = Trainer("ma-cdmp", cfg, data, tmp_path / "flat", "cuda", capture=capture)
+    assert flat._flat is not None and lists._flat is None
+    n = 25 - 3 if capture else 25  # prepare() takes 3 eager warm-up steps before capture
+    _steps([lists], n)
+    _steps([flat], n)
+    assert flat._flat is not None and flat.step == lists.step == 25
+    _assert_same_training(flat, lists, rtol_loss=1e-5, rtol=1e-4, atol=1e-6)
+    a, b = lists.state()["optimizer"]["state"], flat.state()["optimizer"]["state"]
+    assert a.keys() == b.keys()
+    for i in a:
+        assert float(b[i]["step"]) == float(a[i]["step"]) == 25.0
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(b[i][key], a[i][key], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.usefixtures("deterministic_cudnn")
 def test_packed_runs_with_streams_match_a_run_alone(tmp_path):
     """Packed runs (each on its own stream) whose losses branch onto side streams: each run's
     branches get side streams of their own, and each run trains as one stream alone."""

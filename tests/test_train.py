@@ -440,3 +440,60 @@ def test_gpu_arithmetic_fields_are_checked_and_the_cpu_step_stays_float32(tmp_pa
     )
     assert again.step == cfg.total_steps
     again.close()
+
+
+def test_flat_update_is_the_per_tensor_update(tmp_path: Path) -> None:
+    """``flat`` (macdmp.methods.flat, the default): clipping, Adam and the EMA over flat
+    buffers train exactly as the per-tensor update on the CPU (weights, EMA and the
+    checkpoint's Adam state bit-identical), and a run resumes with the other setting on the
+    same loss curve (it says how a step is computed, not which run it is)."""
+    with pytest.raises(ValueError, match="flat: must be true or false"):
+        tiny_cfg(flat="yes")
+    cfg = tiny_cfg(n_epochs=2)
+    assert cfg.flat is True and "flat" not in cfg.to_dict()
+    data = SyntheticWindows(cfg.horizon, cfg.gamma)
+    train(cfg, data, tmp_path / "flat", progress=False)
+    train(cfg.replace(flat=False), data, tmp_path / "lists", progress=False)
+    a = torch.load(tmp_path / "flat" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "lists" / "checkpoint.pt", weights_only=True)
+    for part in ("model", "ema"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in b[part])
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys() and len(sb) > 0
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sb for k in sb[i])
+    # half with the per-tensor update, the rest flat: the same curve as flat all along
+    half = tmp_path / "half"
+    first = Trainer("ma-cdmp", cfg.replace(flat=False), data, half, "cpu")
+    first.run(progress=False, stop_after=cfg.total_steps // 2)
+    first.close()
+    tr = Trainer("ma-cdmp", cfg, data, half, "cpu")
+    assert tr._flat is not None and tr.step == cfg.total_steps // 2
+    tr.run(progress=False)
+    tr.close()
+    assert strip(read_losses(half)) == strip(read_losses(tmp_path / "flat"))
+    c = torch.load(half / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["ema"][k], c["ema"][k]) for k in a["ema"])
+
+
+def test_flat_update_leaves_a_parameter_without_gradient_alone(tmp_path: Path) -> None:
+    """Adam skips a parameter that got no gradient; over a flat buffer it would not, so the
+    trainer goes back to the per-tensor update (whose state is the flat one's views)."""
+    cfg = tiny_cfg(n_epochs=1)
+    tr = Trainer("ma-cdmp", cfg, SyntheticWindows(cfg.horizon, cfg.gamma), tmp_path / "r", "cpu")
+    full = tr.method.loss
+
+    def inverse_only(batch, gen):  # the noise and return models get no gradient
+        out = full(batch, gen)
+        return {**out, "loss": out["inv"]}
+
+    tr.method.loss = inverse_only  # type: ignore[method-assign]
+    head = tr.method.classifier.head.weight
+    inv = next(tr.method.invdyn.parameters())
+    before_head, before_inv = head.detach().clone(), inv.detach().clone()
+    for _ in range(3):
+        tr.train_step()
+    assert tr._flat is None
+    assert torch.equal(head, before_head) and not torch.equal(inv, before_inv)
+    state = tr.opt.state
+    assert float(state[head]["step"]) == 0.0 and float(state[inv]["step"]) == 3.0
+    tr.close()

@@ -102,6 +102,7 @@ RESUMABLE_KEYS = (
     "tf32",
     "bf16",
     "streams",
+    "flat",
 )
 # The demo presets' schedule, shared by every method: checkpoints every epoch of 250 steps, a log
 # line every 50; and the diffusion models' warm-up and EMA start at that size.
@@ -112,7 +113,7 @@ DEMO_DIFFUSION: dict[str, int] = {"warmup_steps": 100, "ema_start": 200, **DEMO_
 # configuration of a run without them (config.json, checkpoints, the reproduction's and the
 # bench's unit digests, which hash it) is the one recorded before they existed. A method's
 # config class adds its own in ``omit_at_default``.
-OMIT_AT_DEFAULT = {"tf32": False, "bf16": False, "streams": True}
+OMIT_AT_DEFAULT = {"tf32": False, "bf16": False, "streams": True, "flat": True}
 
 
 def _need(obj: Any, ok: bool, name: str, allowed: str) -> None:
@@ -165,6 +166,11 @@ class TrainConfig:
     # 1.1-1.3x the steps/s (docs/guide/training.md). CUDA only; methods whose loss has no such
     # parts ignore it.
     streams: bool = True
+    # flat: the update after the backward (clipping, Adam, EMA) over one flat buffer each for
+    # the weights, their EMA, the gradients and Adam's moments, every parameter a view into
+    # them (macdmp.methods.flat): a few kernels instead of dozens of multi-tensor launches. On
+    # by default: the same arithmetic (bit-identical on the CPU) and the same checkpoints.
+    flat: bool = True
 
     def __post_init__(self) -> None:
         need = lambda ok, name, allowed: _need(self, ok, name, allowed)  # noqa: E731
@@ -191,6 +197,7 @@ class TrainConfig:
         need(isinstance(self.tf32, bool), "tf32", "true or false")
         need(isinstance(self.bf16, bool), "bf16", "true or false")
         need(isinstance(self.streams, bool), "streams", "true or false")
+        need(isinstance(self.flat, bool), "flat", "true or false")
 
     @property
     def total_steps(self) -> int:

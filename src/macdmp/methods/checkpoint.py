@@ -63,7 +63,12 @@ def _plain(obj: Any, where: str) -> Any:
     """``obj`` with tensors on the CPU and numpy values as tensors / Python numbers; anything
     but tensors and plain data is refused (a checkpoint must load with weights_only=True)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        t = obj.detach().cpu()
+        # a view into a larger buffer (the flat update's) is written as a tensor of its own:
+        # torch.save would write the whole buffer behind it
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()
+        return t
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in "biuf":
             raise TypeError(f"checkpoint: {where} is a numpy array of dtype {obj.dtype}; only "

@@ -802,6 +802,8 @@ class StackedTrainer:
                 for i, p in enumerate(tr.params):
                     if i in run_state:
                         tr.opt.state[p] = run_state[i]
+        for tr in self.trainers:  # tensors of their own again: the flat update laid out anew
+            tr.lay_out_flat()
         self.graph = None
         self.closed = True
 

@@ -51,6 +51,7 @@ from macdmp.methods.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from macdmp.methods.flat import FlatUpdate
 from macdmp.methods.loggers import check_logger, make_logger
 from macdmp.methods.policy import ActorPolicy
 from macdmp.policies.episodes import LOSS_AWARE, run_groups
@@ -90,6 +91,16 @@ def wait_for_device(stream: torch.cuda.Stream | None, device: torch.device) -> N
         torch.cuda.synchronize(device)
 
 
+def ema_weight(cfg: TrainConfig, step_t: torch.Tensor, step: int) -> torch.Tensor | float:
+    """The EMA's weight after a step (``step_t``: the steps taken, on the device; ``step``: the
+    same before this step, on the host): 1 (a copy of the weights) until ema_start, then
+    1 - ema_decay. On CUDA a 0-d device tensor (no host synchronisation, capturable); on the
+    CPU, where the step is known on the host, a float."""
+    if step_t.device.type == "cuda":
+        return torch.where(step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay).to(torch.float32)
+    return 1.0 if step + 1 < cfg.ema_start else 1.0 - cfg.ema_decay
+
+
 def ema_update(
     ema: Sequence[torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -97,20 +108,17 @@ def ema_update(
     step_t: torch.Tensor,
     step: int,
 ) -> None:
-    """The EMA after a step (``step_t``: the steps taken, on the device; ``step``: the same
-    before this step, on the host): a copy of the weights until ema_start, then an exponential
-    moving average. On CUDA with no host synchronisation (capturable: a 0-d weight tensor given
-    to _foreach_lerp_ is read back as a Python number, while multiplying by a tensor stays on
-    the device); eager on the CPU, where the step is known on the host, one fused op."""
+    """The EMA after a step over lists of tensors (:func:`ema_weight`). On CUDA as sub, mul,
+    add (a 0-d weight tensor given to _foreach_lerp_ is read back as a Python number); on the
+    CPU one fused op."""
+    w = ema_weight(cfg, step_t, step)
     with torch.no_grad():
-        if step_t.device.type == "cuda":
-            w = torch.where(step_t < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay)
+        if isinstance(w, torch.Tensor):
             delta = torch._foreach_sub(params, ema)
-            torch._foreach_mul_(delta, w.to(torch.float32))
+            torch._foreach_mul_(delta, w)
             torch._foreach_add_(ema, delta)
         else:
-            w_host = 1.0 if step + 1 < cfg.ema_start else 1.0 - cfg.ema_decay
-            torch._foreach_lerp_(ema, params, w_host)
+            torch._foreach_lerp_(ema, params, w)
 
 
 class Trainer:
@@ -165,6 +173,7 @@ class Trainer:
         # CUDA: the fused Adam kernel, capturable with a device learning rate; CPU: foreach.
         kw = {"fused": True, "capturable": True} if cuda else {"foreach": True}
         self.opt = torch.optim.Adam(self.params, lr=self.lr_t if cuda else cfg.lr, **kw)
+        self._flat: FlatUpdate | None = None
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.sampler = data.torch_sampler(self.device, cls.batch_keys(cfg))
         self.loss_names = cls.loss_names
@@ -189,6 +198,7 @@ class Trainer:
                 self.log_path.write_text("")
                 if self.eval_path.exists():
                     self.eval_path.unlink()
+            self.lay_out_flat()
             # losses, learning rate and evaluations where people look too (the JSONL files stay
             # the record); a resumed run's points replace those logged after its checkpoint
             self.logger = make_logger(
@@ -198,6 +208,12 @@ class Trainer:
             self.close()
             raise
         self._close_logger = weakref.finalize(self, self.logger.close)
+
+    def lay_out_flat(self) -> None:
+        """With ``flat`` (the default): the parameters, their EMA and the Adam state as views
+        into flat buffers, so the update after the backward is a few kernels over long tensors
+        (:mod:`macdmp.methods.flat`); again after anything replaced those tensors."""
+        self._flat = FlatUpdate(self.params, self.ema_params, self.opt) if self.cfg.flat else None
 
     def close(self) -> None:
         """Close the logger and release the run folder's lock (both also happen when the
@@ -331,12 +347,22 @@ class Trainer:
         if not capturing:
             self.opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
         if self.device.type == "cuda":
             self.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, self.step_t))
-        self.opt.step()
-        self.step_t += 1
-        ema_update(self.ema_params, self.params, cfg, self.step_t, self.step)
+        flat = self._flat
+        if flat is not None and not flat.ready():
+            # a parameter without a gradient: Adam leaves it as it is, which only the
+            # per-tensor update does; that update runs from here on (the state is shared)
+            flat = self._flat = None
+        if flat is not None:
+            flat.adam(cfg.grad_clip)
+            self.step_t += 1
+            flat.average(ema_weight(cfg, self.step_t, self.step))
+        else:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+            self.opt.step()
+            self.step_t += 1
+            ema_update(self.ema_params, self.params, cfg, self.step_t, self.step)
         self.method.after_step()
         vals = [losses[k].detach().to(torch.float64) for k in self.loss_names]
         self.acc += torch.stack([*vals, torch.ones((), dtype=torch.float64, device=self.device)])
