@@ -497,3 +497,17 @@ def test_flat_update_leaves_a_parameter_without_gradient_alone(tmp_path: Path) -
     state = tr.opt.state
     assert float(state[head]["step"]) == 0.0 and float(state[inv]["step"]) == 3.0
     tr.close()
+
+
+def test_flat_update_refuses_what_one_buffer_cannot_hold() -> None:
+    """Parameters of two dtypes cannot share a buffer: refused before anything is re-pointed
+    (the trainer then keeps the per-tensor update)."""
+    from macdmp.methods.flat import FlatUpdate
+
+    a = torch.nn.Parameter(torch.ones(3))
+    b = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = torch.optim.Adam([a, b], foreach=True)
+    before = a.data_ptr()
+    with pytest.raises(ValueError, match="one dtype"):
+        FlatUpdate([a, b], [a.detach().clone(), b.detach().clone()], opt)
+    assert a.data_ptr() == before and not opt.state

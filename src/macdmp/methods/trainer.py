@@ -212,8 +212,15 @@ class Trainer:
     def lay_out_flat(self) -> None:
         """With ``flat`` (the default): the parameters, their EMA and the Adam state as views
         into flat buffers, so the update after the backward is a few kernels over long tensors
-        (:mod:`macdmp.methods.flat`); again after anything replaced those tensors."""
-        self._flat = FlatUpdate(self.params, self.ema_params, self.opt) if self.cfg.flat else None
+        (:mod:`macdmp.methods.flat`); again after anything replaced those tensors. Parameters
+        that cannot share one buffer (of several dtypes, say: a plugin's) keep the per-tensor
+        update."""
+        self._flat = None
+        if self.cfg.flat:
+            try:
+                self._flat = FlatUpdate(self.params, self.ema_params, self.opt)
+            except ValueError:  # refused before any tensor was re-pointed
+                self._flat = None
 
     def close(self) -> None:
         """Close the logger and release the run folder's lock (both also happen when the
