@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from macdmp.diffusion import (
+    AgentAttentionUNet,
     Conditioning,
     HalfUNet,
     NoiseSchedule,
@@ -15,6 +16,7 @@ from macdmp.diffusion import (
     make_betas,
     sample,
 )
+from macdmp.diffusion.backbones import ResidualTemporalBlock
 
 
 @pytest.mark.parametrize("horizon", [8, 16, 32])
@@ -35,6 +37,33 @@ def test_unet_levels_and_condition_embedding() -> None:
     assert not torch.allclose(unet(x, k, c), unet(x, k, c + 1))
     with pytest.raises(ValueError, match="cond"):
         unet(x, k)
+
+
+@pytest.mark.parametrize("backbone", ["unet", "half", "agents"])
+def test_each_block_gets_its_own_embedding_projection(backbone: str) -> None:
+    """The backbones project the embedding for every residual block in one matrix product
+    (``project_embeddings``): each block must get exactly what its own ``emb`` layers give, and
+    the blocks must run in the order that product lays them out."""
+    torch.manual_seed(0)
+    shape = {"dim": 8, "dim_mults": (1, 2, 4), "groups": 4, "cond_dim": 2}
+    x, k, c = torch.randn(3, 8, 4), torch.tensor([0, 3, 7]), torch.randn(3, 2)
+    if backbone == "unet":
+        net, args = TemporalUNet(8, 4, **shape), (x, k, c)
+    elif backbone == "half":
+        net, args = HalfUNet(8, 4, **shape), (x, k, c)
+    else:
+        net = AgentAttentionUNet(8, 4, heads=2, **shape)
+        args = (x.view(1, 3, 8, 4), k[:1], torch.ones(1, 3), c[:1])
+    seen: list[tuple[ResidualTemporalBlock, tuple]] = []
+    blocks = [m for m in net.modules() if isinstance(m, ResidualTemporalBlock)]
+    for b in blocks:
+        b.register_forward_pre_hook(lambda m, a: seen.append((m, a)))
+    with torch.no_grad():
+        net(*args)
+    order = net.down.blocks() if backbone == "half" else net.blocks()
+    assert [m for m, _ in seen] == order and sorted(map(id, order)) == sorted(map(id, blocks))
+    for m, (_, emb, proj) in seen:
+        torch.testing.assert_close(proj, m.emb(emb), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(
