@@ -275,6 +275,46 @@ def test_history_pins_the_past_and_acts_on_the_current_frame() -> None:
         plan_batch(m0, obs, mf, past=past)
 
 
+def test_inv_past_lets_the_inverse_dynamics_read_the_pinned_past() -> None:
+    """``inv_past`` (with ``history`` = k): f_phi reads o_t-k .. o_t-1 besides (o_t, o_t+1) and
+    what ``inv_mf`` names; a plan's action takes that past from the plan's pinned frames, and
+    the loss trains f_phi on the window's transitions from position k on, each with the k
+    frames before it. Off by default, left out of a run's params, refused without history."""
+    assert "inv_past" not in make_config("paper").to_dict()
+    for bad in ({"inv_past": True}, {"inv_past": 1, "history": 2}):
+        with pytest.raises(ValueError, match="^inv_past: "):
+            make_config("demo", **TINY, **bad)
+    m, data = tiny_models(history=2, inv_past=True, inv_mf="now")
+    assert m.invdyn.net[0].in_features == 4 * (2 + 1 + 1 + 1)  # o_t-2, o_t-1, o_t, m_t, o_t+1
+    w = {k: torch.as_tensor(v) for k, v in data.sample(5, np.random.default_rng(6)).items()}
+    x, xbar = w["x"], w["xbar"]
+    o, nxt, mf = x[:, 2], x[:, 3], xbar[:, 2]
+    with torch.no_grad():
+        a = m.action_rbs(o, nxt, mf, past=x[:, :2])
+        assert not torch.allclose(a, m.action_rbs(o, nxt, mf, past=x[:, :2] + 3.0))
+        with pytest.raises(ValueError, match=r"^past: expected shape \(5, 2, 4\)"):
+            m.action_rbs(o, nxt, mf)
+        # a plan's action reads the plan's pinned past (here the data's window itself)
+        z = m.to_model_space(x, xbar)
+        torch.testing.assert_close(m.plan_action(o, mf, z), a, rtol=0, atol=1e-4)
+        n = m.normalizer
+        per_t = [
+            (
+                m.invdyn(*m.inv_inputs(*(n.obs(x[:, t]), n.obs(x[:, t + 1])), n.mf(xbar[:, t]),
+                                       None, n.obs(x[:, t - 2 : t])))
+                - n.act(w["act"][:, t])
+            ).pow(2).mean()
+            for t in range(2, 7)  # t = k .. H - 2
+        ]  # fmt: skip
+        inv = m.loss(w, torch.Generator().manual_seed(0))["inv"]
+    torch.testing.assert_close(inv, torch.stack(per_t).mean(), rtol=1e-6, atol=0)
+    actor = PlannerActor(m, seed=1, steps=4)
+    actor.reset(5)
+    for t in range(3):
+        acts = actor.act(w["x"][:, t].numpy(), w["xbar"][:, t].numpy())
+        assert acts.shape == (5,) and np.all((acts >= 0) & (acts <= m.rbs))
+
+
 def test_history_noise_loss_leaves_the_pinned_frames_out() -> None:
     """With ``history`` = k the noise loss is over window positions k + 1 on: with a noise model
     that predicts 0 it is the mean square of the drawn noise there."""

@@ -128,18 +128,20 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "guidance, differ, filtered",
+    "guidance, differ, extra",
     [
-        ("classifier", "seeds", False),
-        ("classifier", "settings", False),
-        ("cfg", "seeds", False),
-        ("cfg", "seeds", True),
+        ("classifier", "seeds", {}),
+        ("classifier", "settings", {}),
+        ("cfg", "seeds", {}),
+        ("cfg", "seeds", {"filtered": True}),
+        ("cfg", "seeds", {"history": 2, "inv_past": True}),
     ],
 )
-def test_stacked_runs_match_the_runs_alone(tmp_path, guidance, differ, filtered):
+def test_stacked_runs_match_the_runs_alone(tmp_path, guidance, differ, extra):
     """guidance=cfg draws a third random tensor (the keep mask) inside the loss; filtered
-    reads one more batch key (rtg0) and a threshold of the data's."""
-    cfgs = tiny_cfgs(differ, guidance=guidance, filtered=filtered)
+    reads one more batch key (rtg0) and a threshold of the data's; inv_past unfolds the
+    windows' past for the inverse dynamics."""
+    cfgs = tiny_cfgs(differ, guidance=guidance, **extra)
     data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
     ref = alone(cfgs, data, tmp_path)
     trs = trainers(cfgs, data, tmp_path)

@@ -36,6 +36,7 @@ class PlannerConfig(TrainConfig):
         "inv_mf": "none",
         "filtered": False,
         "history": 0,
+        "inv_past": False,
     }
 
     obs_dim: int = 4
@@ -64,6 +65,11 @@ class PlannerConfig(TrainConfig):
     # 0 (the paper's): the plan is pinned at o_t alone. The plan's future is horizon - k - 1
     # frames; the return the classifier and the guidance use stays the window's.
     history: int = 0
+    # with history = k >= 1, f_phi reads the pinned past o_t-k .. o_t-1 besides (o_t, o_t+1)
+    # (and what inv_mf names), so the past can reach the action other than through the planned
+    # o_t+1; trained on the window's transitions from position k on (docs/adaptive-study.md,
+    # lever 5). False (the paper's f_phi): (o_t, o_t+1) alone.
+    inv_past: bool = False
     # diffusion
     n_diffusion_steps: int = 100
     beta_schedule: str = "cosine"
@@ -97,6 +103,10 @@ class PlannerConfig(TrainConfig):
             not isinstance(self.history, bool) and isinstance(self.history, int)
             and 0 <= self.history <= self.horizon - 2,
             "history", f"an integer in [0, horizon - 2 = {self.horizon - 2}]",
+        )  # fmt: skip
+        need(
+            isinstance(self.inv_past, bool) and (not self.inv_past or self.history >= 1),
+            "inv_past", "a bool, and true only with history >= 1 (the past f_phi would read)",
         )  # fmt: skip
         need(self.inv_hidden >= 1, "inv_hidden", ">= 1")
         need(self.inv_layers >= 1, "inv_layers", ">= 1")
@@ -221,8 +231,10 @@ class PlannerModels(Method):
         # so the checkpoint's state dict is the same for either guidance)
         self.default_target = default_target(stats)
         self.classifier = HalfUNet(cfg.horizon, cfg.channels, **unet)
-        # f_phi reads (o_t, o_t+1), with inv_mf "now" also m_t, with "both" also m_t+1
+        # f_phi reads (o_t, o_t+1), with inv_mf "now" also m_t, with "both" also m_t+1, with
+        # inv_past also o_t-k .. o_t-1
         extra = cfg.obs_dim * INV_MF.index(cfg.inv_mf)  # "none" 0, "now" m_t, "both" m_t, m_t+1
+        extra += cfg.obs_dim * cfg.history if cfg.inv_past else 0
         self.invdyn = InverseDynamics(cfg.obs_dim, cfg.inv_hidden, cfg.inv_layers, extra)
         # the filter's threshold (a number, not a buffer: run folders keep their layout)
         self.rtg_best = float(np.asarray(stats["rtg_start_best"])) if cfg.filtered else -np.inf
@@ -253,17 +265,24 @@ class PlannerModels(Method):
         o_next: torch.Tensor,
         mf_t: torch.Tensor | None = None,
         mf_next: torch.Tensor | None = None,
+        past: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Raw observations (and the raw mean fields that ``inv_mf`` names) -> demand in RBs,
+        """Raw observations (and the raw mean fields that ``inv_mf`` names, and with
+        ``inv_past`` the raw past ``past``, (A, history, obs), oldest first) -> demand in RBs,
         clipped to [0, rbs] (what the simulator takes)."""
         n, which = self.normalizer, self.cfg.inv_mf
         if which != "none" and (mf_t is None or (mf_next is None and which == "both")):
             raise ValueError("mean_field: this model's inverse dynamics reads it (inv_mf)")
+        want = (*o_t.shape[:-1], self.cfg.history, self.cfg.obs_dim)
+        if self.cfg.inv_past and (past is None or tuple(past.shape) != want):
+            got = None if past is None else tuple(past.shape)
+            raise ValueError(f"past: expected shape {want} (inv_past), got {got}")
         now, nxt = self.inv_inputs(
             n.obs(o_t),
             n.obs(o_next),
             n.mf(mf_t) if which != "none" else None,  # type: ignore[arg-type]
             n.mf(mf_next) if which == "both" else None,  # type: ignore[arg-type]
+            n.obs(past) if self.cfg.inv_past else None,  # type: ignore[arg-type]
         )
         return n.unact(self.invdyn(now, nxt)).clamp(0.0, self.rbs)
 
@@ -273,10 +292,14 @@ class PlannerModels(Method):
         o_next: torch.Tensor,
         mf_t: torch.Tensor | None,
         mf_next: torch.Tensor | None,
+        past: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """f_phi's two inputs from normalised frames: (o_t, o_t+1), with ``inv_mf`` "now"
-        ((o_t, m_t), o_t+1), with "both" ((o_t, m_t), (o_t+1, m_t+1))."""
+        ((o_t, m_t), o_t+1), with "both" ((o_t, m_t), (o_t+1, m_t+1)); with ``inv_past`` the
+        first input starts with the past (..., history, obs), flattened oldest first."""
         which = self.cfg.inv_mf
+        if self.cfg.inv_past:
+            o_t = torch.cat([past.flatten(-2), o_t], dim=-1)  # type: ignore[union-attr]
         if which == "none":
             return o_t, o_next
         now = torch.cat([o_t, mf_t], dim=-1)  # type: ignore[list-item]
@@ -289,10 +312,12 @@ class PlannerModels(Method):
     ) -> torch.Tensor:
         """The demand (RBs) of plans ``z`` (model space, (A, H, channels)) made from the raw
         observation ``o_t`` and mean field ``mf_t``: the inverse dynamics on o_t (the plan's
-        pinned entry at position ``history``, exactly) and the plan's next frame."""
+        pinned entry at position ``history``, exactly) and the plan's next frame (with
+        ``inv_past`` also the plan's pinned past)."""
         own, mf = self.from_model_space(z)
-        nxt = self.cfg.history + 1
-        return self.action_rbs(o_t, own[:, nxt], mf_t, None if mf is None else mf[:, nxt])
+        k = self.cfg.history
+        past = own[:, :k] if self.cfg.inv_past else None  # the plan's pinned past
+        return self.action_rbs(o_t, own[:, k + 1], mf_t, None if mf is None else mf[:, k + 1], past)
 
     def predict_return(
         self, x: torch.Tensor, xbar: torch.Tensor | None, k: int = 1
@@ -360,11 +385,16 @@ def joint_loss(
 
     def inverse_loss() -> torch.Tensor:
         # f_phi on the data's transitions, reading what inv_mf names (normalised as the
-        # planner's)
+        # planner's); with inv_past the transitions from position k = history on, each with
+        # the k frames before it
         own = n.obs(x)
         mf = z0[..., cfg.obs_dim :] if cfg.inv_mf != "none" else own  # not read with "none"
-        pred = models.invdyn(*models.inv_inputs(own[:, :-1], own[:, 1:], mf[:, :-1], mf[:, 1:]))
-        return (pred - n.act(act[:, :-1])).pow(2).mean()
+        k = cfg.history if cfg.inv_past else 0
+        past = None
+        if k:  # (B, H - k - 1, k, obs): window t - k .. t - 1 for t = k .. H - 2
+            past = own[:, :-2].unfold(1, k, 1).transpose(-1, -2)
+        ins = models.inv_inputs(own[:, k:-1], own[:, k + 1 :], mf[:, k:-1], mf[:, k + 1 :], past)
+        return (models.invdyn(*ins) - n.act(act[:, k:-1])).pow(2).mean()
 
     diff = par.run(noise_loss, zk, idx, yn, keep, noise, batch)
     cls = par.run(lambda: (models.classifier(zk, idx) - yn).pow(2).mean(), zk, idx, yn)
