@@ -58,12 +58,16 @@ def test_each_block_gets_its_own_embedding_projection(backbone: str) -> None:
     blocks = [m for m in net.modules() if isinstance(m, ResidualTemporalBlock)]
     for b in blocks:
         b.register_forward_pre_hook(lambda m, a: seen.append((m, a)))
+    fed: list[torch.Tensor] = []  # the embedding the backbone computed (one row per item)
+    net.embed.register_forward_hook(lambda m, a, out: fed.append(out))
     with torch.no_grad():
         net(*args)
-    order = net.down.blocks() if backbone == "half" else net.blocks()
-    assert [m for m, _ in seen] == order and sorted(map(id, order)) == sorted(map(id, blocks))
-    for m, (_, emb, proj) in seen:
-        torch.testing.assert_close(proj, m.emb(emb), rtol=1e-6, atol=1e-6)
+        emb = fed[0].repeat_interleave(3 if backbone == "agents" else 1, dim=0)  # per agent
+        order = net.down.blocks() if backbone == "half" else net.blocks()
+        assert [m for m, _ in seen] == order
+        assert sorted(map(id, order)) == sorted(map(id, blocks))
+        for m, (_, proj) in seen:
+            torch.testing.assert_close(proj, m.emb(emb), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

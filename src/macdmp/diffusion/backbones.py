@@ -87,13 +87,10 @@ class ResidualTemporalBlock(nn.Module):
         self.emb = nn.Sequential(nn.Mish(), nn.Linear(emb_dim, c_out))
         self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(
-        self, x: torch.Tensor, emb: torch.Tensor, proj: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``proj``: this block's projection of ``emb`` (its ``emb`` layers' output), when the
-        backbone computed every block's at once (:func:`project_embeddings`)."""
-        e = self.emb(emb) if proj is None else proj
-        h = self.conv1(x) + e[:, :, None]
+    def forward(self, x: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
+        """``proj``: this block's projection of the embedding (its ``emb`` layers' output),
+        which the backbone computes for every block at once (:func:`project_embeddings`)."""
+        h = self.conv1(x) + proj[:, :, None]
         return self.conv2(h) + self.skip(x)
 
 
@@ -178,7 +175,7 @@ class _DownPath(nn.Module):
         projs = projs if projs is not None else iter(project_embeddings(self.blocks(), emb))
         skips = []
         for block1, block2, down in self.levels:
-            h = block2(block1(h, emb, next(projs)), emb, next(projs))
+            h = block2(block1(h, next(projs)), next(projs))
             skips.append(h)
             h = down(h)
         return h, skips
@@ -256,9 +253,9 @@ class TemporalUNet(_Stem):
         emb = self.embed(k, cond, keep)
         projs = iter(project_embeddings(self.blocks(), emb))
         h, skips = self.down(x.transpose(1, 2), emb, projs)
-        h = self.mid2(self.mid1(h, emb, next(projs)), emb, next(projs))
+        h = self.mid2(self.mid1(h, next(projs)), next(projs))
         for (block1, block2, up), skip in zip(self.up, reversed(skips), strict=True):
-            h = block2(block1(torch.cat([h, skip], dim=1), emb, next(projs)), emb, next(projs))
+            h = block2(block1(torch.cat([h, skip], dim=1), next(projs)), next(projs))
             h = up(h)
         return self.final(h).transpose(1, 2)
 
@@ -343,8 +340,8 @@ class AgentAttentionUNet(TemporalUNet):
             att(s.view(b, n, *s.shape[1:]), mask).reshape(b * n, *s.shape[1:])
             for att, s in zip(self.attn, skips, strict=True)
         ]
-        z = self.mid2(self.mid1(z, emb, next(projs)), emb, next(projs))
+        z = self.mid2(self.mid1(z, next(projs)), next(projs))
         for (block1, block2, up), skip in zip(self.up, reversed(skips), strict=True):
-            z = block2(block1(torch.cat([z, skip], dim=1), emb, next(projs)), emb, next(projs))
+            z = block2(block1(torch.cat([z, skip], dim=1), next(projs)), next(projs))
             z = up(z)
         return self.final(z).transpose(1, 2).reshape(b, n, h, c)

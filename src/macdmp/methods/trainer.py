@@ -217,10 +217,8 @@ class Trainer:
         update."""
         self._flat = None
         if self.cfg.flat:
-            try:
+            with contextlib.suppress(ValueError):  # refused before any tensor was re-pointed
                 self._flat = FlatUpdate(self.params, self.ema_params, self.opt)
-            except ValueError:  # refused before any tensor was re-pointed
-                self._flat = None
 
     def close(self) -> None:
         """Close the logger and release the run folder's lock (both also happen when the
