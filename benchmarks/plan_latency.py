@@ -47,7 +47,8 @@ import torch
 
 from macdmp.methods import load_run, pick_device
 from macdmp.planner import PlannerModels, make_config
-from macdmp.planner.policy import DEFAULT_GUIDE, PlannerActor
+from macdmp.planner.plan import DEFAULT_CFG, DEFAULT_GUIDE
+from macdmp.planner.policy import PlannerActor
 from macdmp.planner.synthetic import SyntheticWindows
 
 FRAME_MS = 5.0
@@ -148,6 +149,11 @@ def demand_error(models, opts: dict, frames: int = 20) -> str:
     return f"{d.mean():.5f} (max {d.max():.5f})"
 
 
+def default_scale(guidance: str) -> float:
+    """The model's default guidance scale: classifier 0.1, or classifier-free w = 1.2."""
+    return DEFAULT_GUIDE if guidance == "classifier" else DEFAULT_CFG
+
+
 def bf16_error(models, opts: dict, agents: int = 100) -> str:
     """Mean and max |action(bf16) - action(float32)| in RBs, same draws, one cold frame."""
     from macdmp.planner.plan import Speed, plan_batch
@@ -156,7 +162,7 @@ def bf16_error(models, opts: dict, agents: int = 100) -> str:
     obs = rng.normal(20, 5, (agents, 4)).astype(np.float32)
     mf = rng.normal(20, 5, (agents, 4)).astype(np.float32)
     dev = models.normalizer.obs_mean.device
-    scale = DEFAULT_GUIDE[models.cfg.guidance]
+    scale = default_scale(models.cfg.guidance)
     out = []
     for bf16 in (False, True):
         gen = torch.Generator(device=dev).manual_seed(0)
@@ -263,7 +269,7 @@ def main() -> None:
     g = cfg.guidance
     say(
         f"guidance: {'classifier' if g == 'classifier' else 'classifier-free'} at "
-        f"{DEFAULT_GUIDE[g]}; warm = re-noise to ~{WARM} K; skip = guide where sigma_k >= "
+        f"{default_scale(g)}; warm = re-noise to ~{WARM} K; skip = guide where sigma_k >= "
         f"{GUIDE_SIGMA}"
     )
     if settings:

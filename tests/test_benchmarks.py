@@ -1,0 +1,47 @@
+"""The benchmark scripts still run: each with its smallest options, on the CPU.
+
+The numbers of a benchmark are measured on purpose, with the command its docs give; what CI
+checks is that the command still works, so a refactor of the library cannot leave a documented
+benchmark broken (as plan_latency.py was once, by a renamed constant).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(name: str, *args: str, timeout: int = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+@pytest.mark.parametrize("guidance", ["classifier", "cfg"])
+def test_plan_latency_prints_its_tables(guidance):
+    """Both guidance kinds (the header names each one's default scale), the batched table and
+    one agent on one core, eager and through ONNX Runtime."""
+    out = run_benchmark(
+        "plan_latency.py", "--preset", "demo", "--set", f"guidance={guidance}",
+        "--device", "cpu", "--agents", "1,3", "--settings", "cold10,warm", "--quick",
+        "--cpu1", "--cpu-settings", "warm,warm+onnx",
+    )  # fmt: skip
+    scale = "classifier at 0.1" if guidance == "classifier" else "classifier-free at 1.2"
+    assert f"guidance: {scale}" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    for setting in ("cold10", "warm", "warm+onnx"):
+        assert any(ln.startswith(f"| {setting} |") for ln in rows), out
