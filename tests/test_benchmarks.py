@@ -1,8 +1,9 @@
-"""The benchmark scripts still run: each with its smallest options, on the CPU.
+"""A benchmark script still runs, with its smallest options, on the CPU.
 
 The numbers of a benchmark are measured on purpose, with the command its docs give; what CI
 checks is that the command still works, so a refactor of the library cannot leave a documented
-benchmark broken (as plan_latency.py was once, by a renamed constant).
+benchmark broken (as plan_latency.py was once, by a constant that changed type). Today:
+plan_latency.py, the real-time guide's benchmark.
 """
 
 from __future__ import annotations
