@@ -11,7 +11,9 @@ not depend on the weights). Each setting is a planner actor (macdmp.planner.Plan
 the same random observations frame after frame, so a warm-started setting is timed on its warm
 frames (the first frame of an episode plans from scratch; it is the cold row). Median over
 ``--repeats`` frames after warm-up (which also captures CUDA graphs and compiles). ``--cpu1``
-adds one agent on one CPU core (torch.set_num_threads(1), ONNX Runtime with one thread).
+adds one agent on one CPU core (torch.set_num_threads(1), ONNX Runtime with one thread); a
+``--cpu-settings`` entry ``PRESET:SETTING`` times another preset's untrained model there, so two
+architectures are compared in one run (e.g. ``fast-steer:warm0.15+onnx,lite-steer:warm0.1+fused``).
 
 Quality (``--run``): the paper's protocol (macdmp.eval.evaluate: the four scenarios, held-out
 seeds, ideal and limited RF) with that run folder at each setting, ``--quality-seeds`` seeds x
@@ -248,14 +250,28 @@ def main() -> None:
             tmp.write_text("\n".join(lines) + "\n")
             tmp.replace(out)
 
-    def build(dev: torch.device):
+    def build(dev: torch.device, preset: str | None = None):
         if a.run:
             return load_run(a.run, dev).eval().requires_grad_(False)
-        cfg = make_config(a.preset, **overrides(a.preset, a.set))
+        if preset:  # another preset of a --cpu-settings entry, as it is
+            cfg = make_config(preset)
+        else:
+            cfg = make_config(a.preset, **overrides(a.preset, a.set))
         data = SyntheticWindows(cfg.horizon, cfg.gamma)
         torch.manual_seed(0)
         return PlannerModels(cfg, data.stats, data.rbs).to(dev).eval().requires_grad_(False)
 
+    # every --cpu-settings entry is checked before any timing: PRESET:SETTING
+    cpu_runs = []
+    for name in (s for s in a.cpu_settings.split(",") if s) if a.cpu1 else ():
+        preset, _, setting = name.rpartition(":")
+        if preset and a.run:
+            raise SystemExit(f"--cpu-settings: {name!r} names a preset; not with --run")
+        if preset and preset not in PlannerModels.presets:
+            raise SystemExit(
+                f"--cpu-settings: {preset!r} is not one of {tuple(PlannerModels.presets)}"
+            )
+        cpu_runs.append((name, preset or None, parse_setting(setting)))
     models = build(device)
     cfg = models.cfg
     default_agents = "1,9,100,1000" if device.type == "cuda" else "1,9"
@@ -296,7 +312,9 @@ def main() -> None:
     if a.cpu1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        cpu_models = build(torch.device("cpu"))
+        cpu_models = {
+            p: build(torch.device("cpu"), p) for p in dict.fromkeys(r[1] for r in cpu_runs)
+        }
         say()
         say(f"One agent on one CPU core (torch.set_num_threads(1)): {machine(torch.device('cpu'))}")
         say()
@@ -305,15 +323,12 @@ def main() -> None:
             "within 1 ms | demand vs eager torch (RBs): mean (max) |"
         )
         say("|---|---|---|---|---|---|")
-        cpu_names = [s for s in a.cpu_settings.split(",") if s]
         for _ in range(a.cpu_rounds):  # rounds interleave the settings: the same load for all
-            for name in cpu_names:
-                opts = parse_setting(name)
-                t = time_setting(cpu_models, 1, opts, a.repeats)
-                c = time_setting(cpu_models, 1, opts, a.repeats, cpu_time=True)
-                err = "-" if opts.get("backend", "torch") == "torch" else demand_error(
-                    cpu_models, opts
-                )  # fmt: skip
+            for name, preset, opts in cpu_runs:
+                m = cpu_models[preset]
+                t = time_setting(m, 1, opts, a.repeats)
+                c = time_setting(m, 1, opts, a.repeats, cpu_time=True)
+                err = "-" if opts.get("backend", "torch") == "torch" else demand_error(m, opts)
                 say(
                     f"| {name} | {t:.2f} | {c:.2f} | {'yes' if c <= 5 else 'no'} | "
                     f"{'yes' if c <= 1 else 'no'} | {err} |"

@@ -35,14 +35,14 @@ def run_benchmark(name: str, *args: str, timeout: int = 600) -> str:
 @pytest.mark.parametrize("guidance", ["classifier", "cfg"])
 def test_plan_latency_prints_its_tables(guidance):
     """Both guidance kinds (the header names each one's default scale), the batched table and
-    one agent on one core, eager and through ONNX Runtime."""
+    one agent on one core, eager and through ONNX Runtime, and another preset's row there."""
     out = run_benchmark(
         "plan_latency.py", "--preset", "demo", "--set", f"guidance={guidance}",
         "--device", "cpu", "--agents", "1,3", "--settings", "cold10,warm", "--quick",
-        "--cpu1", "--cpu-settings", "warm,warm+onnx",
+        "--cpu1", "--cpu-settings", "warm,warm+onnx,demo:warm",
     )  # fmt: skip
     scale = "classifier at 0.1" if guidance == "classifier" else "classifier-free at 1.2"
     assert f"guidance: {scale}" in out
     rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
-    for setting in ("cold10", "warm", "warm+onnx"):
+    for setting in ("cold10", "warm", "warm+onnx", "demo:warm"):
         assert any(ln.startswith(f"| {setting} |") for ln in rows), out
