@@ -13,7 +13,7 @@ frames (the first frame of an episode plans from scratch; it is the cold row). M
 ``--repeats`` frames after warm-up (which also captures CUDA graphs and compiles). ``--cpu1``
 adds one agent on one CPU core (torch.set_num_threads(1), ONNX Runtime with one thread); a
 ``--cpu-settings`` entry ``PRESET:SETTING`` times another preset's untrained model there, so two
-architectures are compared in one run (e.g. ``fast-steer:warm0.15+onnx,lite-steer:warm0.1+fused``).
+architectures are compared in one run (e.g. ``paper-steer:warm0.15+onnx,fast-steer:warm0.1+fused``).
 
 Quality (``--run``): the paper's protocol (macdmp.eval.evaluate: the four scenarios, held-out
 seeds, ideal and limited RF) with that run folder at each setting, ``--quality-seeds`` seeds x
