@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_benchmark(name: str, *args: str, timeout: int = 600) -> str:
+def run_benchmark(name: str, *args: str, timeout: int = 600, ok: bool = True) -> str:
+    """The script's stdout (with ``ok=False``: its stderr, and it must have failed)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / name), *args],
@@ -28,8 +29,8 @@ def run_benchmark(name: str, *args: str, timeout: int = 600) -> str:
         text=True,
         timeout=timeout,
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return run.stdout
+    assert (run.returncode == 0) == ok, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout if ok else run.stderr
 
 
 @pytest.mark.parametrize("guidance", ["classifier", "cfg"])
@@ -46,3 +47,12 @@ def test_plan_latency_prints_its_tables(guidance):
     rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
     for setting in ("cold10", "warm", "warm+onnx", "demo:warm"):
         assert any(ln.startswith(f"| {setting} |") for ln in rows), out
+
+
+def test_plan_latency_refuses_an_unknown_preset_before_timing():
+    """A --cpu-settings entry PRESET:SETTING with an unknown preset is refused with the list."""
+    err = run_benchmark(
+        "plan_latency.py", "--preset", "demo", "--device", "cpu", "--settings", "cold10",
+        "--cpu1", "--cpu-settings", "warm,nope:warm", ok=False,
+    )  # fmt: skip
+    assert "--cpu-settings: 'nope' is not one of" in err and "fast-steer" in err
