@@ -99,6 +99,25 @@ def test_run_policy_options_and_errors(bc_run, tmp_path):
         load_policy(str(tmp_path / "nothing"))
 
 
+def test_boost_asks_more_up_to_the_own_backlog(bc_run):
+    """``boost=B``: min(B x the actor's demand, the agent's own backlog), per agent."""
+    plain, boosted = load_policy(str(bc_run)), load_policy(f"{bc_run},boost=1.5")
+    assert boosted.label == "BC [boost 1.5]" and boosted.describe()["boost"] == 1.5
+    assert "boost" not in plain.describe()
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 30, size=(17, 4)).astype(np.float32)
+    obs[:5, [0, 2]] = 0.0  # five agents with nothing queued
+    obs[5:9, 0], obs[5:9, 2] = 200.0, 100.0  # four with far more than they could be granted
+    mf = rng.uniform(0, 30, size=(17, 4)).astype(np.float32)
+    a, b = plain.act_agents(obs, mf), boosted.act_agents(obs, mf)
+    held = obs[:, 0].astype(np.float64) + obs[:, 2]
+    np.testing.assert_allclose(b, np.minimum(1.5 * a, held))
+    assert np.all(b[:5] == 0.0) and np.all(b[5:9] == 1.5 * a[5:9]) and np.all(a[5:9] > 0)
+    for bad in ("0.5", "nan", "x"):
+        with pytest.raises(ValueError, match="boost"):
+            load_policy(f"{bc_run},boost={bad}")
+
+
 def test_cli_refuses_bad_method_options(dataset, tmp_path, capsys):
     base = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--quiet"]
     assert main([*base, "--method", "nope"]) == 2

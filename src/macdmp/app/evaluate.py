@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="an allocator name, behaviour[:SIGMA], static:D,... or a training run folder "
         "RUN_DIR[,key=value...] of any method (MA-CDMP keys: solver, steps, guide, candidates; "
-        "every run: device, threads, weights; README.md explains them; macdmp:RUN_DIR also "
+        "every run: device, threads, weights, checkpoint, label, boost; docs/guide/evaluating.md "
+        "explains them; macdmp:RUN_DIR also "
         "works); repeat for several",
     )
     p.add_argument(

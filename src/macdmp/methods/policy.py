@@ -8,10 +8,11 @@
 Options every run accepts: ``device`` (cpu, cuda, cuda:1; default the GPU if there is one),
 ``threads`` (CPU threads for torch, default 1), ``weights`` (ema or raw, default ema),
 ``checkpoint`` (last, or best: the one the run's validation evaluations chose; default last),
-``label`` (the row's name in result tables, default the actor's own label); the
-method's own options are listed by its ``actor_options`` (MA-CDMP: solver, steps, guide,
-candidates; see ``macdmp.planner.policy``). Options are checked when the policy is built,
-before any episode runs.
+``label`` (the row's name in result tables, default the actor's own label), ``boost`` (ask
+``boost`` times the actor's demand, at most the node's own backlog: :class:`ActorPolicy`; default
+1, the demand as it is); the method's own options are listed by its ``actor_options`` (MA-CDMP:
+solver, steps, guide, candidates; see ``macdmp.planner.policy``). Options are checked when the
+policy is built, before any episode runs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from macdmp.methods.checkpoint import (
     load_run,
     read_checkpoint,
 )
+from macdmp.policies.allocators import backlog
 from macdmp.policies.base import Policy, PolicyError
 from macdmp.policies.registry import POLICY_NAMES, REFERENCES_HELP, make_policy
 
@@ -44,15 +46,26 @@ COMMON_OPTIONS: dict[str, tuple[str, type]] = {
     "weights": ("weights", str),
     "label": ("label", str),
     "checkpoint": ("which", str),
+    "boost": ("boost", float),
 }
 
 
 class ActorPolicy(Policy):
     """An actor of a trained method as a policy (also the trainer's in-loop evaluation).
 
-    Decentralised: one batched call per frame for every agent of every network."""
+    Decentralised: one batched call per frame for every agent of every network.
+
+    ``boost`` B > 1 turns each demand d into min(B d, the node's backlog), from the agent's own
+    observation. The MAC leaves RBs that no demand asked for idle and scales demands down
+    when they ask for more than the frame has, so a learned policy whose demands sum a little
+    short of the frame wastes RBs that a rule like ``maxweight`` (whose demands fill the frame
+    whenever the network holds the packets) would use; under load 1.0 the waste builds the
+    backlog up (docs/adaptive-study.md, 5d). Asking more keeps the actor's proportions where
+    the MAC scales them down, and the cap stops a node from taking RBs it has no packets for.
+    """
 
     decentralized = True
+    boost = 1.0  # 1: the actor's demands as they are (the trainer's evaluations use it)
 
     def __init__(self, actor: Any, name: str, rbs: float) -> None:
         self.actor, self.name, self.label, self.trained_rbs = actor, name, actor.label, rbs
@@ -79,7 +92,10 @@ class ActorPolicy(Policy):
             if sizes and sum(len(v) for v in sizes) == len(obs):
                 self.actor.set_team_sizes(np.concatenate(sizes))
             self._fresh = False
-        return self.actor.act(obs, mean_field)
+        demand = self.actor.act(obs, mean_field)
+        if self.boost != 1.0:
+            demand = np.minimum(self.boost * np.asarray(demand, dtype=np.float64), backlog(obs))
+        return demand
 
 
 class RunPolicy(ActorPolicy):
@@ -95,11 +111,17 @@ class RunPolicy(ActorPolicy):
         label: str | None = None,
         checkpoint: dict[str, Any] | None = None,
         which: str = "last",
+        boost: float = 1.0,
         **options: Any,
     ) -> None:
         run = Path(run_dir)
         if threads < 1:
             raise PolicyError(f"policy threads: must be >= 1 (got {threads})")
+        if not (np.isfinite(boost) and boost >= 1.0):
+            raise PolicyError(
+                f"policy boost: must be a number >= 1 (got {boost}); 1 leaves the demands as "
+                "they are"
+            )
         try:
             self.method = load_run(run, device, weights, checkpoint=checkpoint, which=which)
             if self.method.device.type == "cpu":
@@ -116,6 +138,9 @@ class RunPolicy(ActorPolicy):
         self.which = which
         if which == "best":
             self.label += " [best]"
+        self.boost = float(boost)
+        if self.boost != 1.0:
+            self.label += f" [boost {self.boost:g}]"
         if label is not None:
             self.label = label
         self.run_dir = run
@@ -160,6 +185,7 @@ class RunPolicy(ActorPolicy):
             "run": str(self.run_dir),
             "checkpoint": self.which,
             "train_step": int(getattr(self.method, "train_step", -1)),
+            **({"boost": self.boost} if self.boost != 1.0 else {}),
             **self.actor.describe(),
         }
 

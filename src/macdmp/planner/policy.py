@@ -31,8 +31,9 @@ All agents given to one call are planned in one batch. Options, as in
                  whole planning call as one ONNX graph, one ONNX Runtime call per frame, DPM
                  solvers only; both CPU only; default torch)
 
-plus the options every run folder takes (device, threads, weights: ``macdmp.methods.policy``);
-README.md, "Policies for `--policy`", explains each with its default.
+plus the options every run folder takes (device, threads, weights, checkpoint, label, boost:
+``macdmp.methods.policy``); docs/guide/evaluating.md, "Policies for `--policy`", explains each
+with its default.
 """
 
 from __future__ import annotations
