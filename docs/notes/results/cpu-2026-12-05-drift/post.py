@@ -8,7 +8,7 @@ do both. Two decentralised corrections of a trained clone's demand d, each node 
 
   clip      min(d, backlog): never ask for more than one holds
   xC        min(C d, backlog): ask C times as much, then clip (the MAC scales the excess down,
-            keeping the clone's proportions)
+            keeping the clone's proportions): the run's own option, ``--policy RUN,boost=C``
 
 Each run on the held-out networks; per row, the loss-aware delay and, under ideal RF, the RBs
 left idle per frame while packets wait (M x L minus the RBs that can carry a packet, in frames
@@ -36,11 +36,11 @@ from macdmp.sim.seeds import eval_seeds, validation_seeds
 
 
 class Corrected(Policy):
-    """``base``'s demands times ``factor``, clipped to the node's backlog (factor None: as
-    they are); records the idle RBs of each frame whose network holds at least M x L packets."""
+    """``base``'s demands, clipped to the node's backlog with ``clip``; records the idle RBs of
+    each frame whose network holds at least M x L packets."""
 
-    def __init__(self, base: Policy, factor: float | None, idle: list) -> None:
-        self.base, self.factor, self.idle = base, factor, idle
+    def __init__(self, base: Policy, clip: bool, idle: list) -> None:
+        self.base, self.clip, self.idle = base, clip, idle
         self.name = "corrected"
 
     def reset(self, sim) -> None:
@@ -50,8 +50,8 @@ class Corrected(Policy):
     def act(self, obs, mean_field):
         d = np.asarray(self.base.act(obs, mean_field), dtype=np.float64)
         q = backlog(obs)
-        if self.factor is not None:
-            d = np.minimum(self.factor * d, q)
+        if self.clip:
+            d = np.minimum(d, q)
         total = d.sum(axis=1, keepdims=True)
         granted = d * np.minimum(1.0, self.rbs / np.maximum(total, 1e-12))  # the MAC's scaling
         useful = np.minimum(granted, q).sum(axis=1)
@@ -70,19 +70,23 @@ def main() -> None:
     args = ap.parse_args()
     names = args.scenarios.split(",")
     seeds = validation_seeds(2) if args.validation else eval_seeds(3)
-    variants: list[tuple[str, float | None]] = [("as trained", None), ("clip", 1.0)]
-    variants += [(f"x{f}", float(f)) for f in args.factors.split(",")]
+    # (row name, run options, clip here)
+    variants = [("as trained", "", False), ("clip", "", True)]
+    variants += [(f"x{f}", f",boost={f}", False) for f in args.factors.split(",")]
     runs = [r.strip() for r in args.runs.split(";")]
     rows = []
     print("| policy | correction | ideal RF | lost | limited RF | lost | idle RBs per full frame |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for spec in ["maxweight", *runs]:
-        for name, factor in variants if spec != "maxweight" else variants[:1]:
+        for name, options, clip in variants if spec != "maxweight" else variants[:1]:
             row = {"policy": spec, "correction": name}
             idle: list = []
             for rf in ("ideal", "limited"):
-                base = make_policy("maxweight") if spec == "maxweight" else load_policy(spec)
-                pol = Corrected(base, factor, idle if rf == "ideal" else [])
+                if spec == "maxweight":
+                    base = make_policy("maxweight")
+                else:
+                    base = load_policy(spec + options)
+                pol = Corrected(base, clip, idle if rf == "ideal" else [])
                 lad, loss = [], []
                 for s in names:
                     r = run_episodes(load_scenario(s, rf=rf), pol, seeds, 1000)
