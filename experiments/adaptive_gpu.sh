@@ -96,4 +96,4 @@ for s in 0 1 2; do
   done
 done
 macdmp evaluate --scenarios "$SCEN" "${P[@]}" --rf ideal,limited --seeds 3 --frames "$FRAMES" \
-  --json "$OUT/eval-$FAMILY-$NAME$TAG.json" --quiet | tee "$OUT/eval-$FAMILY-$NAME$TAG.txt"
+  --json "$OUT/eval-$FAMILY-$NAME$TAG.json" --no-traces --quiet | tee "$OUT/eval-$FAMILY-$NAME$TAG.txt"

@@ -75,7 +75,7 @@ unit() {
   while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
   local left=$(( END - $(date +%s) ))
   if [ "$left" -lt 30 ]; then echo "not started (deadline): $name"; return 0; fi
-  ( timeout -s TERM "$left" "$@" --json "$W/eval/$name.json" --quiet > "$W/eval/$name.txt" 2>&1 \
+  ( timeout -s TERM "$left" "$@" --json "$W/eval/$name.json" --no-traces --quiet > "$W/eval/$name.txt" 2>&1 \
       || echo "NOT DONE: $name (see $W/eval/$name.txt); run the stage again" ) &
 }
 

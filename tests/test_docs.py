@@ -59,3 +59,17 @@ def test_docs_site_builds_strict(tmp_path):
     assert out.returncode == 0, f"mkdocs build --strict failed:\n{out.stdout}\n{out.stderr}"
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "sim" / "index.html").is_file()
+
+
+def test_lab_notes_keep_no_per_frame_traces():
+    """The result files in docs/ keep what the tables and `macdmp report` read, not the
+    per-frame delay traces (nine tenths of an evaluation's file, and the working tree must stay
+    small enough to travel to a GPU machine): `macdmp evaluate --json F --no-traces`."""
+    from macdmp.eval.evaluate import TRACE_KEYS
+
+    heavy = []
+    for path in sorted((ROOT / "docs").rglob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        if any(f'"{key}"' in text for key in TRACE_KEYS):
+            heavy.append(str(path.relative_to(ROOT)))
+    assert not heavy, f"per-frame traces in {heavy}: write them with --no-traces"

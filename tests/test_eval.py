@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from macdmp.app.main import main
-from macdmp.eval.evaluate import evaluate
+from macdmp.eval.evaluate import TRACE_KEYS, evaluate
 from macdmp.policies import Policy
 from macdmp.policies.episodes import run_episodes, run_groups
 from macdmp.sim.config import PRESETS
@@ -113,6 +113,20 @@ def test_evaluate_trial_frame_leaves_results_unchanged():
     assert via["rows"][0]["avg_reward"] == pytest.approx(float(np.mean(direct.avg_reward)))
     traces = via["frame_delay_ms"]["n8-2to6/ideal"]["behaviour"]
     assert len(traces) == 2 and len(traces[0]) == 60
+
+
+def test_evaluate_json_without_traces_still_reports(tmp_path, capsys):
+    base = ["evaluate", "--policy", "carried", "--scenarios", "n8-2to6", "--rf", "ideal"]
+    base += ["--seeds", "1", "--frames", "20", "--quiet", "--json"]
+    full, slim = tmp_path / "full.json", tmp_path / "slim.json"
+    assert main([*base, str(full)]) == 0 and main([*base, str(slim), "--no-traces"]) == 0
+    full_data, slim_data = json.loads(full.read_text()), json.loads(slim.read_text())
+    assert "frame_delay_ms" in full_data and "delay_traces" in full_data
+    assert set(slim_data) == set(full_data) - set(TRACE_KEYS)  # the rest as before:
+    assert slim_data["rows"][0]["avg_reward"] == full_data["rows"][0]["avg_reward"]
+    capsys.readouterr()
+    assert main(["report", "--json", str(slim), "--out", str(tmp_path / "report")]) == 0
+    assert "carried" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_every_option_has_help():

@@ -91,6 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="also write all results as JSON (folders made; an existing file needs --force)",
     )
+    p.add_argument(
+        "--no-traces",
+        action="store_true",
+        help="leave the per-frame delay traces out of the --json file (a tenth of the size; "
+        "`macdmp report` needs none of them, --plots' delay.png does)",
+    )
     p.add_argument("--plots", metavar="DIR", help="write qos.png and delay.png here (made)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -167,7 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "together; loss_aware_delay_ms: the delay with each lost packet counted at 1,000 ms"
     )
     if args.json:
-        write_result_json(Path(args.json), result)
+        write_result_json(Path(args.json), result, traces=not args.no_traces)
         print(f"results written to {args.json}")
     if args.plots:
         plot_result(result, Path(args.plots))
