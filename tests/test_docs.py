@@ -63,7 +63,7 @@ def test_docs_site_builds_strict(tmp_path):
 
 def test_lab_notes_keep_no_per_frame_traces():
     """The result files in docs/ keep what the tables and `macdmp report` read, not the
-    per-frame delay traces (nine tenths of an evaluation's file, and the working tree must stay
+    per-frame delay traces (most of an evaluation's file, and the working tree must stay
     small enough to travel to a GPU machine): `macdmp evaluate --json F --no-traces`."""
     from macdmp.eval.evaluate import TRACE_KEYS
 

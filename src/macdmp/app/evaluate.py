@@ -94,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-traces",
         action="store_true",
-        help="leave the per-frame delay traces out of the --json file (a tenth of the size; "
+        help="leave the per-frame delay traces out of the --json file (most of its size; "
         "`macdmp report` needs none of them, --plots' delay.png does)",
     )
     p.add_argument("--plots", metavar="DIR", help="write qos.png and delay.png here (made)")

@@ -113,7 +113,7 @@ TRACE_KEYS = ("delay_traces", "frame_delay_ms")  # a result's per-frame delays, 
 def write_result_json(path: str | Path, result: dict, traces: bool = True) -> None:
     """An :func:`evaluate` result as JSON, written atomically; the per-frame traces (lists of
     plain numbers) one per line, not one number per line. ``traces=False`` leaves them out
-    (``TRACE_KEYS``: nine tenths of the file; the tables and ``macdmp report`` need none of it,
+    (``TRACE_KEYS``: most of the file; the tables and ``macdmp report`` need none of it,
     only ``delay.png`` does)."""
     if not traces:
         result = {k: v for k, v in result.items() if k not in TRACE_KEYS}
