@@ -30,6 +30,7 @@ one candidate:
     compile, bf16  the backbones compiled, under bf16 autocast (on a GPU inside the CUDA graph)
     onnx           the backbones in ONNX Runtime (CPU)
     fused          the whole planning call as one ONNX graph, one ONNX Runtime call (CPU)
+    openvino       that one graph run by OpenVINO (CPU)
 e.g. warm+skip+compile+bf16, or warm0.2+skip0.5.
 """
 
@@ -61,6 +62,7 @@ PARTS = {
     "bf16": dict(bf16=True),
     "onnx": dict(backend="onnx"),
     "fused": dict(backend="fused"),
+    "openvino": dict(backend="openvino"),
 }
 
 
@@ -323,15 +325,33 @@ def main() -> None:
             "within 1 ms | demand vs eager torch (RBs): mean (max) |"
         )
         say("|---|---|---|---|---|---|")
+        cpu_ms: list[list[float]] = []  # per round, per setting
         for _ in range(a.cpu_rounds):  # rounds interleave the settings: the same load for all
+            cpu_ms.append([])
             for name, preset, opts in cpu_runs:
                 m = cpu_models[preset]
                 t = time_setting(m, 1, opts, a.repeats)
                 c = time_setting(m, 1, opts, a.repeats, cpu_time=True)
+                cpu_ms[-1].append(c)
                 err = "-" if opts.get("backend", "torch") == "torch" else demand_error(m, opts)
                 say(
                     f"| {name} | {t:.2f} | {c:.2f} | {'yes' if c <= 5 else 'no'} | "
                     f"{'yes' if c <= 1 else 'no'} | {err} |"
+                )
+        if a.cpu_rounds > 1 and len(cpu_runs) > 1:
+            say()
+            say(
+                f"Over the {a.cpu_rounds} rounds: the median CPU time, and the speed-up over "
+                f"the first setting ({cpu_runs[0][0]}): its CPU time over this one's in the same "
+                "round, the median of the rounds (smallest, largest)"
+            )
+            say()
+            say("| setting | CPU time (ms), median | speed-up, median (range) |\n|---|---|---|")
+            for j, (name, _, _) in enumerate(cpu_runs):
+                ratios = [r[0] / r[j] for r in cpu_ms]
+                say(
+                    f"| {name} | {statistics.median(r[j] for r in cpu_ms):.2f} | "
+                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
                 )
         torch.set_num_threads(threads)
     qset = a.quality_settings

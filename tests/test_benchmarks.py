@@ -36,17 +36,28 @@ def run_benchmark(name: str, *args: str, timeout: int = 600, ok: bool = True) ->
 @pytest.mark.parametrize("guidance", ["classifier", "cfg"])
 def test_plan_latency_prints_its_tables(guidance):
     """Both guidance kinds (the header names each one's default scale), the batched table and
-    one agent on one core, eager and through ONNX Runtime, and another preset's row there."""
+    one agent on one core, eager and through ONNX Runtime, and another preset's row there; for
+    classifier-free guidance also the whole plan as one graph in OpenVINO, over two rounds with
+    their summary (the speed-up of each setting over the first)."""
+    cpu = ["warm", "warm+onnx", "demo:warm"]
+    more = []
+    if guidance == "cfg":
+        cpu.append("warm+openvino")
+        more = ["--cpu-rounds", "2"]
     out = run_benchmark(
         "plan_latency.py", "--preset", "demo", "--set", f"guidance={guidance}",
         "--device", "cpu", "--agents", "1,3", "--settings", "cold10,warm", "--quick",
-        "--cpu1", "--cpu-settings", "warm,warm+onnx,demo:warm",
+        "--cpu1", "--cpu-settings", ",".join(cpu), *more,
     )  # fmt: skip
     scale = "classifier at 0.1" if guidance == "classifier" else "classifier-free at 1.2"
     assert f"guidance: {scale}" in out
     rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
-    for setting in ("cold10", "warm", "warm+onnx", "demo:warm"):
+    for setting in ("cold10", *cpu):
         assert any(ln.startswith(f"| {setting} |") for ln in rows), out
+    if guidance == "cfg":
+        assert "Over the 2 rounds" in out
+        # the summary's first row is the first setting against itself
+        assert any(ln.startswith("| warm | ") and "| 1.00x (1.00-1.00) |" in ln for ln in rows)
 
 
 def test_plan_latency_refuses_an_unknown_preset_before_timing():

@@ -106,30 +106,35 @@ def test_onnx_export_of_a_cfg_model_reproduces_its_plans(w) -> None:
 FUSED_ATOL = 1e-4  # the fused graph against the eager sampler: plans (data stds) and RBs
 
 
-def test_fused_plan_gives_the_eager_plans_and_decisions() -> None:
-    """backend=fused (the whole planning call as one ONNX graph) against eager torch, on a model
-    trained for classifier-free guidance at w = 1.2 (two rows per eps call): cold and warm
-    plans from the same draws, then an actor's decisions over an episode, frame by frame."""
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize(
+    ("backend", "package", "tag"),
+    [("fused", "onnxruntime", "onnx fused"), ("openvino", "openvino", "openvino fused")],
+)
+def test_fused_plan_gives_the_eager_plans_and_decisions(backend, package, tag) -> None:
+    """backend=fused (the whole planning call as one ONNX graph, run by ONNX Runtime) and
+    backend=openvino (that graph run by OpenVINO) against eager torch, on a model trained for
+    classifier-free guidance at w = 1.2 (two rows per eps call): cold and warm plans from the
+    same draws, then an actor's decisions over an episode, frame by frame."""
+    pytest.importorskip(package)
     m = _cfg_models()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         obs = _obs(3)
-        out = {backend: _cold_then_warm(m, obs, 1.2, backend) for backend in ("torch", "fused")}
-        for r, o in zip(out["torch"], out["fused"], strict=True):
+        out = {b: _cold_then_warm(m, obs, 1.2, b) for b in ("torch", backend)}
+        for r, o in zip(out["torch"], out[backend], strict=True):
             torch.testing.assert_close(o, r, rtol=0, atol=FUSED_ATOL)
         # the warm plan moved from its start, and the actions are not all clipped to a bound
-        assert (out["fused"][3] - out["fused"][1]).abs().max() > 0.01
-        assert ((out["fused"][0] > 0) & (out["fused"][0] < m.rbs)).any()
+        assert (out[backend][3] - out[backend][1]).abs().max() > 0.01
+        assert ((out[backend][0] > 0) & (out[backend][0] < m.rbs)).any()
         acts = {}
-        for backend in ("torch", "fused"):  # the same setting: the graphs above are reused
-            actor = m.make_actor(seed=4, backend=backend, steps=5, warm=0.3)
+        for b in ("torch", backend):  # the same setting: the graphs above are reused
+            actor = m.make_actor(seed=4, backend=b, steps=5, warm=0.3)
             actor.reset(3)
-            acts[backend] = np.stack([actor.act(_obs(3, t), _obs(3, t + 9)) for t in range(6)])
-        assert "onnx fused" in actor.label
-        np.testing.assert_allclose(acts["fused"], acts["torch"], rtol=0, atol=FUSED_ATOL)
-        assert np.ptp(acts["fused"], axis=0).max() > 0  # the decisions change frame by frame
+            acts[b] = np.stack([actor.act(_obs(3, t), _obs(3, t + 9)) for t in range(6)])
+        assert tag in actor.label
+        np.testing.assert_allclose(acts[backend], acts["torch"], rtol=0, atol=FUSED_ATOL)
+        assert np.ptp(acts[backend], axis=0).max() > 0  # the decisions change frame by frame
     finally:
         torch.set_num_threads(threads)
 

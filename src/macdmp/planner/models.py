@@ -181,9 +181,9 @@ class PlannerModels(Method):
         # (docs/guide/realtime.md).
         "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
         # Fast-steer: STEER_CHANGES on the fast architecture: one agent's warm-started CFG plan in
-        # one ONNX graph (backend=fused) takes about 1 ms of one CPU core, and 1,000 agents' plans
-        # about 3 ms of an H200, at a better delay than the paper preset's cold plans
-        # (docs/guide/realtime.md).
+        # one graph takes about 1 ms of one CPU core in ONNX Runtime (backend=fused), 0.65 ms in
+        # OpenVINO (backend=openvino, warm=0.1), and 1,000 agents' plans about 3 ms of an H200,
+        # at a better delay than the paper preset's cold plans (docs/guide/realtime.md).
         "fast-steer": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128, **STEER_CHANGES),
         # Top-steer: paper-steer with TOP_CHANGES, the adaptive study's best settings at paper
         # scale so far: the plans' prior learns from the best 10% of the data's returns only,

@@ -25,7 +25,9 @@ from macdmp.planner.export import FusedPlanner, OnnxBackbones
 # `models` below is a macdmp.planner.models.PlannerModels, annotated as a plain Module: that
 # module builds actors from this one, so importing it here would make the two import each other.
 
-BACKENDS = ("torch", "onnx", "fused")
+BACKENDS = ("torch", "onnx", "fused", "openvino")
+# the backends that run the whole planning call as one exported graph, and the runtime of each
+FUSED_RUNTIMES = {"fused": "onnxruntime", "openvino": "openvino"}
 # how plans are steered towards a high return (PlannerConfig.guidance, the actor's `guidance`)
 GUIDANCE = ("classifier", "cfg")
 
@@ -49,7 +51,7 @@ class Speed:
     to ONNX and run by ONNX Runtime on the CPU (one export per batch shape; macdmp.planner.export),
     or "fused" for the whole planning call (every solver step, guidance, inverse dynamics) as
     one ONNX graph, one ONNX Runtime call per decision (one export per setting and batch shape;
-    DPM solvers only).
+    DPM solvers only), or "openvino" for that graph run by OpenVINO instead.
     """
 
     compile: bool = False
@@ -59,9 +61,9 @@ class Speed:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: must be one of {BACKENDS} (got {self.backend!r})")
-        if self.backend in ("onnx", "fused") and (self.compile or self.bf16):
+        if self.backend != "torch" and (self.compile or self.bf16):
             raise ValueError(
-                f"backend: {self.backend!r} runs float32 ONNX Runtime; drop compile and bf16"
+                f"backend: {self.backend!r} runs a float32 ONNX graph; drop compile and bf16"
             )
 
 
@@ -176,11 +178,12 @@ def _guidance_weights(
 
 
 class _FusedRuns:
-    """The fused planners (backend "fused") of one model, batch and solver setting, one per
-    guidance setting: each the whole planning call as one ONNX Runtime session."""
+    """The fused planners (backends "fused" and "openvino") of one model, batch, solver setting
+    and runtime, one per guidance setting: each the whole planning call as one graph."""
 
-    def __init__(self, models, a, n_candidates, solver, steps, guide, clip_x0, start) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, models, a, n_candidates, solver, steps, guide, clip_x0, start, runtime):  # type: ignore[no-untyped-def]
         self.args = (models, a, n_candidates, solver, steps, guide, clip_x0, start)
+        self.runtime = runtime
         self.runs: dict[tuple, object] = {}
 
     def _build(self, guide_min_sigma: float, y: float | None, cfg: float):  # type: ignore[no-untyped-def]
@@ -228,7 +231,7 @@ class _FusedRuns:
             examples["mf"] = torch.zeros(a, mc.obs_dim)
         if start is not None:
             examples["prev"] = torch.zeros(a, h, c)
-        return FusedPlanner(plan_fn, examples, torch.get_num_threads())
+        return FusedPlanner(plan_fn, examples, torch.get_num_threads(), self.runtime)
 
     def __call__(self, key, o, mf, warm_from, generator):  # type: ignore[no-untyped-def]
         run = self.runs.get(key)
@@ -250,8 +253,8 @@ class _FusedRuns:
 _FUSED: dict[tuple, tuple[torch.nn.Module, _FusedRuns]] = {}
 
 
-def _fused(models, a, n_candidates, solver, steps, guide, clip_x0, start) -> _FusedRuns:  # type: ignore[no-untyped-def]
-    key = (id(models), a, n_candidates, solver, steps, guide, clip_x0, start)
+def _fused(models, a, n_candidates, solver, steps, guide, clip_x0, start, runtime) -> _FusedRuns:  # type: ignore[no-untyped-def]
+    key = (id(models), a, n_candidates, solver, steps, guide, clip_x0, start, runtime)
     key += (torch.get_num_threads(),)
     if key not in _FUSED:
         _FUSED[key] = (models, _FusedRuns(models, *key[1:-1]))
@@ -296,14 +299,14 @@ def check_options(
         raise ValueError("warm: warm starts need a DPM solver (dpm1 or dpm2)")
     if backend not in BACKENDS:
         raise ValueError(f"backend: must be one of {BACKENDS} (got {backend!r})")
-    if backend in ("onnx", "fused") and models.normalizer.obs_mean.device.type != "cpu":
+    if backend != "torch" and models.normalizer.obs_mean.device.type != "cpu":
         raise ValueError(f"backend: {backend!r} runs on the CPU; add device=cpu")
-    if backend == "fused" and solver == "ddpm":
-        raise ValueError("backend: 'fused' needs a DPM solver (dpm1 or dpm2)")
-    if backend == "fused" and getattr(mc, "history", 0):
+    if backend in FUSED_RUNTIMES and solver == "ddpm":
+        raise ValueError(f"backend: {backend!r} needs a DPM solver (dpm1 or dpm2)")
+    if backend in FUSED_RUNTIMES and getattr(mc, "history", 0):
         raise ValueError(
-            "backend: 'fused' plans from the current observation alone; a model trained with "
-            "history > 0 runs with backend torch or onnx"
+            f"backend: {backend!r} plans from the current observation alone; a model trained "
+            "with history > 0 runs with backend torch or onnx"
         )
     return guidance
 
@@ -414,13 +417,14 @@ def plan_batch(
             )
         start = dpm_warm_level(sch, steps or mc.n_diffusion_steps, warm)
     y, w_cfg, w_guide = _guidance_weights(models, guidance, guide, cfg, target)
-    if speed.backend == "fused":
+    if speed.backend in FUSED_RUNTIMES:
         if w_guide != 0.0:
             raise ValueError(
-                "backend: 'fused' takes classifier-free guidance or none, not the classifier's "
-                "gradient (guidance=classifier with guide != 0); use backend=onnx"
+                f"backend: {speed.backend!r} takes classifier-free guidance or none, not the "
+                "classifier's gradient (guidance=classifier with guide != 0); use backend=onnx"
             )
-        run = _fused(models, a, n_candidates, solver, steps, w_guide, clip_x0, start)
+        runtime = FUSED_RUNTIMES[speed.backend]
+        run = _fused(models, a, n_candidates, solver, steps, w_guide, clip_x0, start, runtime)
         run_key = (float(guide_min_sigma), y, w_cfg)
         return run(run_key, o, mf, warm_from, generator)
     with torch.inference_mode():

@@ -27,9 +27,10 @@ All agents given to one call are planned in one batch. Options, as in
     guide_sigma  guide only at solver levels with sigma_k >= this (default 0: at every level)
     bf16         1: the backbones under bf16 autocast (default 0)
     compile      1: the backbones through torch.compile (default 0; inside the CUDA graph)
-    backend      torch | onnx | fused (onnx: the backbones exported to ONNX Runtime; fused: the
-                 whole planning call as one ONNX graph, one ONNX Runtime call per frame, DPM
-                 solvers only; both CPU only; default torch)
+    backend      torch | onnx | fused | openvino (onnx: the backbones exported to ONNX Runtime;
+                 fused: the whole planning call as one ONNX graph, one ONNX Runtime call per
+                 frame, DPM solvers only; openvino: that graph run by OpenVINO; all three CPU
+                 only; default torch)
 
 plus the options every run folder takes (device, threads, weights, checkpoint, label, boost:
 ``macdmp.methods.policy``); docs/guide/evaluating.md, "Policies for `--policy`", explains each
@@ -128,7 +129,7 @@ class PlannerActor(Actor):
         extras += "" if self.warm == 0.0 else f", warm {self.warm:g}"
         extras += "" if self.guide_sigma == 0.0 else f", guide sigma >= {self.guide_sigma:g}"
         tags = (("bf16", bf16), ("compiled", compile), ("onnx", backend == "onnx"))
-        tags += (("onnx fused", backend == "fused"),)
+        tags += (("onnx fused", backend == "fused"), ("openvino fused", backend == "openvino"))
         extras += "".join(f", {n}" for n, on in tags if on)
         reward = getattr(models.cfg, "reward", "delay")
         extras += "" if reward == "delay" else f", reward {reward}"
