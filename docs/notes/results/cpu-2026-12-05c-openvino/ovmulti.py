@@ -1,5 +1,11 @@
-"""python ovmulti.py INPUTS.npz RT:PATH ... ; RT ort|ov. 5 rounds x 400 of each in turn, process CPU time."""
-import sys, time, collections, numpy as np, onnxruntime as ort, openvino as ov
+"""Exported plan graphs in ONNX Runtime and OpenVINO, one thread each:
+CLK=thread|process|wall python ovmulti.py INPUTS.npz RT:GRAPH.onnx ...  (RT: ort or ov; CLK
+default process). 5 rounds x 400 runs of each in turn (50 warm-up runs first), the median of
+each round; OpenVINO's inputs shared, not copied, and its compiled graph's node types printed.
+"""
+import os, sys, time, collections, numpy as np, onnxruntime as ort, openvino as ov
+CLK = {"thread": time.thread_time_ns, "process": time.process_time_ns,
+       "wall": time.perf_counter_ns}[os.environ.get("CLK", "process")]
 inp = dict(np.load(sys.argv[1]))
 core = ov.Core()
 F = {}
@@ -30,7 +36,7 @@ for r in range(5):
         for _ in range(50): f()
         ts = []
         for _ in range(400):
-            t = time.process_time_ns(); f(); ts.append(time.process_time_ns() - t)
+            t = CLK(); f(); ts.append(CLK() - t)
         res[k].append(np.median(ts) / 1e6)
 for k, v in res.items():
     print(f"{k:30s} " + " ".join(f"{x:.3f}" for x in v) + f"  median {np.median(v):.3f} ms")
