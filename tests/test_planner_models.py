@@ -162,6 +162,27 @@ def test_plan_validates_inputs() -> None:
         plan(m, obs, obs, solver="ddpm", steps=5)
 
 
+@pytest.mark.parametrize(
+    ("backend", "package"),
+    [("onnx", "onnxruntime"), ("fused", "onnxruntime"), ("openvino", "openvino")],
+)
+def test_a_backend_without_its_package_is_refused_when_the_actor_is_built(
+    monkeypatch, backend, package
+) -> None:
+    """Where a backend's runtime is not installed (the GPU image has neither), building the
+    actor fails at once with the package to install, not at its first decision."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a)
+    )
+    m, _ = tiny_models()
+    with pytest.raises(ValueError, match=rf"^backend: '{backend}' needs the {package} package"):
+        PlannerActor(m, backend=backend)
+    PlannerActor(m)  # torch needs neither
+
+
 def test_inverse_dynamics_reads_the_mean_field_inv_mf_names() -> None:
     """``inv_mf``: f_phi also reads the mean field at t ("now") or at t and t+1 ("both"), in the
     loss and in planning; with "none" (the paper's f_phi, the default, left out of a run's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from macdmp.planner.export import FusedPlanner, OnnxBackbones
 BACKENDS = ("torch", "onnx", "fused", "openvino")
 # the backends that run the whole planning call as one exported graph, and the runtime of each
 FUSED_RUNTIMES = {"fused": "onnxruntime", "openvino": "openvino"}
+# the package each backend other than torch runs on (dependencies; the GPU image lacks them)
+BACKEND_PACKAGES = {"onnx": "onnxruntime", **FUSED_RUNTIMES}
 # how plans are steered towards a high return (PlannerConfig.guidance, the actor's `guidance`)
 GUIDANCE = ("classifier", "cfg")
 
@@ -64,6 +67,12 @@ class Speed:
         if self.backend != "torch" and (self.compile or self.bf16):
             raise ValueError(
                 f"backend: {self.backend!r} runs a float32 ONNX graph; drop compile and bf16"
+            )
+        package = BACKEND_PACKAGES.get(self.backend)
+        if package and importlib.util.find_spec(package) is None:  # before any planning
+            raise ValueError(
+                f"backend: {self.backend!r} needs the {package} package (pip install {package}); "
+                "backend torch runs without it"
             )
 
 
