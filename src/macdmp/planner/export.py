@@ -263,11 +263,9 @@ class FusedPlanner:
             raise ValueError(f"runtime: must be one of {RUNTIMES} (got {runtime!r})")
         try:
             rt = importlib.import_module(runtime)
-        except ImportError as exc:  # pragma: no cover - a dependency; the GPU image lacks it
-            backend = "fused" if runtime == "onnxruntime" else runtime
-            raise ValueError(
-                f"backend: {backend!r} needs the {runtime} package (pip install {runtime})"
-            ) from exc
+        except ImportError as exc:  # pragma: no cover - the actor's Speed checks it first
+            msg = f"runtime: {runtime!r} needs the {runtime} package (pip install {runtime})"
+            raise ValueError(msg) from exc
         names = tuple(examples)
         # Forward operators only (no classifier gradient): group norm stays whole and exports
         # as one InstanceNormalization.
@@ -292,7 +290,6 @@ class FusedPlanner:
             else:
                 self._run = _onnxruntime_run(rt, path, threads)
         self.names = names
-        self.runtime = runtime
 
     def __call__(self, **inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(actions, plans) for float32 numpy inputs named as the examples."""

@@ -181,7 +181,7 @@ class PlannerModels(Method):
         # (docs/guide/realtime.md).
         "fast": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128),
         # Fast-steer: STEER_CHANGES on the fast architecture: one agent's warm-started CFG plan in
-        # one graph takes about 1 ms of one CPU core in ONNX Runtime (backend=fused), 0.65 ms in
+        # one graph takes about 1 ms of one CPU core in ONNX Runtime (backend=fused), 0.6 ms in
         # OpenVINO (backend=openvino, warm=0.1), and 1,000 agents' plans about 3 ms of an H200,
         # at a better delay than the paper preset's cold plans (docs/guide/realtime.md).
         "fast-steer": PlannerConfig(dim=16, dim_mults=(1, 2, 4), inv_hidden=128, **STEER_CHANGES),
