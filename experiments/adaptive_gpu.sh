@@ -16,7 +16,8 @@
 # the same command on the same warm machine goes on from them (a fresh machine starts again:
 # nothing is kept between leases). Once the runs reach STEPS (default 30,000) the test runs, in
 # the same call if less than SPLIT seconds have gone (default 540 less 10 per policy tested:
-# the test takes about 10 s a policy on an H200), else in the next: it writes
+# the test takes about 10 s a policy on an H200 at 3 test networks, more with TEST_SEEDS),
+# else in the next: it writes
 # $OUT/eval-FAMILY-NAME.json and .txt (rows labelled 'NAME seed S [best|last]', which
 # `macdmp report --json eval-*.json --out DIR` averages over the training seeds), and the runs'
 # learning curves go to $OUT/train-FAMILY-NAME.tgz (small files; no checkpoints). Exit 75: call
@@ -26,6 +27,8 @@
 # COLLECT (default "--family FAMILY") collects the data another way, e.g. another behaviour mix:
 #   COLLECT="--scenarios S1,S2 --policies behaviour:0.5,maxweight,proportional:0.3
 #   --trajectories 400 --frames 3000"; the test stays on the family's scenarios.
+# TEST_SEEDS (default 3) is the number of held-out networks per scenario the test runs (where
+# one test's spread hides an effect: docs/adaptive-study.md, "Demands that fill the frame").
 # TEST_ONLY=1 tests the runs already on this machine as they are (with ACTING, say) and
 # collects and trains nothing (its files: eval-FAMILY-NAME-testonly.json and .txt); on a
 # machine without them (a fresh one, the warm one having gone back) it stops at once, exit 3.
@@ -48,7 +51,12 @@ SIZE="${SIZE:-}"  # the dataset's size, as macdmp collect takes it (default: the
 COLLECT="${COLLECT:---family $FAMILY}"  # how the data is collected (default: the family's)
 ACTING="${ACTING:-}"  # acting settings to test beside the defaults (space-separated)
 read -ra SETS <<<"$ACTING"
-SPLIT="${SPLIT:-$((540 - 10 * (6 + 3 * ${#SETS[@]})))}"
+TEST_SEEDS="${TEST_SEEDS:-3}"
+case "$TEST_SEEDS" in
+  "" | *[!0-9]* | 0*) echo "TEST_SEEDS: '$TEST_SEEDS'; allowed: a whole number >= 1" >&2; exit 2 ;;
+esac
+# the test takes about 10 s a policy at 3 networks on an H200
+SPLIT="${SPLIT:-$((540 - 10 * (6 + 3 * ${#SETS[@]}) * TEST_SEEDS / 3))}"
 RUN="$W/$FAMILY-$NAME"
 TEST_ONLY="${TEST_ONLY:-0}"
 case "$TEST_ONLY" in 0 | 1) ;; *) echo "TEST_ONLY: '$TEST_ONLY'; allowed: 0 or 1" >&2; exit 2 ;; esac
@@ -95,5 +103,5 @@ for s in 0 1 2; do
     P+=(--policy "$RUN/seed-$s,checkpoint=best,$o,label=$NAME+${o//,/+} seed $s [best]")
   done
 done
-macdmp evaluate --scenarios "$SCEN" "${P[@]}" --rf ideal,limited --seeds 3 --frames "$FRAMES" \
+macdmp evaluate --scenarios "$SCEN" "${P[@]}" --rf ideal,limited --seeds "$TEST_SEEDS" --frames "$FRAMES" \
   --json "$OUT/eval-$FAMILY-$NAME$TAG.json" --no-traces --quiet | tee "$OUT/eval-$FAMILY-$NAME$TAG.txt"

@@ -65,13 +65,18 @@ def test_adaptive_gpu_script_trains_three_seeds_then_tests_both_checkpoints(tmp_
     assert info["behaviour_policy"]["policies"] == ["maxweight", "proportional"]
     # TEST_ONLY: the same runs tested again with another acting setting, nothing trained
     losses = (tmp_path / "w" / "load100-invnow" / "seed-0" / "losses.jsonl").read_bytes()
-    env["TEST_ONLY"], env["ACTING"] = "1", "steps=4"
+    # on more held-out networks than the first test (TEST_SEEDS)
+    env["TEST_ONLY"], env["ACTING"], env["TEST_SEEDS"] = "1", "steps=4", "4"
     run = subprocess.run(
         [*cmd, "inv_mf=now"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     res = json.loads((out / "eval-load100-invnow-testonly.json").read_text())
     assert "invnow+steps=4 seed 2 [best]" in {r["policy"] for r in res["rows"]}
+    assert (
+        len(res["seeds"]) == 4
+        and len(json.loads((out / "eval-load100-invnow.json").read_text())["seeds"]) == 3
+    )
     assert (tmp_path / "w" / "load100-invnow" / "seed-0" / "losses.jsonl").read_bytes() == losses
 
 
@@ -170,3 +175,6 @@ def test_adaptive_gpu_script_test_only_stops_at_once_without_the_runs(tmp_path):
     env["TEST_ONLY"] = "yes"
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "TEST_ONLY: 'yes'; allowed: 0 or 1" in run.stderr
+    env["TEST_ONLY"], env["TEST_SEEDS"] = "1", "0"
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "TEST_SEEDS: '0'; allowed: a whole number >= 1" in run.stderr
