@@ -10,9 +10,11 @@ Options every run accepts: ``device`` (cpu, cuda, cuda:1; default the GPU if the
 ``checkpoint`` (last, or best: the one the run's validation evaluations chose; default last),
 ``label`` (the row's name in result tables, default the actor's own label), ``boost`` (ask
 ``boost`` times the actor's demand, at most the node's own backlog: :class:`ActorPolicy`; default
-1, the demand as it is); the method's own options are listed by its ``actor_options`` (MA-CDMP:
-solver, steps, guide, candidates; see ``macdmp.planner.policy``). Options are checked when the
-policy is built, before any episode runs.
+1, the demand as it is), ``seed`` (the actor's random seed, which draws a planner's noise;
+default the evaluation's seed offset, 0: tests of one stochastic planner under several seeds
+measure how much its result owes to that noise); the method's own options are listed by its
+``actor_options`` (MA-CDMP: solver, steps, guide, candidates; see ``macdmp.planner.policy``).
+Options are checked when the policy is built, before any episode runs.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ COMMON_OPTIONS: dict[str, tuple[str, type]] = {
     "label": ("label", str),
     "checkpoint": ("which", str),
     "boost": ("boost", float),
+    "seed": ("actor_seed", int),
 }
 
 
@@ -112,11 +115,14 @@ class RunPolicy(ActorPolicy):
         checkpoint: dict[str, Any] | None = None,
         which: str = "last",
         boost: float = 1.0,
+        actor_seed: int | None = None,
         **options: Any,
     ) -> None:
         run = Path(run_dir)
         if threads < 1:
             raise PolicyError(f"policy threads: must be >= 1 (got {threads})")
+        if actor_seed is not None and actor_seed < 0:
+            raise PolicyError(f"policy seed: must be a whole number >= 0 (got {actor_seed})")
         if not (np.isfinite(boost) and boost >= 1.0):
             raise PolicyError(
                 f"policy boost: must be a number >= 1 (got {boost}); 1 leaves the demands as "
@@ -129,7 +135,9 @@ class RunPolicy(ActorPolicy):
                 # when another process holds a core, their barriers stall every op (measured:
                 # 42 ms -> 4.4 s per frame for MA-CDMP on the 2-core machine).
                 torch.set_num_threads(threads)
-            actor = self.method.make_actor(seed=seed, **options)
+            actor = self.method.make_actor(
+                seed=seed if actor_seed is None else actor_seed, **options
+            )
         except FileNotFoundError as exc:  # load_run: not a run folder, with how to make one
             raise PolicyError(str(exc)) from None
         except ValueError as exc:
@@ -141,6 +149,9 @@ class RunPolicy(ActorPolicy):
         self.boost = float(boost)
         if self.boost != 1.0:
             self.label += f" [boost {self.boost:g}]"
+        self.actor_seed = actor_seed
+        if actor_seed is not None:
+            self.label += f" [seed {actor_seed}]"
         if label is not None:
             self.label = label
         self.run_dir = run
@@ -186,6 +197,7 @@ class RunPolicy(ActorPolicy):
             "checkpoint": self.which,
             "train_step": int(getattr(self.method, "train_step", -1)),
             **({"boost": self.boost} if self.boost != 1.0 else {}),
+            **({"seed": self.actor_seed} if self.actor_seed is not None else {}),
             **self.actor.describe(),
         }
 
