@@ -5,11 +5,13 @@ the first stream of a step holds the rest (the batch's gather, the loss's combin
 clipping, Adam and the EMA update).
 
     python benchmarks/step_profile.py [--preset paper] [--steps 20] [--compile] [--top N]
-        [--set K=V]
+        [--stacked K] [--norm native|rows] [--set K=V]
 
 Eager steps (after warm-up) under torch.profiler; prints per stream the kernels and the kernel
 time per step, and the step's wall time; with ``--top N`` also each stream's N kernels of most
-time, by name. The captured step replays the same kernels without
+time, by name. With ``--stacked K`` the step is that of K runs (seeds 0..K-1) stacked as one
+model (macdmp.methods.stacked; ``--norm`` how its group norms are computed, the stacked
+trainer's default unless given). The captured step replays the same kernels without
 the Python between them, so the longest stream plus the first bounds its time from below.
 CUDA only.
 """
@@ -28,6 +30,7 @@ import torch
 
 from macdmp.methods import Trainer, make_config
 from macdmp.methods.config import parse_sets
+from macdmp.methods.stacked import DEFAULT_NORM, NORMS, StackedTrainer
 from macdmp.planner.synthetic import SyntheticWindows
 
 PARTS = ("first stream: batch, combination, clipping, Adam, EMA", "noise model", "return model",
@@ -40,10 +43,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="profiled steps (default 20)")
     ap.add_argument("--compile", action="store_true", help="compile the backbones first")
     ap.add_argument("--top", type=int, default=0, help="per stream, the N kernels of most time")
+    ap.add_argument(
+        "--stacked",
+        type=int,
+        default=0,
+        metavar="K",
+        help="profile the step of K runs stacked as one model (default: one run)",
+    )
+    ap.add_argument(
+        "--norm",
+        choices=NORMS,
+        default=DEFAULT_NORM,
+        help=f"with --stacked: how group norms are computed (default {DEFAULT_NORM})",
+    )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
     if a.steps < 1:
         raise SystemExit(f"--steps: must be >= 1 (got {a.steps})")
+    if a.stacked < 0:
+        raise SystemExit(f"--stacked: must be >= 0 (got {a.stacked})")
+    if a.stacked and a.compile:
+        raise SystemExit("--compile: one run's backbones only; not with --stacked")
     if a.top < 0:
         raise SystemExit(f"--top: must be >= 0 (got {a.top})")
     try:  # a bad preset or --set is refused by name before any GPU work
@@ -57,8 +77,16 @@ def main() -> None:
         raise SystemExit("step_profile: needs a CUDA device")
     data = SyntheticWindows(cfg.horizon, cfg.gamma, reward=cfg.reward)
     with tempfile.TemporaryDirectory() as root:
-        tr = Trainer("ma-cdmp", cfg, data, f"{root}/run", "cuda", capture=False, compile=a.compile)
-        tr.method.train()
+        runs = [
+            Trainer("ma-cdmp", cfg.replace(seed=s), data, f"{root}/run{s}", "cuda",
+                    capture=False, compile=a.compile)
+            for s in range(max(a.stacked, 1))
+        ]  # fmt: skip
+        if a.stacked:
+            tr = StackedTrainer(runs, norm=a.norm)
+        else:
+            (tr,) = runs
+            tr.method.train()
         tr.prepare()
         for _ in range(5):
             tr.train_step()
@@ -75,6 +103,9 @@ def main() -> None:
         prof.export_chrome_trace(str(trace))
         events = json.loads(trace.read_text())["traceEvents"]
         tr.close()
+        if a.stacked:
+            for run in runs:
+                run.close()
     kernels = [e for e in events if e.get("cat") == "kernel"]
     first: dict[int, float] = {}
     time_us: dict[int, float] = defaultdict(float)
@@ -89,8 +120,10 @@ def main() -> None:
         row[0] += 1
         row[1] += e["dur"]
     order = sorted(first, key=first.get)  # the first stream of a step starts first
+    what = f", {a.stacked} runs stacked (norm={a.norm})" if a.stacked else ""
     print(
-        f"ma-cdmp {a.preset} preset{' compiled' if a.compile else ''}, batch {cfg.batch_size}, "
+        f"ma-cdmp {a.preset} preset{' compiled' if a.compile else ''}{what}, "
+        f"batch {cfg.batch_size}, "
         f"streams=true; {torch.cuda.get_device_name()}; torch {torch.__version__}; "
         f"{a.steps} eager steps under torch.profiler"
     )

@@ -16,6 +16,9 @@ and the one-off preparation time (warm-up steps, compilation and graph capture).
              loss, one captured graph for all R; steps/s per run is the stacked step's rate
   stackedR+compile  the same with the whole vmapped loss (forward and backward) and the
              clipping compiled by torch.compile, inside the captured graph (R=1: one run)
+  stackedR+native, stackedR+rows  the stacked runs' group norms by vmap's own rule (native)
+             or as layer_norm over rows (macdmp.methods.stacked.NORMS); without either, the
+             stacked trainer's default
   procsR     R separate processes, each one captured run, started together
   MODE+tf32  the mode with TF32 matmuls (the configuration field tf32=true)
   MODE+bf16  the mode with the loss's forward under bf16 autocast (bf16=true)
@@ -46,7 +49,7 @@ import torch
 
 from macdmp.methods import Trainer, get_method, make_config, pick_device
 from macdmp.methods.config import parse_sets
-from macdmp.methods.stacked import StackedTrainer
+from macdmp.methods.stacked import DEFAULT_NORM, StackedTrainer
 from macdmp.planner.synthetic import SyntheticWindows
 
 TARGET_STEPS = 100_000
@@ -62,7 +65,8 @@ def overrides(a) -> dict:
 
 
 SWITCHES = ("tf32", "bf16", "streams", "flat")  # configuration fields of how a GPU step is computed
-FLAGS = (*SWITCHES, "compile")  # "compile": stacked modes only (the trainer's compile)
+STACKED_ONLY = ("compile", "native", "rows")  # the trainer's compile; how norms are computed
+FLAGS = (*SWITCHES, *STACKED_ONLY)
 
 
 def parse_mode(mode: str) -> tuple[str, dict]:
@@ -72,12 +76,14 @@ def parse_mode(mode: str) -> tuple[str, dict]:
     base = "captured" if parts[0] in SWITCHES else parts[0]
     flags = parts if parts[0] in SWITCHES else parts[1:]
     bad = [f for f in flags if f not in FLAGS]
-    if "compile" in flags and not base.startswith("stacked"):
-        bad.append("compile (stacked modes only; `compiled` compiles the backbones)")
+    if not base.startswith("stacked"):
+        bad += [f"{f} (stacked modes only)" for f in flags if f in STACKED_ONLY]
+    if "native" in flags and "rows" in flags:
+        bad.append("native and rows (one norm at a time)")
     if bad or len(set(flags)) != len(flags):
         raise SystemExit(
             f"--modes: unknown or repeated switch in {mode!r} (switches: "
-            f"{', '.join(SWITCHES)}; compile after stackedR): {', '.join(bad)}"
+            f"{', '.join(SWITCHES)}; {', '.join(STACKED_ONLY)} after stackedR): {', '.join(bad)}"
         )
     return base, {f: True for f in flags}
 
@@ -92,6 +98,7 @@ def measure(
     a,
     switches: dict | None = None,
     stacked: bool = False,
+    norm: str = DEFAULT_NORM,
 ) -> dict:
     # streams and flat are on by default in the configuration; here a mode has them only when
     # it says so (+streams, +flat), so that the modes keep the meaning of the earlier tables
@@ -113,7 +120,7 @@ def measure(
         ]
         t0 = time.perf_counter()
         if stacked:  # one stacked model: its step is every run's step
-            st = StackedTrainer(trs)
+            st = StackedTrainer(trs, norm=norm)
             st.prepare()
             trs = [st]
         else:
@@ -217,7 +224,7 @@ def main() -> None:
         known = known is not None
         if not known or (kind.startswith("procs") and sw):
             raise SystemExit(f"--modes: unknown mode {mode!r}")
-    if not cuda and any(set(parse_mode(m)[1]) - {"compile"} for m in modes):
+    if not cuda and any(set(parse_mode(m)[1]) - set(STACKED_ONLY) for m in modes):
         print("note: tf32, bf16 and streams act on CUDA only; on this device they change nothing")
     cfg = make_config(a.method, a.preset, **over)
     name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({torch.get_num_threads()} threads)"
@@ -242,7 +249,8 @@ def main() -> None:
             r = measure(a.method, a.preset, str(dev), int(kind[6:]), True, False, a, sw)
         elif kind.startswith("stacked"):
             n, comp = int(kind[7:]), sw.pop("compile", False)
-            r = measure(a.method, a.preset, str(dev), n, cuda, comp, a, sw, stacked=True)
+            norm = next((f for f in ("native", "rows") if sw.pop(f, False)), DEFAULT_NORM)
+            r = measure(a.method, a.preset, str(dev), n, cuda, comp, a, sw, True, norm)
         elif kind.startswith("procs") and not sw:
             r = measure_procs(a, int(kind[5:]))
         else:

@@ -26,12 +26,15 @@ from test_baselines import BanditWindows
 from test_train import Interrupting
 
 from macdmp.methods import Trainer, TrainingInterrupted, load_run, read_losses, train_packed
+from macdmp.methods import stacked as stacked_mod
 from macdmp.methods.base import make_config as method_config
 from macdmp.methods.policy import RunPolicy, load_policy
 from macdmp.methods.stacked import (
+    NORMS,
     NotStackable,
     StackedTrainer,
     check_stackable,
+    clip_stacked,
     train_many,
     train_stacked,
 )
@@ -150,6 +153,82 @@ def test_stacked_runs_match_the_runs_alone(tmp_path, guidance, differ, extra):
     for r, tr in zip(ref, trs, strict=True):
         assert tr.step == 12
         assert_same_run(r, tr.run_dir)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_both_ways_of_the_group_norm_train_the_runs_alone(tmp_path, norm, monkeypatch):
+    """The stacked loss's group norms by vmap's rule or as layer_norm over rows: the runs are
+    their runs alone either way, and the rows are what the stacked loss computes with."""
+    calls = []
+    rows = stacked_mod._group_norm_rows
+    monkeypatch.setattr(
+        stacked_mod, "_group_norm_rows", lambda *a, **k: calls.append(1) or rows(*a, **k)
+    )
+    cfgs = tiny_cfgs("settings")
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    ref = alone(cfgs, data, tmp_path)
+    trs = trainers(cfgs, data, tmp_path)
+    StackedTrainer(trs, norm=norm).run(progress=False)
+    close(trs)
+    assert bool(calls) == (norm == "rows")
+    for r, tr in zip(ref, trs, strict=True):
+        assert_same_run(r, tr.run_dir)
+
+
+@pytest.mark.parametrize("shape, groups", [((6, 12, 5), 3), ((4, 8, 2, 3), 4), ((3, 6, 1), 6)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_as_rows_is_group_norm(shape, groups, affine):
+    """Values and gradients (input, scale, shift), alone and under vmap with per-run scales."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(shape[1], generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape[1], generator=g, dtype=torch.float64, requires_grad=True)
+    args = (w, b) if affine else (None, None)
+    want = torch.nn.functional.group_norm(x, groups, *args, 1e-5)
+    got = stacked_mod._group_norm_rows(x, groups, *args, 1e-5)
+    torch.testing.assert_close(got, want)
+    up = torch.randn(shape, generator=g, dtype=torch.float64)
+    leaves = [x, w, b] if affine else [x]
+    torch.testing.assert_close(
+        torch.autograd.grad(got, leaves, up), torch.autograd.grad(want, leaves, up)
+    )
+    xs, ws, bs = (torch.stack([t.detach(), 2 * t.detach() + 1]) for t in (x, w, b))
+    torch.testing.assert_close(
+        torch.vmap(lambda x, w, b: stacked_mod._group_norm_rows(x, groups, w, b))(xs, ws, bs),
+        torch.vmap(lambda x, w, b: torch.nn.functional.group_norm(x, groups, w, b))(xs, ws, bs),
+    )
+    with pytest.raises(ValueError, match="num_groups: must divide the"):
+        stacked_mod._group_norm_rows(x, 5)
+
+
+def test_clip_stacked_is_clip_grad_norm_per_run():
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(3, *s, generator=g) for s in [(4, 5), (7,), (2, 3, 2)]]
+    for t in grads:
+        t[2].mul_(1e-3)  # run 2 under its limit: left as it is
+    max_norm = torch.tensor([1.0, 0.5, 2.0])
+    want = []
+    for r in range(3):
+        ps = [torch.nn.Parameter(t[r].clone()) for t in grads]
+        for p, t in zip(ps, grads, strict=True):
+            p.grad = t[r].clone()
+        torch.nn.utils.clip_grad_norm_(ps, float(max_norm[r]))
+        want.append([p.grad for p in ps])
+    before = [t[2].clone() for t in grads]
+    clip_stacked(grads, max_norm)
+    for r in range(3):
+        for t, w in zip(grads, want[r], strict=True):
+            torch.testing.assert_close(t[r], w)
+    assert all(torch.equal(t[2], b) for t, b in zip(grads, before, strict=True))
+
+
+def test_a_norm_not_known_is_refused_by_name(tmp_path):
+    cfgs = tiny_cfgs("seeds")
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    trs = trainers(cfgs, data, tmp_path)
+    with pytest.raises(ValueError, match=r"norm: must be one of \('native', 'rows'\)"):
+        StackedTrainer(trs, norm="layer")
+    close(trs)
 
 
 def test_stacked_run_folders_are_ordinary_runs(tmp_path):

@@ -92,6 +92,12 @@ _FACTORIES = (torch.zeros, torch.ones, torch.empty, torch.full)
 # 8 runs; docs/notes/results/gpu-2026-12-02-stacked/profile.txt).
 CONVS = ("cudnn", "matmul")
 DEFAULT_CONV = "matmul"
+# How the runs' group norms are computed: "native", vmap's own rule (the K runs' batches as one
+# batch of group_norm, then the per-run scale and shift), or "rows" (each group of each window
+# one row of layer_norm, then the per-run scale and shift: the same mean and variance over the
+# same elements; :func:`_group_norm_rows`).
+NORMS = ("native", "rows")
+DEFAULT_NORM = "rows"
 _UNBATCHED = re.compile(r"batching rule for (\S+?)\.? ")
 
 
@@ -260,6 +266,30 @@ def _conv1d_matmul(
     return out if bias is None else out + bias[:, None]
 
 
+def _group_norm_rows(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """group_norm as layer_norm over rows: (N, C, ...) -> (N, G, C/G * ...), each row one
+    group of one sample, normalised over its elements (the group's C/G channels at every
+    position, as group_norm), then the channels' scale and shift. The same statistics over the
+    same elements, summed in another order. Under vmap the rows of the K runs are one batch of
+    layer_norm, whose kernels reduce a row per warp; group_norm's backward reduces each channel
+    of each sample in a block of its own, a few positions at most here."""
+    n, c = x.shape[0], x.shape[1]
+    if c % num_groups:
+        raise ValueError(f"num_groups: must divide the {c} channels (got {num_groups})")
+    width = x[0].numel() // num_groups
+    y = F.layer_norm(x.reshape(n, num_groups, width), (width,), eps=eps).reshape(x.shape)
+    shape = (c,) + (1,) * (x.dim() - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    return y if bias is None else y + bias.reshape(shape)
+
+
 def _one(v: Any) -> Any:
     return v[0] if isinstance(v, tuple | list) and len(v) == 1 else v
 
@@ -317,7 +347,8 @@ class _ReplayDraws(TorchFunctionMode):
     """Inside the vmapped loss: each generator call returns the run's pre-drawn tensor; with
     ``anchor`` (a per-run zero), new tensors of the factory functions are made per run; with
     ``conv="matmul"``, conv1d as unfold + matrix product (:func:`_conv1d_matmul`, with its
-    ``tf32``)."""
+    ``tf32``); with ``norm="rows"``, group_norm as layer_norm over rows
+    (:func:`_group_norm_rows`)."""
 
     def __init__(
         self,
@@ -326,10 +357,11 @@ class _ReplayDraws(TorchFunctionMode):
         anchor: torch.Tensor | None,
         conv: str = "cudnn",
         tf32: bool | None = None,
+        norm: str = "native",
     ) -> None:
         super().__init__()
         self.calls, self.draws, self.anchor, self.i, self.conv = calls, draws, anchor, 0, conv
-        self.tf32 = tf32
+        self.tf32, self.norm = tf32, norm
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -350,6 +382,8 @@ class _ReplayDraws(TorchFunctionMode):
             and _plain_conv_transpose1d(args, kwargs)
         ):
             return _conv_transpose1d_matmul(*args, **kwargs, tf32=self.tf32)
+        if self.norm == "rows" and func is F.group_norm:
+            return _group_norm_rows(*args, **kwargs)
         out = func(*args, **kwargs)
         if self.anchor is not None and func in _FACTORIES:
             anchor = self.anchor.bool() if out.dtype == torch.bool else self.anchor.to(out.dtype)
@@ -363,10 +397,14 @@ def clip_stacked(grads: list[torch.Tensor], max_norm: torch.Tensor) -> None:
     ``torch.nn.utils.clip_grad_norm_`` scales them alone (the same norms; float rounding)."""
     if not grads:
         return
-    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
-    coef = (max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
+    k = grads[0].shape[0]
+    # run by run, as clip_grad_norm_ alone: each tensor's norm by the multi-tensor kernels
+    # (a few launches for all K x tensors, not one per tensor), then the norm of the norms
+    runs = [[g[r] for g in grads] for r in range(k)]
+    norms = torch.stack([torch.stack(torch._foreach_norm(run)) for run in runs])  # (K, tensors)
+    coef = (max_norm / (torch.linalg.vector_norm(norms, dim=1) + 1e-6)).clamp(max=1.0)
+    for r, run in enumerate(runs):
+        torch._foreach_mul_(run, coef[r])
 
 
 class _LossCall(nn.Module):
@@ -398,12 +436,18 @@ class StackedTrainer:
     """
 
     def __init__(
-        self, trainers: Sequence[Trainer], conv: str = DEFAULT_CONV, joint_eval: bool = True
+        self,
+        trainers: Sequence[Trainer],
+        conv: str = DEFAULT_CONV,
+        joint_eval: bool = True,
+        norm: str = DEFAULT_NORM,
     ) -> None:
         if conv not in CONVS:
             raise ValueError(f"conv: must be one of {CONVS} (got {conv!r})")
+        if norm not in NORMS:
+            raise ValueError(f"norm: must be one of {NORMS} (got {norm!r})")
         check_stackable(trainers)
-        self.conv = conv
+        self.conv, self.norm = conv, norm
         # in-loop evaluations of the K runs in one planning call per frame where they can
         # (macdmp.methods.joint); joint_refused: why they could not
         self.joint_eval = joint_eval
@@ -526,7 +570,7 @@ class StackedTrainer:
         # compiled: the products follow the matmul precision in force (no precision switch to
         # trace); else TF32 where cuDNN's would be
         tf32 = False if self.compiled else None
-        replay = _ReplayDraws(self._calls, draws, anchor, self.conv, tf32)
+        replay = _ReplayDraws(self._calls, draws, anchor, self.conv, tf32, self.norm)
         with replay:
             out = torch.func.functional_call(
                 self._call,
