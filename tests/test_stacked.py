@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from test_baselines import BanditWindows
 from test_train import Interrupting
 
@@ -199,6 +200,29 @@ def test_group_norm_as_rows_is_group_norm(shape, groups, affine):
     )
     with pytest.raises(ValueError, match="num_groups: must divide the"):
         stacked_mod._group_norm_rows(x, 5)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("k, stride, pad", [(5, 1, 2), (1, 1, 0), (3, 2, 1), (4, 2, 1)])
+def test_convolutions_as_products_are_convolutions(transpose, k, stride, pad):
+    """Values and gradients of the stacked runs' convolutions (unfold + one product), under
+    vmap with per-run weights, against torch's own (float64)."""
+    if not transpose and k % 2 == 0:
+        pytest.skip("the backbones' plain convolutions have odd kernels")
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    shape = (6, 5, k) if transpose else (5, 6, k)
+    w = torch.randn(3, *shape, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    ours = stacked_mod._conv_transpose1d_matmul if transpose else stacked_mod._conv1d_matmul
+    theirs = F.conv_transpose1d if transpose else F.conv1d
+    got = torch.vmap(lambda x, w, b: ours(x, w, b, stride, pad))(x, w, b)
+    want = torch.vmap(lambda x, w, b: theirs(x, w, b, stride, pad))(x, w, b)
+    torch.testing.assert_close(got, want)
+    up = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, [x, w, b], up), torch.autograd.grad(want, [x, w, b], up)
+    )
 
 
 def test_clip_stacked_is_clip_grad_norm_per_run():

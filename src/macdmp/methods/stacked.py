@@ -223,30 +223,40 @@ def _tf32_products(on: bool) -> Iterator[None]:
 class _UnfoldedConv(torch.autograd.Function):
     """(B, C, L, k) windows x (O, C, k) weights -> (B, O, L): the product of a convolution,
     forward and backward with TF32 products when ``tf32`` (vmap batches it: one batched
-    matrix product for the K runs)."""
+    matrix product for the K runs). The windows are laid out as (B * L, C * k) rows once, in
+    the forward, and those rows kept for the weight's gradient (an einsum over the windows'
+    view lays them out again in the backward)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(cols, weight, tf32):
+        b, c, n, k = cols.shape
+        rows = cols.permute(0, 2, 1, 3).reshape(b * n, c * k)
         with _tf32_products(tf32):
-            return torch.einsum("bclk,ock->bol", cols, weight)
+            out = rows @ weight.reshape(weight.shape[0], c * k).t()  # (B * L, O)
+        return out.view(b, n, -1).transpose(1, 2), rows
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        cols, weight, tf32 = inputs
-        ctx.save_for_backward(cols, weight)
+        _, weight, tf32 = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1], weight)
         ctx.tf32 = tf32
 
     @staticmethod
-    def backward(ctx, grad):
-        cols, weight = ctx.saved_tensors
+    def backward(ctx, grad, _rows_grad):
+        rows, weight = ctx.saved_tensors
+        o, c, k = weight.shape
+        b, n = grad.shape[0], grad.shape[2]
+        g = grad.transpose(1, 2).reshape(b * n, o)  # the output's gradient as rows
         g_cols = g_weight = None
         with _tf32_products(ctx.tf32):
             if ctx.needs_input_grad[0]:
-                g_cols = torch.einsum("bol,ock->bclk", grad, weight)
+                g_rows = g @ weight.reshape(o, c * k)  # (B * L, C * k)
+                g_cols = g_rows.view(b, n, c, k).permute(0, 2, 1, 3)
             if ctx.needs_input_grad[1]:
-                g_weight = torch.einsum("bol,bclk->ock", grad, cols)
+                g_weight = (g.t() @ rows).view(o, c, k)
         return g_cols, g_weight, None
 
 
@@ -262,7 +272,7 @@ def _conv1d_matmul(
     cols = (F.pad(x, (pad, pad)) if pad else x).unfold(-1, k, step)
     if tf32 is None:
         tf32 = x.is_cuda and torch.backends.cudnn.allow_tf32
-    out = _UnfoldedConv.apply(cols, weight, tf32)
+    out = _UnfoldedConv.apply(cols, weight, tf32)[0]
     return out if bias is None else out + bias[:, None]
 
 
