@@ -3,7 +3,7 @@
 The numbers of a benchmark are measured on purpose, with the command its docs give; what CI
 checks is that the command still works, so a refactor of the library cannot leave a documented
 benchmark broken (as plan_latency.py was once, by a constant that changed type). Today:
-plan_latency.py, the real-time guide's benchmark.
+plan_latency.py, the real-time guide's benchmark, and train_speed.py's stacked modes.
 """
 
 from __future__ import annotations
@@ -67,3 +67,26 @@ def test_plan_latency_refuses_an_unknown_preset_before_timing():
         "--cpu1", "--cpu-settings", "warm,nope:warm", ok=False,
     )  # fmt: skip
     assert "--cpu-settings: 'nope' is not one of" in err and "fast-steer" in err
+
+
+def test_train_speed_prints_stacked_rows_with_either_norm():
+    """The training benchmark's stacked modes, with the group norm of each kind, on the CPU."""
+    out = run_benchmark(
+        "train_speed.py", "--preset", "demo", "--device", "cpu", "--quick",
+        "--modes", "eager,stacked2+native,stacked2+rows",
+    )  # fmt: skip
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    for mode in ("eager", "stacked2+native", "stacked2+rows"):
+        assert any(ln.startswith(f"| {mode} | ") for ln in rows), out
+
+
+@pytest.mark.parametrize(
+    "mode, said",
+    [
+        ("captured+rows", "rows (stacked modes only)"),
+        ("stacked2+native+rows", "one norm at a time"),
+    ],
+)
+def test_train_speed_refuses_a_norm_where_it_means_nothing(mode, said):
+    err = run_benchmark("train_speed.py", "--device", "cpu", "--modes", mode, ok=False)
+    assert "--modes: unknown or repeated switch" in err and said in err
