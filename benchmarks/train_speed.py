@@ -49,7 +49,7 @@ import torch
 
 from macdmp.methods import Trainer, get_method, make_config, pick_device
 from macdmp.methods.config import parse_sets
-from macdmp.methods.stacked import DEFAULT_NORM, StackedTrainer
+from macdmp.methods.stacked import DEFAULT_NORM, NORMS, StackedTrainer
 from macdmp.planner.synthetic import SyntheticWindows
 
 TARGET_STEPS = 100_000
@@ -65,7 +65,7 @@ def overrides(a) -> dict:
 
 
 SWITCHES = ("tf32", "bf16", "streams", "flat")  # configuration fields of how a GPU step is computed
-STACKED_ONLY = ("compile", "native", "rows")  # the trainer's compile; how norms are computed
+STACKED_ONLY = ("compile", *NORMS)  # the trainer's compile; how group norms are computed
 FLAGS = (*SWITCHES, *STACKED_ONLY)
 
 
@@ -78,8 +78,8 @@ def parse_mode(mode: str) -> tuple[str, dict]:
     bad = [f for f in flags if f not in FLAGS]
     if not base.startswith("stacked"):
         bad += [f"{f} (stacked modes only)" for f in flags if f in STACKED_ONLY]
-    if "native" in flags and "rows" in flags:
-        bad.append("native and rows (one norm at a time)")
+    if len(set(flags) & set(NORMS)) > 1:
+        bad.append(f"{' and '.join(f for f in flags if f in NORMS)} (one norm at a time)")
     if bad or len(set(flags)) != len(flags):
         raise SystemExit(
             f"--modes: unknown or repeated switch in {mode!r} (switches: "
@@ -249,7 +249,7 @@ def main() -> None:
             r = measure(a.method, a.preset, str(dev), int(kind[6:]), True, False, a, sw)
         elif kind.startswith("stacked"):
             n, comp = int(kind[7:]), sw.pop("compile", False)
-            norm = next((f for f in ("native", "rows") if sw.pop(f, False)), DEFAULT_NORM)
+            norm = next((f for f in NORMS if sw.pop(f, False)), DEFAULT_NORM)
             r = measure(a.method, a.preset, str(dev), n, cuda, comp, a, sw, True, norm)
         elif kind.startswith("procs") and not sw:
             r = measure_procs(a, int(kind[5:]))
