@@ -29,6 +29,7 @@ from test_train import Interrupting
 from macdmp.methods import Trainer, TrainingInterrupted, load_run, read_losses, train_packed
 from macdmp.methods import stacked as stacked_mod
 from macdmp.methods.base import make_config as method_config
+from macdmp.methods.flat import FlatUpdate
 from macdmp.methods.policy import RunPolicy, load_policy
 from macdmp.methods.stacked import (
     NORMS,
@@ -244,6 +245,104 @@ def test_clip_stacked_is_clip_grad_norm_per_run():
         for t, w in zip(grads, want[r], strict=True):
             torch.testing.assert_close(t[r], w)
     assert all(torch.equal(t[2], b) for t, b in zip(grads, before, strict=True))
+
+
+def test_flat_update_of_stacked_runs_is_each_runs_update():
+    """``FlatUpdate(runs=K)``: the K runs' stacked tensors laid out along the rows of (K, P)
+    buffers; one step clips each run to its own norm, takes Adam's step and the EMA's as K
+    runs alone would (float rounding: the norm summed over the row, not per tensor)."""
+    k, g = 3, torch.Generator().manual_seed(2)
+    shapes = [(4, 5), (7,), (2, 3, 2), (1,)]  # one run's sizes 20, 7, 12, 1: gaps between
+    params = [torch.nn.Parameter(torch.randn(k, *sh, generator=g)) for sh in shapes]
+    ema = [p.detach().clone() + 0.1 for p in params]
+    grads = [torch.randn(k, *sh, generator=g) for sh in shapes]
+    for t in grads:
+        t[2].mul_(1e-3)  # run 2 under its limit
+    max_norm = torch.tensor([1.0, 0.5, 2.0])
+    # the runs alone: clip_grad_norm_, Adam (the stacked optimiser's settings), EMA lerp
+    want_p, want_e = [], []
+    for r in range(k):
+        ps = [torch.nn.Parameter(p.detach()[r].clone()) for p in params]
+        for q, t in zip(ps, grads, strict=True):
+            q.grad = t[r].clone()
+        torch.nn.utils.clip_grad_norm_(ps, float(max_norm[r]))
+        torch.optim.Adam(ps, lr=1e-2, foreach=True).step()
+        es = [e[r].clone() for e in ema]
+        torch._foreach_lerp_(es, [q.detach() for q in ps], 0.25)
+        want_p.append([q.detach() for q in ps])
+        want_e.append(es)
+    opt = torch.optim.Adam(params, lr=1e-2, foreach=True)
+    flat = FlatUpdate(params, ema, opt, runs=k)
+    assert flat.param.shape == (k, 64 * len(shapes))  # each tensor's row part aligned
+    for p, e in zip(params, ema, strict=True):
+        assert p.data_ptr() >= flat.param.data_ptr() and e.data_ptr() >= flat.ema.data_ptr()
+        assert p[1].is_contiguous()  # one run's slice: contiguous
+    # a loss over the pieces (views of the buffer) whose gradient is `grads`
+    views = flat.pieces()
+    assert [v.shape for v in views] == [p.shape for p in params]
+    assert all(torch.equal(v, p) for v, p in zip(views, params, strict=True))
+    sum((v * t).sum() for v, t in zip(views, grads, strict=True)).backward()
+    assert flat.ready() and flat.leaf.grad.shape == flat.param.shape
+    flat.adam(max_norm)
+    flat.average(0.25)
+    for r in range(k):
+        for p, e, wp, we in zip(params, ema, want_p[r], want_e[r], strict=True):
+            torch.testing.assert_close(p.detach()[r], wp)
+            torch.testing.assert_close(e[r], we)
+    assert all(float(opt.state[p]["step"]) == 1.0 for p in params)  # the optimiser's views
+    gaps = torch.ones_like(flat.param, dtype=torch.bool)
+    for o, n in zip(flat.offsets, flat.sizes, strict=True):
+        gaps[:, o : o + n] = False
+    assert not flat.param[gaps].any() and not flat.leaf.grad[gaps].any()  # gaps stay zero
+    with pytest.raises(ValueError, match=r"runs=2 needs every tensor stacked as \(2, ...\)"):
+        FlatUpdate(params, ema, torch.optim.Adam(params), runs=2)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_stacked_runs_of_one_schedule_update_flat_or_per_tensor(tmp_path, flat):
+    """The runs' ``flat`` (the default) gives runs of one schedule the flat update over
+    (K, P) buffers; either way each stacked run is its run alone. Runs of other schedules keep
+    their own optimisers."""
+    cfgs = [c.replace(flat=flat) for c in tiny_cfgs("seeds")]
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    ref = alone(cfgs, data, tmp_path)
+    trs = trainers(cfgs, data, tmp_path)
+    st = StackedTrainer(trs)
+    assert st.shared and (st._flat is not None) == flat
+    st.run(progress=False)
+    close(trs)
+    for r, tr in zip(ref, trs, strict=True):
+        assert_same_run(r, tr.run_dir)
+    other = trainers(tiny_cfgs("settings"), data, tmp_path, name="other")
+    st = StackedTrainer(other)
+    assert not st.shared and st._flat is None
+    st.close()
+    close(other)
+
+
+def test_stacked_runs_with_an_unused_parameter_keep_the_per_tensor_update(tmp_path):
+    """Adam leaves a parameter without a gradient as it is; the flat update would not, so
+    stacked runs whose loss leaves one unused keep the per-tensor update."""
+    cfgs = tiny_cfgs("seeds")
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    trs = trainers(cfgs, data, tmp_path)
+    full = type(trs[0].method).loss
+
+    def inverse_only(self, batch, gen):  # the noise and return models get no gradient
+        out = full(self, batch, gen)
+        return {**out, "loss": out["inv"]}
+
+    for tr in trs:
+        tr.method.loss = inverse_only.__get__(tr.method)  # type: ignore[method-assign]
+    head = trs[0].method.classifier.head.weight
+    before = head.detach().clone()
+    st = StackedTrainer(trs)
+    assert st.shared and st._flat is None and "classifier.head.weight" in st._unused
+    for _ in range(3):
+        st.train_step()
+    assert torch.equal(trs[0].method.classifier.head.weight, before)
+    st.close()
+    close(trs)
 
 
 def test_a_norm_not_known_is_refused_by_name(tmp_path):
@@ -563,6 +662,35 @@ def test_gpu_compiled_stacked_equals_stacked(tmp_path, k):
     for a, b in zip(plain, comp, strict=True):
         assert torch.equal(ckpt(a.run_dir)["rng"], ckpt(b.run_dir)["rng"])
         assert_close_losses(a.run_dir, b.run_dir, rel=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("deterministic_cudnn")
+def test_gpu_stacked_flat_update_equals_per_tensor(tmp_path):
+    """``flat`` for stacked runs (the update over (K, P) buffers, the weights read through
+    views of them), captured: the same draws and, up to the norms' float rounding, the same
+    losses and weights as the per-tensor update."""
+    cfgs = paper_cfgs(2)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    lists = gpu_trainers([c.replace(flat=False) for c in cfgs], data, tmp_path, "lists")
+    st = StackedTrainer(lists)
+    assert st._flat is None
+    st.run(progress=False)
+    flat = gpu_trainers([c.replace(flat=True) for c in cfgs], data, tmp_path, "flat")
+    st = StackedTrainer(flat)
+    assert st._flat is not None
+    st.prepare()
+    assert st.graph is not None
+    st.run(progress=False)
+    close(lists + flat)
+    for a, b in zip(lists, flat, strict=True):
+        assert torch.equal(ckpt(a.run_dir)["rng"], ckpt(b.run_dir)["rng"])
+        assert_close_losses(a.run_dir, b.run_dir, rel=1e-3)
+        ca, cb = ckpt(a.run_dir), ckpt(b.run_dir)
+        for part in ("model", "ema"):
+            for key in ca[part]:
+                torch.testing.assert_close(cb[part][key], ca[part][key], rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.gpu

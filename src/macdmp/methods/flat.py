@@ -15,6 +15,17 @@ on CUDA the per-tensor path writes it as sub, mul, add): bit-identical on the CP
 own optimiser keeps its per-tensor state (views into the flat moments), so checkpoints keep
 their format and anything that steps or reads that optimiser directly (the stacked trainer's
 per-run tail) sees the same numbers.
+
+Stacked runs (``runs=K``, :mod:`macdmp.methods.stacked`): every tensor is a (K, ...) stack of
+K runs' tensors, and each buffer is (K, P), run k's tensors laid out along row k, so that each
+run's gradient norm is one reduction along its row and its clipping one scaling of the row.
+The stacked tensors' values live in the rows (their ``.data`` views into them, each run's slice
+contiguous). The loss reads them through :meth:`FlatUpdate.pieces`, views of the weights'
+buffer taken by one ``split`` along the rows, so the backward writes the whole (K, P) gradient
+by one concatenation (gradients a tensor of its own each would be copied once more, and those
+of strided views are: autograd lays them out anew when their strides are not the tensor's).
+Each run is clipped to its own norm, summed over its row in one reduction (``clip_grad_norm_``
+sums the tensors' norms: the same norm up to float rounding).
 """
 
 from __future__ import annotations
@@ -28,11 +39,11 @@ import torch
 ALIGN = 64
 
 
-def _offsets(tensors: Sequence[torch.Tensor]) -> tuple[list[int], int]:
+def _offsets(sizes: Sequence[int]) -> tuple[list[int], int]:
     out, at = [], 0
-    for t in tensors:
+    for n in sizes:
         out.append(at)
-        at += -(-t.numel() // ALIGN) * ALIGN
+        at += -(-n // ALIGN) * ALIGN
     return out, at
 
 
@@ -42,16 +53,23 @@ class FlatUpdate:
     re-pointed: the same Parameter objects, the same values). :meth:`adam` then does what
     ``clip_grad_norm_`` and ``opt.step()`` do to them, :meth:`average` the EMA update. Build
     it again after anything replaces those tensors (a resumed optimiser state is read here;
-    the stacked trainer's ``close``)."""
+    the stacked trainer's ``close``). With ``runs=K`` the tensors are K runs' stacks, laid
+    out run by run along the rows of (K, P) buffers, and :meth:`adam` clips each run to its
+    own ``max_norm[k]``."""
 
     def __init__(
         self,
         params: Sequence[torch.Tensor],
         ema_params: Sequence[torch.Tensor],
         opt: torch.optim.Adam,
+        runs: int | None = None,
     ) -> None:
         if not params or len(ema_params) != len(params) or len(opt.param_groups) != 1:
             raise ValueError("FlatUpdate: needs parameters, one EMA tensor each, one Adam group")
+        if runs is not None and (
+            runs < 1 or any(t.dim() == 0 or t.shape[0] != runs for t in (*params, *ema_params))
+        ):
+            raise ValueError(f"FlatUpdate: runs={runs} needs every tensor stacked as ({runs}, ...)")
         group = opt.param_groups[0]
         if group["amsgrad"] or group["maximize"] or group.get("differentiable"):
             raise ValueError("FlatUpdate: plain Adam only (no amsgrad, maximize, differentiable)")
@@ -60,7 +78,11 @@ class FlatUpdate:
         if any(p.device != dev or p.dtype != dtype for p in (*params, *ema_params)):
             raise ValueError("FlatUpdate: every tensor on one device, of one dtype")
         self.params = list(params)
-        self.offsets, total = _offsets(params)
+        self.runs = runs
+        k = runs or 1
+        self.sizes = [p.numel() // k for p in params]  # one run's elements of each tensor
+        self.offsets, row = _offsets(self.sizes)
+        total = (k, row) if runs else row
         states = [opt.state.get(p, {}) for p in params]
         if any(states) and not all(states):
             raise ValueError("optimizer: some parameters have Adam state, others none")
@@ -68,7 +90,8 @@ class FlatUpdate:
         with torch.no_grad():
             self.param = self._gather(params, total, dev, dtype)
             self.ema = self._gather(ema_params, total, dev, dtype)
-            self.grad = torch.zeros(total, device=dev, dtype=dtype)
+            # stacked: the gradient is the one the backward writes through pieces()
+            self.grad = None if runs else torch.zeros(total, device=dev, dtype=dtype)
             self.exp_avg = self._gather(
                 None if fresh else [s["exp_avg"] for s in states], total, dev, dtype
             )
@@ -89,7 +112,18 @@ class FlatUpdate:
                 p.data = v
             for e, v in zip(ema_params, self._views(self.ema), strict=True):
                 e.data = v
-            self.grads = self._views(self.grad)
+            self.grads = [] if runs else self._views(self.grad)
+            # stacked: the widths along a row that pieces() splits it into, each tensor's
+            # and the gaps between them (which no loss reads: their gradient stays zero)
+            self._widths: list[int] = []
+            self._is_tensor: list[bool] = []
+            ends = [*self.offsets[1:], row]
+            for o, n, end in zip(self.offsets, self.sizes, ends, strict=True):
+                self._widths.append(n)
+                self._is_tensor.append(True)
+                if end > o + n:
+                    self._widths.append(end - o - n)
+                    self._is_tensor.append(False)
             for i, (p, m, v) in enumerate(
                 zip(params, self._views(self.exp_avg), self._views(self.exp_avg_sq), strict=True)
             ):
@@ -110,32 +144,48 @@ class FlatUpdate:
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [
-            flat[o : o + p.numel()].view(p.shape)
-            for p, o in zip(self.params, self.offsets, strict=True)
+            flat[..., o : o + n].view(p.shape)
+            for p, o, n in zip(self.params, self.offsets, self.sizes, strict=True)
         ]
 
-    def _gather(self, tensors, total: int, dev, dtype) -> torch.Tensor:
+    def _gather(self, tensors, total, dev, dtype) -> torch.Tensor:
         flat = torch.zeros(total, device=dev, dtype=dtype)
         if tensors is not None:
-            for t, o in zip(tensors, self.offsets, strict=True):
-                flat[o : o + t.numel()].copy_(t.detach().reshape(-1))
+            for t, o, n in zip(tensors, self.offsets, self.sizes, strict=True):
+                flat[..., o : o + n].copy_(t.detach().reshape(*flat.shape[:-1], n))
         return flat
+
+    def pieces(self) -> list[torch.Tensor]:
+        """Stacked runs: the stacked tensors as views of the weights' buffer (``leaf``), with
+        autograd: a loss over them leaves the whole (K, P) gradient in ``leaf.grad`` (set it
+        to None before the backward: the new gradient is then taken, not added)."""
+        parts = self.leaf.split(self._widths, dim=1)
+        views = (v for v, t in zip(parts, self._is_tensor, strict=True) if t)
+        return [v.view(p.shape) for v, p in zip(views, self.params, strict=True)]
 
     def ready(self) -> bool:
         """Whether every parameter has a gradient (else the per-tensor update must run: Adam
-        leaves a parameter without one untouched)."""
+        leaves a parameter without one untouched). Stacked runs: whether the backward wrote
+        the buffer's gradient (their trainer checks that every tensor is used)."""
+        if self.runs:
+            return self.leaf.grad is not None
         return all(p.grad is not None for p in self.params)
 
-    def adam(self, max_norm: float) -> None:
-        """Clip the gradients to ``max_norm`` (their total 2-norm, as ``clip_grad_norm_``) and
-        take one Adam step."""
-        grads = [p.grad for p in self.params]
+    def adam(self, max_norm: float | torch.Tensor) -> None:
+        """Clip the gradients to ``max_norm`` (their total 2-norm, as ``clip_grad_norm_``; with
+        ``runs``, run k's to ``max_norm[k]``, a (K,) tensor) and take one Adam step."""
         with torch.no_grad():
-            torch._foreach_copy_(self.grads, grads)
-            # the per-tensor norms first, as clip_grad_norm_ (one reduction over the buffer
-            # sums in another order: no faster on an H200, and not the per-tensor numbers)
-            total = torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)
-            self.grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+            if self.runs:  # the gradient the backward wrote through pieces()
+                grad = self.leaf.grad
+                total = torch.linalg.vector_norm(grad, dim=1)
+                grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0)[:, None])
+            else:
+                grads = [p.grad for p in self.params]
+                torch._foreach_copy_(self.grads, grads)
+                # the per-tensor norms first, as clip_grad_norm_ (one reduction over the buffer
+                # sums in another order: no faster on an H200, and not the per-tensor numbers)
+                total = torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)
+                self.grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
         self.flat_opt.param_groups[0]["lr"] = self.opt.param_groups[0]["lr"]
         self.flat_opt.step()
         with torch.no_grad():

@@ -37,6 +37,9 @@ on an H100, paper preset, 8 runs, 842.8 against 681.8 stacked steps/s in all
 
 Each run's gradient is clipped to its own ``grad_clip`` by one function over the stacked
 gradients (:func:`clip_stacked`, the norms ``clip_grad_norm_`` computes per run). With the
+runs' ``flat`` (the default) and one schedule, the clipping, Adam and the EMA run instead over
+(K, P) buffers, run k along row k, and the loss reads the weights as views of them
+(``FlatUpdate(runs=K)``, :mod:`macdmp.methods.flat`). With the
 trainers' ``compile`` (``--compile``) on a GPU, the vmapped loss (forward and backward) and the
 clipping go through ``torch.compile`` inside the captured graph; measured on an H200 (paper
 preset) it gained 11% for eight runs and lost 20% for one, less than its two minutes of
@@ -67,6 +70,7 @@ from torch.overrides import TorchFunctionMode
 from macdmp.common.progress import progress_bar
 from macdmp.common.signals import stop_requests
 from macdmp.methods.base import PER_RUN_KEYS, lr_factor, lr_factor_tensor
+from macdmp.methods.flat import FlatUpdate
 from macdmp.methods.joint import (
     JointModel,
     evaluate_jointly,
@@ -79,6 +83,7 @@ from macdmp.methods.trainer import (
     Trainer,
     TrainingInterrupted,
     ema_update,
+    ema_weight,
     train_packed,
     wait_for_device,
 )
@@ -500,6 +505,8 @@ class StackedTrainer:
         self._anchor = torch.zeros(self.k, device=self.device)
         self._per_run_factories = False
         self.unbatched_ops: list[str] = []
+        self._flat: FlatUpdate | None = None  # set below, for runs of one schedule
+        self._unused: list[str] = []
         self._vloss = torch.vmap(self._one_loss, randomness="error")
         self._try_stacked_loss()  # eager: a refusal costs no compilation
         self._max_norm = torch.tensor(
@@ -528,6 +535,13 @@ class StackedTrainer:
             kw = {"fused": True, "capturable": True} if cuda else {"foreach": True}
             self.opt = torch.optim.Adam(self._grads, lr=self.lr_t if cuda else t0.cfg.lr, **kw)
             self._stack_adam_state()
+        # the runs' ``flat`` (the configuration's default): the clipping, Adam and the EMA over
+        # (K, P) buffers, run k along row k, every stacked tensor a view into them
+        # (macdmp.methods.flat): a few kernels over long rows instead of multi-tensor kernels
+        # over the stacked tensors and, for the clipping, over each run's slices
+        # Not where the loss leaves a parameter unused: Adam must leave it as it is.
+        if self.shared and t0.cfg.flat and not self._unused:
+            self._flat = FlatUpdate(self._grads, self.ema, self.opt, runs=self.k)
         for k, tr in enumerate(self.trainers):
             for n, t in self.params.items():
                 _set_tensor(tr.method, n, t.detach()[k], buffer=False)
@@ -614,8 +628,11 @@ class StackedTrainer:
             if self.trainers[0].bf16
             else contextlib.nullcontext()
         )
+        params = self.params
+        if self._flat is not None:  # the weights as views of the flat buffer (its gradient)
+            params = {**params, **dict(zip(self._gen_names, self._flat.pieces(), strict=True))}
         with amp:
-            return self._vloss(self.params, self.buffers, batch, draws, self._anchor)
+            return self._vloss(params, self.buffers, batch, draws, self._anchor)
 
     def _try_stacked_loss(self) -> None:
         """One stacked loss and its gradient on throwaway draws: refuse a loss vmap cannot
@@ -630,7 +647,8 @@ class StackedTrainer:
                 with self.trainers[0]._arithmetic(), warnings.catch_warnings(record=True) as seen:
                     warnings.simplefilter("always")
                     out = self._losses(batch, draws)
-                    torch.autograd.grad(out[0].sum(), leaves, allow_unused=True)
+                    grads = torch.autograd.grad(out[0].sum(), leaves, allow_unused=True)
+                self._unused = [n for n, g in zip(self._gen_names, grads, strict=True) if g is None]
                 self._note_unbatched(seen)
                 return
             except NotStackable:
@@ -667,13 +685,17 @@ class StackedTrainer:
         if not capturing:
             for t in self.params.values():
                 t.grad = None
+            if self._flat is not None:
+                self._flat.leaf.grad = None
         out[0].sum().backward()  # the runs are independent: each slice gets its own gradient
         for k, tr in enumerate(self.trainers):
             for leaf, p in zip(self._grads, tr.params, strict=True):
                 g = leaf.grad  # None: a parameter the loss does not use
                 p.grad = None if g is None else g[k]
-        # each run's gradient clipped to its own norm, all runs at once (the views above share it)
-        self._clip([g.grad for g in self._grads if g.grad is not None], self._max_norm)
+        if self._flat is None:
+            # each run's gradient clipped to its own norm, all runs at once (the views above
+            # share it); the flat update clips the buffer's gradient itself
+            self._clip([g.grad for g in self._grads if g.grad is not None], self._max_norm)
         if self.shared:
             self._shared_tail(cuda)
         else:
@@ -688,9 +710,14 @@ class StackedTrainer:
         cfg = self.cfg
         if cuda:
             self.lr_t.copy_(cfg.lr * lr_factor_tensor(cfg, self.step_t))
-        self.opt.step()
-        self.step_t += 1
-        ema_update(self.ema, self._grads, cfg, self.step_t, self.step)
+        if self._flat is not None:
+            self._flat.adam(self._max_norm)
+            self.step_t += 1
+            self._flat.average(ema_weight(cfg, self.step_t, self.step))
+        else:
+            self.opt.step()
+            self.step_t += 1
+            ema_update(self.ema, self._grads, cfg, self.step_t, self.step)
         for tr in self.trainers:
             tr.method.after_step()
 
@@ -743,6 +770,8 @@ class StackedTrainer:
             return
         for t in self.params.values():
             t.grad = None
+        if self._flat is not None:
+            self._flat.leaf.grad = None
         graph = torch.cuda.CUDAGraph()
         for tr in self.trainers:
             graph.register_generator_state(tr.gen)
