@@ -664,28 +664,35 @@ def test_gpu_compiled_stacked_equals_stacked(tmp_path, k):
         assert_close_losses(a.run_dir, b.run_dir, rel=2e-2)
 
 
+def stacked_off_and_on(tmp_path, field: str) -> tuple[StackedTrainer, StackedTrainer]:
+    """Two paper-preset runs stacked with ``field`` off, then on (captured), trained to the
+    end and unstacked; they draw the same numbers (the generators end equal)."""
+    cfgs = paper_cfgs(2)
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    pair = []
+    for on in (False, True):
+        trs = gpu_trainers([c.replace(**{field: on}) for c in cfgs], data, tmp_path, f"{on}")
+        st = StackedTrainer(trs)
+        st.prepare()
+        assert st.graph is not None
+        st.run(progress=False)
+        close(trs)
+        pair.append(st)
+    for a, b in zip(pair[0].trainers, pair[1].trainers, strict=True):
+        assert torch.equal(ckpt(a.run_dir)["rng"], ckpt(b.run_dir)["rng"])
+    return pair[0], pair[1]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.usefixtures("deterministic_cudnn")
 def test_gpu_stacked_flat_update_equals_per_tensor(tmp_path):
     """``flat`` for stacked runs (the update over (K, P) buffers, the weights read through
-    views of them), captured: the same draws and, up to the norms' float rounding, the same
-    losses and weights as the per-tensor update."""
-    cfgs = paper_cfgs(2)
-    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
-    lists = gpu_trainers([c.replace(flat=False) for c in cfgs], data, tmp_path, "lists")
-    st = StackedTrainer(lists)
-    assert st._flat is None
-    st.run(progress=False)
-    flat = gpu_trainers([c.replace(flat=True) for c in cfgs], data, tmp_path, "flat")
-    st = StackedTrainer(flat)
-    assert st._flat is not None
-    st.prepare()
-    assert st.graph is not None
-    st.run(progress=False)
-    close(lists + flat)
-    for a, b in zip(lists, flat, strict=True):
-        assert torch.equal(ckpt(a.run_dir)["rng"], ckpt(b.run_dir)["rng"])
+    views of them), captured: up to the norms' float rounding, the same losses and weights as
+    the per-tensor update."""
+    lists, flat = stacked_off_and_on(tmp_path, "flat")
+    assert lists._flat is None and flat._flat is not None
+    for a, b in zip(lists.trainers, flat.trainers, strict=True):
         assert_close_losses(a.run_dir, b.run_dir, rel=1e-3)
         ca, cb = ckpt(a.run_dir), ckpt(b.run_dir)
         for part in ("model", "ema"):
@@ -699,16 +706,6 @@ def test_gpu_stacked_flat_update_equals_per_tensor(tmp_path):
 def test_gpu_stacked_streams_equal_stacked(tmp_path):
     """``streams`` inside the vmapped loss of stacked runs (each of the three models on a CUDA
     stream of its own, captured): the same draws and the same losses as one stream."""
-    cfgs = paper_cfgs(2)
-    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
-    plain = gpu_trainers([c.replace(streams=False) for c in cfgs], data, tmp_path, "plain")
-    train_stacked(plain, progress=False)
-    par = gpu_trainers([c.replace(streams=True) for c in cfgs], data, tmp_path, "par")
-    st = StackedTrainer(par)
-    st.prepare()
-    assert st.graph is not None
-    st.run(progress=False)
-    close(plain + par)
-    for a, b in zip(plain, par, strict=True):
-        assert torch.equal(ckpt(a.run_dir)["rng"], ckpt(b.run_dir)["rng"])
+    plain, par = stacked_off_and_on(tmp_path, "streams")
+    for a, b in zip(plain.trainers, par.trainers, strict=True):
         assert_close_losses(a.run_dir, b.run_dir, rel=1e-4)
