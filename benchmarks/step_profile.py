@@ -5,14 +5,15 @@ the first stream of a step holds the rest (the batch's gather, the loss's combin
 clipping, Adam and the EMA update).
 
     python benchmarks/step_profile.py [--preset paper] [--steps 20] [--compile] [--top N]
-        [--stacked K] [--norm native|rows] [--set K=V]
+        [--stacked K] [--norm native|rows] [--update tensors|flat] [--set K=V]
 
 Eager steps (after warm-up) under torch.profiler; prints per stream the kernels and the kernel
 time per step, and the step's wall time; with ``--top N`` also each stream's N kernels of most
 time, by name. With ``--stacked K`` the step is that of K runs (seeds 0..K-1) stacked as one
-model (macdmp.methods.stacked; ``--norm`` how its group norms are computed, the stacked
-trainer's default unless given). The captured step replays the same kernels without
-the Python between them, so the longest stream plus the first bounds its time from below.
+model (macdmp.methods.stacked; ``--norm`` how its group norms are computed, ``--update`` its
+update after the backward, each the stacked trainer's default unless given). The captured
+step replays the same kernels without the Python between them, so the longest stream plus the
+first bounds its time from below.
 CUDA only.
 """
 
@@ -30,7 +31,7 @@ import torch
 
 from macdmp.methods import Trainer, make_config
 from macdmp.methods.config import parse_sets
-from macdmp.methods.stacked import DEFAULT_NORM, NORMS, StackedTrainer
+from macdmp.methods.stacked import DEFAULT_NORM, DEFAULT_UPDATE, NORMS, UPDATES, StackedTrainer
 from macdmp.planner.synthetic import SyntheticWindows
 
 PARTS = ("first stream: batch, combination, clipping, Adam, EMA", "noise model", "return model",
@@ -55,6 +56,12 @@ def main() -> None:
         choices=NORMS,
         default=DEFAULT_NORM,
         help=f"with --stacked: how group norms are computed (default {DEFAULT_NORM})",
+    )
+    ap.add_argument(
+        "--update",
+        choices=UPDATES,
+        default=DEFAULT_UPDATE,
+        help=f"with --stacked: the update after the backward (default {DEFAULT_UPDATE})",
     )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
@@ -83,7 +90,7 @@ def main() -> None:
             for s in range(max(a.stacked, 1))
         ]  # fmt: skip
         if a.stacked:
-            tr = StackedTrainer(runs, norm=a.norm)
+            tr = StackedTrainer(runs, norm=a.norm, update=a.update)
         else:
             (tr,) = runs
             tr.method.train()
@@ -120,7 +127,7 @@ def main() -> None:
         row[0] += 1
         row[1] += e["dur"]
     order = sorted(first, key=first.get)  # the first stream of a step starts first
-    what = f", {a.stacked} runs stacked (norm={a.norm})" if a.stacked else ""
+    what = f", {a.stacked} runs stacked (norm={a.norm}, update={a.update})" if a.stacked else ""
     print(
         f"ma-cdmp {a.preset} preset{' compiled' if a.compile else ''}{what}, "
         f"batch {cfg.batch_size}, "

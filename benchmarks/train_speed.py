@@ -27,7 +27,8 @@ and the one-off preparation time (warm-up steps, compilation and graph capture).
              other modes run with streams=false, as measured before it existed
   MODE+flat  the mode with the update after the backward (clipping, Adam, EMA) over flat
              buffers (flat=true, the configuration's default; macdmp.methods.flat); the other
-             modes run with flat=false, as measured before it existed
+             modes run with flat=false, as measured before it existed. stackedR+flat: the
+             stacked runs' update over (K, P) buffers (StackedTrainer(update="flat"))
   tf32, bf16, streams, flat, ...  short for captured+tf32, captured+bf16, ...
 Targets on one H200 (paper preset, issue 31): one run's 100,000 steps in 6 min (bar) or 3 min
 (goal); eight stacked runs at least 6x the total throughput of one captured run (eight seeds of
@@ -120,7 +121,8 @@ def measure(
         ]
         t0 = time.perf_counter()
         if stacked:  # one stacked model: its step is every run's step
-            st = StackedTrainer(trs, norm=norm)
+            update = "flat" if fields["flat"] else "tensors"
+            st = StackedTrainer(trs, norm=norm, update=update)
             st.prepare()
             trs = [st]
         else:

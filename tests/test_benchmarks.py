@@ -70,13 +70,14 @@ def test_plan_latency_refuses_an_unknown_preset_before_timing():
 
 
 def test_train_speed_prints_stacked_rows_with_either_norm():
-    """The training benchmark's stacked modes, with the group norm of each kind, on the CPU."""
+    """The training benchmark's stacked modes, with the group norm of each kind and the flat
+    update, on the CPU."""
     out = run_benchmark(
         "train_speed.py", "--preset", "demo", "--device", "cpu", "--quick",
-        "--modes", "eager,stacked2+native,stacked2+rows",
+        "--modes", "eager,stacked2+native,stacked2+rows,stacked2+rows+flat",
     )  # fmt: skip
     rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
-    for mode in ("eager", "stacked2+native", "stacked2+rows"):
+    for mode in ("eager", "stacked2+native", "stacked2+rows", "stacked2+rows+flat"):
         assert any(ln.startswith(f"| {mode} | ") for ln in rows), out
 
 

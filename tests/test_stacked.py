@@ -300,21 +300,23 @@ def test_flat_update_of_stacked_runs_is_each_runs_update():
 
 @pytest.mark.parametrize("flat", [True, False])
 def test_stacked_runs_of_one_schedule_update_flat_or_per_tensor(tmp_path, flat):
-    """The runs' ``flat`` (the default) gives runs of one schedule the flat update over
-    (K, P) buffers; either way each stacked run is its run alone. Runs of other schedules keep
-    their own optimisers."""
-    cfgs = [c.replace(flat=flat) for c in tiny_cfgs("seeds")]
+    """``update="flat"`` gives runs of one schedule the update over (K, P) buffers; either way
+    each stacked run is its run alone. Runs of other schedules keep their own optimisers; an
+    update not known is refused by name."""
+    cfgs = tiny_cfgs("seeds")
     data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
     ref = alone(cfgs, data, tmp_path)
     trs = trainers(cfgs, data, tmp_path)
-    st = StackedTrainer(trs)
+    st = StackedTrainer(trs, update="flat" if flat else "tensors")
     assert st.shared and (st._flat is not None) == flat
     st.run(progress=False)
     close(trs)
     for r, tr in zip(ref, trs, strict=True):
         assert_same_run(r, tr.run_dir)
     other = trainers(tiny_cfgs("settings"), data, tmp_path, name="other")
-    st = StackedTrainer(other)
+    with pytest.raises(ValueError, match=r"update: must be one of \('tensors', 'flat'\)"):
+        StackedTrainer(other, update="fused")
+    st = StackedTrainer(other, update="flat")
     assert not st.shared and st._flat is None
     st.close()
     close(other)
@@ -336,7 +338,7 @@ def test_stacked_runs_with_an_unused_parameter_keep_the_per_tensor_update(tmp_pa
         tr.method.loss = inverse_only.__get__(tr.method)  # type: ignore[method-assign]
     head = trs[0].method.classifier.head.weight
     before = head.detach().clone()
-    st = StackedTrainer(trs)
+    st = StackedTrainer(trs, update="flat")
     assert st.shared and st._flat is None and "classifier.head.weight" in st._unused
     for _ in range(3):
         st.train_step()
@@ -665,14 +667,17 @@ def test_gpu_compiled_stacked_equals_stacked(tmp_path, k):
 
 
 def stacked_off_and_on(tmp_path, field: str) -> tuple[StackedTrainer, StackedTrainer]:
-    """Two paper-preset runs stacked with ``field`` off, then on (captured), trained to the
-    end and unstacked; they draw the same numbers (the generators end equal)."""
+    """Two paper-preset runs stacked with ``field`` (a configuration field, or the stacked
+    trainer's ``update`` as "flat") off, then on (captured), trained to the end and unstacked;
+    they draw the same numbers (the generators end equal)."""
     cfgs = paper_cfgs(2)
     data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
     pair = []
     for on in (False, True):
-        trs = gpu_trainers([c.replace(**{field: on}) for c in cfgs], data, tmp_path, f"{on}")
-        st = StackedTrainer(trs)
+        kw = {"update": "flat" if on else "tensors"} if field == "update" else {}
+        cfg_on = {} if field == "update" else {field: on}
+        trs = gpu_trainers([c.replace(**cfg_on) for c in cfgs], data, tmp_path, f"{on}")
+        st = StackedTrainer(trs, **kw)
         st.prepare()
         assert st.graph is not None
         st.run(progress=False)
@@ -687,10 +692,10 @@ def stacked_off_and_on(tmp_path, field: str) -> tuple[StackedTrainer, StackedTra
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.usefixtures("deterministic_cudnn")
 def test_gpu_stacked_flat_update_equals_per_tensor(tmp_path):
-    """``flat`` for stacked runs (the update over (K, P) buffers, the weights read through
-    views of them), captured: up to the norms' float rounding, the same losses and weights as
-    the per-tensor update."""
-    lists, flat = stacked_off_and_on(tmp_path, "flat")
+    """``update="flat"`` for stacked runs (the update over (K, P) buffers, the weights read
+    through views of them), captured: up to the norms' float rounding, the same losses and
+    weights as the per-tensor update."""
+    lists, flat = stacked_off_and_on(tmp_path, "update")
     assert lists._flat is None and flat._flat is not None
     for a, b in zip(lists.trainers, flat.trainers, strict=True):
         assert_close_losses(a.run_dir, b.run_dir, rel=1e-3)

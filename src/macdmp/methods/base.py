@@ -170,8 +170,6 @@ class TrainConfig:
     # the weights, their EMA, the gradients and Adam's moments, every parameter a view into
     # them (macdmp.methods.flat): a few kernels instead of dozens of multi-tensor launches. On
     # by default: the same arithmetic (bit-identical on the CPU) and the same checkpoints.
-    # Stacked runs of one schedule use it too, over (K, P) buffers (each run's clipping
-    # norm summed over its row: the same up to float rounding).
     flat: bool = True
 
     def __post_init__(self) -> None:

@@ -36,9 +36,9 @@ on an H100, paper preset, 8 runs, 842.8 against 681.8 stacked steps/s in all
 (docs/guide/training.md, "A stacked step with fewer, larger kernels").
 
 Each run's gradient is clipped to its own ``grad_clip`` by one function over the stacked
-gradients (:func:`clip_stacked`, the norms ``clip_grad_norm_`` computes per run). With the
-runs' ``flat`` (the default) and one schedule, the clipping, Adam and the EMA run instead over
-(K, P) buffers, run k along row k, and the loss reads the weights as views of them
+gradients (:func:`clip_stacked`, the norms ``clip_grad_norm_`` computes per run). With
+``update="flat"`` (:data:`UPDATES`) and one schedule, the clipping, Adam and the EMA run instead
+over (K, P) buffers, run k along row k, and the loss reads the weights as views of them
 (``FlatUpdate(runs=K)``, :mod:`macdmp.methods.flat`). With the
 trainers' ``compile`` (``--compile``) on a GPU, the vmapped loss (forward and backward) and the
 clipping go through ``torch.compile`` inside the captured graph; measured on an H200 (paper
@@ -108,6 +108,14 @@ DEFAULT_CONV = "matmul"
 # preset, 8 runs; docs/notes/results/gpu-2026-12-05b-stacked).
 NORMS = ("native", "rows")
 DEFAULT_NORM = "rows"
+# How runs of one schedule update after the backward: "tensors", one fused Adam, one EMA and
+# the clipping over the stacked tensors (multi-tensor kernels; the clipping's per run), or
+# "flat", the clipping, Adam and the EMA over (K, P) buffers, run k along row k, the loss reading
+# the weights as views of them (FlatUpdate(runs=K), macdmp.methods.flat): a few kernels over
+# long rows. "tensors" stays the default until "flat" is timed on a GPU (docs/guide/training.md,
+# "The flat update for stacked runs").
+UPDATES = ("tensors", "flat")
+DEFAULT_UPDATE = "tensors"
 _UNBATCHED = re.compile(r"batching rule for (\S+?)\.? ")
 
 
@@ -461,11 +469,14 @@ class StackedTrainer:
         conv: str = DEFAULT_CONV,
         joint_eval: bool = True,
         norm: str = DEFAULT_NORM,
+        update: str = DEFAULT_UPDATE,
     ) -> None:
         if conv not in CONVS:
             raise ValueError(f"conv: must be one of {CONVS} (got {conv!r})")
         if norm not in NORMS:
             raise ValueError(f"norm: must be one of {NORMS} (got {norm!r})")
+        if update not in UPDATES:
+            raise ValueError(f"update: must be one of {UPDATES} (got {update!r})")
         check_stackable(trainers)
         self.conv, self.norm = conv, norm
         # in-loop evaluations of the K runs in one planning call per frame where they can
@@ -535,12 +546,9 @@ class StackedTrainer:
             kw = {"fused": True, "capturable": True} if cuda else {"foreach": True}
             self.opt = torch.optim.Adam(self._grads, lr=self.lr_t if cuda else t0.cfg.lr, **kw)
             self._stack_adam_state()
-        # the runs' ``flat`` (the configuration's default): the clipping, Adam and the EMA over
-        # (K, P) buffers, run k along row k, every stacked tensor a view into them
-        # (macdmp.methods.flat): a few kernels over long rows instead of multi-tensor kernels
-        # over the stacked tensors and, for the clipping, over each run's slices
-        # Not where the loss leaves a parameter unused: Adam must leave it as it is.
-        if self.shared and t0.cfg.flat and not self._unused:
+        # update="flat" (UPDATES): the clipping, Adam and the EMA over (K, P) buffers; not
+        # where the loss leaves a parameter unused (Adam must leave it as it is)
+        if update == "flat" and self.shared and not self._unused:
             self._flat = FlatUpdate(self._grads, self.ema, self.opt, runs=self.k)
         for k, tr in enumerate(self.trainers):
             for n, t in self.params.items():
