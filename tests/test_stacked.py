@@ -252,7 +252,7 @@ def test_flat_update_of_stacked_runs_is_each_runs_update():
     buffers; one step clips each run to its own norm, takes Adam's step and the EMA's as K
     runs alone would (float rounding: the norm summed over the row, not per tensor)."""
     k, g = 3, torch.Generator().manual_seed(2)
-    shapes = [(4, 5), (7,), (2, 3, 2), (1,)]  # one run's sizes 20, 7, 12, 1: gaps between
+    shapes = [(4, 5), (7,), (2, 3, 2), (1,)]  # one run's sizes 20, 7, 12, 1: two gaps
     params = [torch.nn.Parameter(torch.randn(k, *sh, generator=g)) for sh in shapes]
     ema = [p.detach().clone() + 0.1 for p in params]
     grads = [torch.randn(k, *sh, generator=g) for sh in shapes]
@@ -273,7 +273,8 @@ def test_flat_update_of_stacked_runs_is_each_runs_update():
         want_e.append(es)
     opt = torch.optim.Adam(params, lr=1e-2, foreach=True)
     flat = FlatUpdate(params, ema, opt, runs=k)
-    assert flat.param.shape == (k, 64 * len(shapes))  # each tensor's row part aligned
+    assert flat.param.shape == (k, 20 + 8 + 12 + 4)  # each run's slices on 16-byte bounds
+    assert flat.offsets == [0, 20, 28, 40]
     for p, e in zip(params, ema, strict=True):
         assert p.data_ptr() >= flat.param.data_ptr() and e.data_ptr() >= flat.ema.data_ptr()
         assert p[1].is_contiguous()  # one run's slice: contiguous

@@ -37,13 +37,18 @@ import torch
 # every tensor starts on a 256-byte boundary in its buffer (float32), as cuDNN and inductor's
 # kernels expect of a tensor of its own; the gaps stay zero (no gradient, no update)
 ALIGN = 64
+# stacked runs: each run's slice of a tensor starts on a 16-byte boundary of its row (float32;
+# the vector width of the elementwise kernels and of cuBLAS's tensor-op kernels), no wider:
+# every gap is a piece of the split the loss reads through, and its backward fills each gap's
+# gradient with zeros, one kernel a gap (64 floats: 55 gaps in the paper preset; 4: one)
+ROW_ALIGN = 4
 
 
-def _offsets(sizes: Sequence[int]) -> tuple[list[int], int]:
+def _offsets(sizes: Sequence[int], align: int) -> tuple[list[int], int]:
     out, at = [], 0
     for n in sizes:
         out.append(at)
-        at += -(-n // ALIGN) * ALIGN
+        at += -(-n // align) * align
     return out, at
 
 
@@ -81,7 +86,7 @@ class FlatUpdate:
         self.runs = runs
         k = runs or 1
         self.sizes = [p.numel() // k for p in params]  # one run's elements of each tensor
-        self.offsets, row = _offsets(self.sizes)
+        self.offsets, row = _offsets(self.sizes, ROW_ALIGN if runs else ALIGN)
         total = (k, row) if runs else row
         states = [opt.state.get(p, {}) for p in params]
         if any(states) and not all(states):
