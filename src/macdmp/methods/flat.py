@@ -22,8 +22,10 @@ run's gradient norm is one reduction along its row and its clipping one scaling 
 The stacked tensors' values live in the rows (their ``.data`` views into them, each run's slice
 contiguous). The loss reads them through :meth:`FlatUpdate.pieces`, views of the weights'
 buffer taken by one ``split`` along the rows, so the backward writes the whole (K, P) gradient
-by one concatenation (gradients a tensor of its own each would be copied once more, and those
-of strided views are: autograd lays them out anew when their strides are not the tensor's).
+by one concatenation. (With the stacked tensors themselves as the parameters, their gradients
+would be tensors of their own, to be copied into the buffer once more, and autograd would lay
+many of them out anew first: the weights are strided by P and the products' backward hands
+their gradients back transposed.)
 Each run is clipped to its own norm, summed over its row in one reduction (``clip_grad_norm_``
 sums the tensors' norms: the same norm up to float rounding).
 """
