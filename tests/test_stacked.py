@@ -645,19 +645,20 @@ def test_gpu_resumed_stacked_run_equals_uninterrupted(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.usefixtures("deterministic_cudnn")
-@pytest.mark.parametrize("k", [1, 2])
-def test_gpu_compiled_stacked_equals_stacked(tmp_path, k):
+@pytest.mark.parametrize("k, update", [(1, "tensors"), (2, "tensors"), (2, "flat")])
+def test_gpu_compiled_stacked_equals_stacked(tmp_path, k, update):
     """The compiled stacked step (the vmapped loss and the clipping through torch.compile,
     captured) trains the runs of the uncompiled one: the same draws (the generators end
     equal), other kernels (fused by Inductor; the convolutions' products in float32 where the
-    uncompiled ones use TF32), so within 2e-2 relative after 20 steps, as stacked and alone."""
+    uncompiled ones use TF32), so within 2e-2 relative after 20 steps, as stacked and alone.
+    With ``update="flat"`` the compiled loss reads the weights as views of one buffer."""
     cfgs = paper_cfgs(k)
     data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
     plain = gpu_trainers(cfgs, data, tmp_path, "plain")
-    train_stacked(plain, progress=False)
+    StackedTrainer(plain, update=update).run(progress=False)
     comp = gpu_trainers(cfgs, data, tmp_path, "comp", compile=True)
-    st = StackedTrainer(comp)
-    assert st.compiled
+    st = StackedTrainer(comp, update=update)
+    assert st.compiled and (st._flat is not None) == (update == "flat")
     st.prepare()
     assert st.graph is not None  # compiled in the warm-up steps, then captured
     st.run(progress=False)
