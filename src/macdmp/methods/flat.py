@@ -125,7 +125,7 @@ class FlatUpdate:
             self._widths: list[int] = []
             self._is_tensor: list[bool] = []
             ends = [*self.offsets[1:], row]
-            for o, n, end in zip(self.offsets, self.sizes, ends, strict=True):
+            for o, n, end in zip(self.offsets, self.sizes, ends, strict=True) if runs else ():
                 self._widths.append(n)
                 self._is_tensor.append(True)
                 if end > o + n:
@@ -166,6 +166,8 @@ class FlatUpdate:
         """Stacked runs: the stacked tensors as views of the weights' buffer (``leaf``), with
         autograd: a loss over them leaves the whole (K, P) gradient in ``leaf.grad`` (set it
         to None before the backward: the new gradient is then taken, not added)."""
+        if not self.runs:
+            raise ValueError("FlatUpdate.pieces: stacked runs only (runs=K)")
         parts = self.leaf.split(self._widths, dim=1)
         views = (v for v, t in zip(parts, self._is_tensor, strict=True) if t)
         return [v.view(p.shape) for v, p in zip(views, self.params, strict=True)]
