@@ -31,7 +31,7 @@ import torch
 
 from macdmp.methods import Trainer, make_config
 from macdmp.methods.config import parse_sets
-from macdmp.methods.stacked import DEFAULT_NORM, DEFAULT_UPDATE, NORMS, UPDATES, StackedTrainer
+from macdmp.methods.stacked import DEFAULT_NORM, NORMS, UPDATES, StackedTrainer
 from macdmp.planner.synthetic import SyntheticWindows
 
 PARTS = ("first stream: batch, combination, clipping, Adam, EMA", "noise model", "return model",
@@ -60,8 +60,9 @@ def main() -> None:
     ap.add_argument(
         "--update",
         choices=UPDATES,
-        default=DEFAULT_UPDATE,
-        help=f"with --stacked: the update after the backward (default {DEFAULT_UPDATE})",
+        default=None,
+        help="with --stacked: the update after the backward (default: flat, or tensors where "
+        "--set flat=false)",
     )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
@@ -91,6 +92,7 @@ def main() -> None:
         ]  # fmt: skip
         if a.stacked:
             tr = StackedTrainer(runs, norm=a.norm, update=a.update)
+            a.update = tr.update
         else:
             (tr,) = runs
             tr.method.train()

@@ -301,15 +301,17 @@ def test_flat_update_of_stacked_runs_is_each_runs_update():
 
 @pytest.mark.parametrize("flat", [True, False])
 def test_stacked_runs_of_one_schedule_update_flat_or_per_tensor(tmp_path, flat):
-    """``update="flat"`` gives runs of one schedule the update over (K, P) buffers; either way
-    each stacked run is its run alone. Runs of other schedules keep their own optimisers; an
-    update not known is refused by name."""
-    cfgs = tiny_cfgs("seeds")
+    """Runs of one schedule whose configuration has ``flat`` (the default) take the update
+    over (K, P) buffers, as each would alone, and ``flat=false`` the per-tensor one; either way
+    each stacked run is its run alone. ``update`` overrides the field; runs of other schedules
+    keep their own optimisers; an update not known is refused by name."""
+    cfgs = [c.replace(flat=flat) for c in tiny_cfgs("seeds")]
     data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
     ref = alone(cfgs, data, tmp_path)
     trs = trainers(cfgs, data, tmp_path)
-    st = StackedTrainer(trs, update="flat" if flat else "tensors")
+    st = StackedTrainer(trs)
     assert st.shared and (st._flat is not None) == flat
+    assert st.update == ("flat" if flat else "tensors")
     st.run(progress=False)
     close(trs)
     for r, tr in zip(ref, trs, strict=True):
@@ -318,9 +320,14 @@ def test_stacked_runs_of_one_schedule_update_flat_or_per_tensor(tmp_path, flat):
     with pytest.raises(ValueError, match=r"update: must be one of \('tensors', 'flat'\)"):
         StackedTrainer(other, update="fused")
     st = StackedTrainer(other, update="flat")
-    assert not st.shared and st._flat is None
+    assert not st.shared and st._flat is None and st.update == "tensors"
     st.close()
     close(other)
+    over = trainers(cfgs, data, tmp_path, name="over")
+    st = StackedTrainer(over, update="tensors" if flat else "flat")
+    assert st.update == ("tensors" if flat else "flat")
+    st.close()
+    close(over)
 
 
 def test_stacked_runs_with_an_unused_parameter_keep_the_per_tensor_update(tmp_path):

@@ -35,11 +35,14 @@ whose backward suits the few positions of a window better than vmap's own rule (
 on an H100, paper preset, 8 runs, 842.8 against 681.8 stacked steps/s in all
 (docs/guide/training.md, "A stacked step with fewer, larger kernels").
 
-Each run's gradient is clipped to its own ``grad_clip`` by one function over the stacked
-gradients (:func:`clip_stacked`, the norms ``clip_grad_norm_`` computes per run). With
-``update="flat"`` (:data:`UPDATES`) and one schedule, the clipping, Adam and the EMA run instead
-over (K, P) buffers, run k along row k, and the loss reads the weights as views of them
-(``FlatUpdate(runs=K)``, :mod:`macdmp.methods.flat`). With the
+Runs of one schedule with the configuration's ``flat`` (its default; ``update="flat"`` of
+:data:`UPDATES`) clip, take Adam's step and update the EMA over (K, P) buffers, run k along row
+k, and the loss reads the weights as views of them (``FlatUpdate(runs=K)``,
+:mod:`macdmp.methods.flat`): on an H100, paper preset, 8 runs, 940.7 against 841.9 stacked
+steps/s in all (docs/guide/training.md, "The flat update for stacked runs"). Otherwise
+(``update="tensors"``) each run's gradient is clipped to its own ``grad_clip`` by one function
+over the stacked gradients (:func:`clip_stacked`, the norms ``clip_grad_norm_`` computes per
+run), then one fused Adam and one EMA update go over the stacked tensors. With the
 trainers' ``compile`` (``--compile``) on a GPU, the vmapped loss (forward and backward) and the
 clipping go through ``torch.compile`` inside the captured graph; measured on an H200 (paper
 preset) it gained 11% for eight runs and lost 20% for one, less than its two minutes of
@@ -112,11 +115,17 @@ DEFAULT_NORM = "rows"
 # the clipping over the stacked tensors (multi-tensor kernels; the clipping's per run), or
 # "flat", the clipping, Adam and the EMA over (K, P) buffers, run k along row k, the loss reading
 # the weights as views of them (FlatUpdate(runs=K), macdmp.methods.flat): a few kernels over
-# long rows. "tensors" stays the default until "flat" is timed on a GPU (docs/guide/training.md,
-# "The flat update for stacked runs").
+# long rows. By default the runs' configuration field ``flat`` chooses, as it does for one run
+# (flat_update): 940.7 against 841.9 stacked steps/s (H100, paper preset, 8 runs;
+# docs/notes/results/gpu-2026-12-05f-flat-stacked).
 UPDATES = ("tensors", "flat")
-DEFAULT_UPDATE = "tensors"
 _UNBATCHED = re.compile(r"batching rule for (\S+?)\.? ")
+
+
+def flat_update(trainers: Sequence[Trainer]) -> str:
+    """The update stacked runs take by default: "flat" where every run's configuration has
+    ``flat`` (its default), as each run alone would, else "tensors"."""
+    return "flat" if all(tr.cfg.flat for tr in trainers) else "tensors"
 
 
 def _schedule(cfg: Any) -> tuple:
@@ -469,15 +478,16 @@ class StackedTrainer:
         conv: str = DEFAULT_CONV,
         joint_eval: bool = True,
         norm: str = DEFAULT_NORM,
-        update: str = DEFAULT_UPDATE,
+        update: str | None = None,
     ) -> None:
         if conv not in CONVS:
             raise ValueError(f"conv: must be one of {CONVS} (got {conv!r})")
         if norm not in NORMS:
             raise ValueError(f"norm: must be one of {NORMS} (got {norm!r})")
-        if update not in UPDATES:
+        if update is not None and update not in UPDATES:
             raise ValueError(f"update: must be one of {UPDATES} (got {update!r})")
         check_stackable(trainers)
+        update = update or flat_update(trainers)
         self.conv, self.norm = conv, norm
         # in-loop evaluations of the K runs in one planning call per frame where they can
         # (macdmp.methods.joint); joint_refused: why they could not
@@ -550,6 +560,7 @@ class StackedTrainer:
         # where the loss leaves a parameter unused (Adam must leave it as it is)
         if update == "flat" and self.shared and not self._unused:
             self._flat = FlatUpdate(self._grads, self.ema, self.opt, runs=self.k)
+        self.update = "flat" if self._flat is not None else "tensors"  # the one it takes
         for k, tr in enumerate(self.trainers):
             for n, t in self.params.items():
                 _set_tensor(tr.method, n, t.detach()[k], buffer=False)
