@@ -416,6 +416,27 @@ def test_a_resumed_stacked_run_is_the_uninterrupted_one(tmp_path, differ):
     assert_same_run(full[1].run_dir, tmp_path / "solo")
 
 
+def test_a_stacked_run_resumes_under_the_other_update(tmp_path):
+    """Checkpoints keep each tensor's Adam state, whichever update wrote them: runs stopped
+    under the per-tensor update go on under the flat one (the default) on the same curve."""
+    cfgs = tiny_cfgs("seeds")
+    data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
+    full = trainers(cfgs, data, tmp_path, name="full")
+    StackedTrainer(full, update="tensors").run(progress=False)
+    close(full)
+    cut = trainers(cfgs, data, tmp_path, name="cut")
+    StackedTrainer(cut, update="tensors").run(progress=False, stop_after=5)
+    close(cut)
+    again = trainers(cfgs, data, tmp_path, name="cut")
+    assert [tr.step for tr in again] == [5, 5]
+    st = StackedTrainer(again)
+    assert st.update == "flat"
+    st.run(progress=False)
+    close(again)
+    for a, b in zip(full, again, strict=True):
+        assert_same_run(a.run_dir, b.run_dir)
+
+
 def test_sigterm_saves_the_last_whole_step_and_resumes(tmp_path):
     cfgs = tiny_cfgs()
     data = SyntheticWindows(cfgs[0].horizon, cfgs[0].gamma)
